@@ -1,0 +1,226 @@
+"""Per-channel normalization of signal, geometry and labels, and its metadata.
+
+x_n = (T(x) - offset) / scale for 5 signal/geometry channels [npe, time, x, y, z] and 6 label channels
+[energy, zenith, azimuth, x, y, z]. T is the identity except for:
+- time: 'ln' = ln(1 + t) (default), 'log10' = log10(1 + t), 'none';
+- npe: 'none' (default, as in the original GENESIS) or 'log1p';
+- energy: 'none' (default) or 'log10'.
+Negative times are clipped to 0 before a log transform (no-hit DOMs carry time 0).
+
+Every model stores this as metadata (buffers + extra state) so a checkpoint alone can denormalize.
+Functions accept numpy arrays or torch tensors and return the same type.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from genesis.errors import ConfigError
+
+TIME_TRANSFORMS = ("ln", "log10", "none")
+NPE_TRANSFORMS = ("none", "log1p")
+ENERGY_TRANSFORMS = ("none", "log10")
+
+ORIGINAL_AFFINE_OFFSETS = (0.0, 0.0, -600.0, -550.0, -550.0)
+ORIGINAL_AFFINE_SCALES = (200.0, 10.0, 1200.0, 1100.0, 1100.0)
+ORIGINAL_LABEL_OFFSETS = (0.0, 0.0, 0.0, -600.0, -550.0, -550.0)
+ORIGINAL_LABEL_SCALES = (1e8, math.pi, 2 * math.pi, 1200.0, 1100.0, 1100.0)
+
+Array = Any  # np.ndarray | torch.Tensor
+
+
+def _lib(x: Array):
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def _const(values, like: Array) -> Array:
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=like.dtype if like.dtype.kind == "f" else np.float32)
+
+
+def forward_time(t: Array, transform: str) -> Array:
+    lib = _lib(t)
+    if transform == "none":
+        return t
+    t = lib.clip(t, 0, None) if lib is np else t.clamp_min(0)
+    out = lib.log1p(t)
+    return out / math.log(10) if transform == "log10" else out
+
+
+def inverse_time(y: Array, transform: str) -> Array:
+    lib = _lib(y)
+    if transform == "none":
+        return y
+    y = y * math.log(10) if transform == "log10" else y
+    return lib.expm1(y)
+
+
+def forward_npe(q: Array, transform: str) -> Array:
+    if transform == "none":
+        return q
+    lib = _lib(q)
+    return lib.log1p(lib.clip(q, 0, None) if lib is np else q.clamp_min(0))
+
+
+def inverse_npe(y: Array, transform: str) -> Array:
+    return y if transform == "none" else _lib(y).expm1(y)
+
+
+def denormalize_signal(
+    x: Array,
+    offsets: Array,
+    scales: Array,
+    time_transform: str = "ln",
+    npe_transform: str = "none",
+) -> Array:
+    """Normalized signal (..., 2, P) -> physical npe and time (..., 2, P).
+
+    offsets, scales: the first two of the 5 affine channels are used (npe, time).
+    """
+    off = _const(offsets, x)[:2].reshape(2, 1)
+    sc = _const(scales, x)[:2].reshape(2, 1)
+    y = x * sc + off
+    npe = inverse_npe(y[..., 0, :], npe_transform)
+    time = inverse_time(y[..., 1, :], time_transform)
+    return _lib(x).stack([npe, time], -2) if _lib(x) is np else torch.stack([npe, time], -2)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Offsets, scales and transforms for signal, geometry and labels (the original defaults)."""
+
+    affine_offsets: tuple[float, ...] = ORIGINAL_AFFINE_OFFSETS
+    affine_scales: tuple[float, ...] = ORIGINAL_AFFINE_SCALES
+    label_offsets: tuple[float, ...] = ORIGINAL_LABEL_OFFSETS
+    label_scales: tuple[float, ...] = ORIGINAL_LABEL_SCALES
+    time_transform: str = "ln"
+    npe_transform: str = "none"
+    energy_transform: str = "none"
+
+    def __post_init__(self) -> None:
+        for name, n in (("affine_offsets", 5), ("affine_scales", 5), ("label_offsets", 6), ("label_scales", 6)):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != n or not all(math.isfinite(v) for v in value):
+                raise ConfigError(f"normalization.{name} must be {n} finite numbers, got {list(value)}")
+            object.__setattr__(self, name, value)
+        if any(s == 0 for s in self.affine_scales + self.label_scales):
+            raise ConfigError("normalization scales must be non-zero")
+        for name, allowed in (
+            ("time_transform", TIME_TRANSFORMS),
+            ("npe_transform", NPE_TRANSFORMS),
+            ("energy_transform", ENERGY_TRANSFORMS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"normalization.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    # --- signal ---------------------------------------------------------------------------------
+    def normalize_signal(self, x: Array) -> Array:
+        """Physical (..., 2, P) npe/time -> normalized (..., 2, P)."""
+        lib = _lib(x)
+        npe = forward_npe(x[..., 0, :], self.npe_transform)
+        time = forward_time(x[..., 1, :], self.time_transform)
+        y = lib.stack([npe, time], -2) if lib is np else torch.stack([npe, time], -2)
+        off = _const(self.affine_offsets[:2], y).reshape(2, 1)
+        sc = _const(self.affine_scales[:2], y).reshape(2, 1)
+        return (y - off) / sc
+
+    def denormalize_signal(self, x: Array) -> Array:
+        """Normalized (..., 2, P) -> physical npe/time (..., 2, P) (no clipping; see sampling)."""
+        return denormalize_signal(x, self.affine_offsets, self.affine_scales, self.time_transform, self.npe_transform)
+
+    # --- geometry -------------------------------------------------------------------------------
+    def normalize_geometry(self, positions: Array) -> Array:
+        """(P, 3) metres -> (3, P) normalized geometry channels."""
+        off = _const(self.affine_offsets[2:], positions)
+        sc = _const(self.affine_scales[2:], positions)
+        return ((positions - off) / sc).T
+
+    # --- labels ---------------------------------------------------------------------------------
+    def normalize_labels(self, labels: Array) -> Array:
+        """(..., 6) physical labels -> normalized (..., 6)."""
+        lib = _lib(labels)
+        energy = labels[..., :1]
+        if self.energy_transform == "log10":
+            energy = lib.log10(lib.clip(energy, 1e-9, None) if lib is np else energy.clamp_min(1e-9))
+        y = lib.concatenate([energy, labels[..., 1:]], -1) if lib is np else torch.cat([energy, labels[..., 1:]], -1)
+        return (y - _const(self.label_offsets, y)) / _const(self.label_scales, y)
+
+    def denormalize_labels(self, labels_n: Array) -> Array:
+        """Normalized (..., 6) -> physical labels (..., 6)."""
+        lib = _lib(labels_n)
+        y = labels_n * _const(self.label_scales, labels_n) + _const(self.label_offsets, labels_n)
+        if self.energy_transform == "log10":
+            energy = 10 ** y[..., :1]
+            y = lib.concatenate([energy, y[..., 1:]], -1) if lib is np else torch.cat([energy, y[..., 1:]], -1)
+        return y
+
+    # --- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalization":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown normalization key(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()})
+
+    def differences(self, other: "Normalization", rtol: float = 1e-3) -> list[str]:
+        """Human-readable list of fields where two normalizations disagree."""
+        out = []
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, tuple):
+                if not np.allclose(a, b, rtol=rtol, atol=1e-6):
+                    out.append(f"{f.name}: {list(a)} vs {list(b)}")
+            elif a != b:
+                out.append(f"{f.name}: {a} vs {b}")
+        return out
+
+
+def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray, base: Normalization) -> Normalization:
+    """Offsets/scales from data: signal (N, 2, P) physical, labels (N, 6), positions (P, 3).
+
+    Keeps base's transforms; maps hit npe/time to about [0, 1] (99.9th percentile) and geometry and
+    vertices to [0, 1] over their range, like the original defaults.
+    """
+    npe = signal_sample[:, 0]
+    hit = npe > 0
+    t_npe = forward_npe(npe[hit], base.npe_transform) if hit.any() else np.ones(1)
+    t_time = forward_time(signal_sample[:, 1][hit], base.time_transform) if hit.any() else np.ones(1)
+    lo, hi = positions.min(0), positions.max(0)
+    span = np.maximum(hi - lo, 1.0)
+    energy = labels[:, 0]
+    if base.energy_transform == "log10":
+        e_lo, e_hi = np.log10(energy.min()), np.log10(energy.max())
+        e_off, e_scale = float(np.floor(e_lo)), float(max(np.ceil(e_hi) - np.floor(e_lo), 1.0))
+    else:
+        e_off, e_scale = 0.0, float(_round_up(energy.max()))
+    v_lo = np.minimum(labels[:, 3:].min(0), lo)
+    v_span = np.maximum(np.maximum(labels[:, 3:].max(0), hi) - v_lo, 1.0)
+    return Normalization(
+        affine_offsets=(0.0, 0.0, *map(float, np.floor(lo))),
+        affine_scales=(_round_up(np.percentile(t_npe, 99.9)), _round_up(t_time.max()), *map(float, np.ceil(span))),
+        label_offsets=(e_off, 0.0, 0.0, *map(float, np.floor(v_lo))),
+        label_scales=(e_scale, math.pi, 2 * math.pi, *map(float, np.ceil(v_span))),
+        time_transform=base.time_transform,
+        npe_transform=base.npe_transform,
+        energy_transform=base.energy_transform,
+    )
+
+
+def _round_up(x: float) -> float:
+    """Round up to 2 significant digits so suggested scales read well."""
+    x = float(x)
+    if x <= 0:
+        return 1.0
+    mag = 10 ** math.floor(math.log10(x) - 1)
+    return float(math.ceil(x / mag) * mag)

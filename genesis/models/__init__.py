@@ -1,0 +1,1 @@
+"""Generative models: PMT diffusion transformer (dit.py) and conditional normalizing flow (flow.py)."""

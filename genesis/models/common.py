@@ -1,0 +1,55 @@
+"""Normalization metadata carried by every model (metadata, never used by forward())."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from genesis.data.normalization import Normalization
+
+
+class NormalizationMetadata(nn.Module):
+    """Mixin module: buffers affine_offsets (5), affine_scales (5), label_offsets (6), label_scales (6)
+    and the transforms as extra state, so `state_dict()` alone can denormalize samples."""
+
+    def init_normalization(self, norm: Normalization) -> None:
+        self.register_buffer("affine_offsets", torch.tensor(norm.affine_offsets, dtype=torch.float64))
+        self.register_buffer("affine_scales", torch.tensor(norm.affine_scales, dtype=torch.float64))
+        self.register_buffer("label_offsets", torch.tensor(norm.label_offsets, dtype=torch.float64))
+        self.register_buffer("label_scales", torch.tensor(norm.label_scales, dtype=torch.float64))
+        self._transforms = {
+            "time_transform": norm.time_transform,
+            "npe_transform": norm.npe_transform,
+            "energy_transform": norm.energy_transform,
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return dict(self._transforms)
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._transforms = dict(state)
+
+    def get_normalization_params(self) -> dict[str, Any]:
+        """Dict with affine_offsets, affine_scales, label_offsets, label_scales (lists) and transforms."""
+        return {
+            "affine_offsets": self.affine_offsets.tolist(),
+            "affine_scales": self.affine_scales.tolist(),
+            "label_offsets": self.label_offsets.tolist(),
+            "label_scales": self.label_scales.tolist(),
+            **self._transforms,
+        }
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization.from_dict(self.get_normalization_params())
+
+    def _apply(self, fn, recurse: bool = True):
+        # Keep the metadata buffers in float64 on .to(dtype)/.half(): only move their device.
+        saved = {k: getattr(self, k) for k in ("affine_offsets", "affine_scales", "label_offsets", "label_scales")}
+        out = super()._apply(fn, recurse)
+        for k, v in saved.items():
+            moved = fn(v)
+            self._buffers[k] = v.to(moved.device)
+        return out
