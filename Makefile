@@ -1,0 +1,41 @@
+# Quick start:  make run   (set up, create demo data, start the dashboard)
+#               make test  (set up, run the whole test suite, browser tests included)
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+
+.PHONY: run test install browser demo-data mlflow-ui bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo-data: install
+	test -f data/demo.h5 || $(PY) -m genesis simulate --events 3000 --seed 0 --out data/demo.h5
+
+run: install demo-data
+	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+# Debian's chromium for the browser tests (needs root; skipped when it is already there).
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: browser tests will be skipped"
+
+test: install browser
+	$(PY) -m pytest -q
+
+mlflow-ui: install
+	$(PY) -m genesis ui --port 5000
+
+bench: install
+	$(PY) bench/simulator.py
+	$(PY) bench/loader.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,267 @@
+"""Command line: python -m genesis {simulate,validate,stats,train,sample,inpaint,inspect,evaluate,ui}.
+
+Every dashboard action has a command here calling the same package functions. Errors caused by input
+(GenesisError) print one clear line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from genesis.errors import GenesisError
+
+EXIT_BAD_INPUT = 2
+
+
+def _progress_bar(total: int, desc: str, unit: str = "ev") -> Callable[[int, int], None]:
+    """A tqdm bar driven by progress(done, total) callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# --- data commands ------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from genesis import geometry
+    from genesis.data.simulate import SimConfig, simulate_to_file
+
+    cfg = SimConfig(energy_min=args.energy_min, energy_max=args.energy_max, noise_rate=args.noise_rate,
+                    min_hits=args.min_hits)
+    geo = geometry.load(args.geometry)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise GenesisError(f"{out}: file exists; choose another name or pass --force to overwrite")
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    simulate_to_file(out, args.events, geo, seed=args.seed, cfg=cfg, force=args.force,
+                     progress=_progress_bar(args.events, "simulating"))
+    print(f"wrote {args.events} events on {geo.n_doms} DOMs ({geo.name}) to {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from genesis import geometry
+    from genesis.data import schema
+
+    geo = geometry.from_csv(args.geometry) if args.geometry else None
+    summary = schema.validate(args.file, geo)
+    print("\n".join(summary.lines()))
+    print("OK")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from genesis.data import schema
+    from genesis.data.normalization import Normalization, suggest
+
+    n, _, _ = schema.file_info(args.file)
+    signal, labels, _ = schema.read_events(args.file, 0, min(n, args.max_events))
+    geo = schema.read_geometry(args.file)
+    base = Normalization(time_transform=args.time_transform, npe_transform=args.npe_transform,
+                         energy_transform=args.energy_transform)
+    suggested = suggest(signal, labels, geo.positions, base)
+    print(f"# suggested normalization from {min(n, args.max_events)} events of {args.file}")
+    print("data:\n  normalization:")
+    for key, value in suggested.to_dict().items():
+        print(f"    {key}: {json.dumps(value)}")
+    diffs = suggested.differences(Normalization())
+    if diffs:
+        print("# differs from the original GENESIS defaults in: " + "; ".join(d.split(':')[0] for d in diffs))
+    return 0
+
+
+# --- model commands -----------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from genesis import config
+    from genesis.train import train
+
+    cfg = config.load(args.config, args.set)
+    result = train(cfg, run_id=args.run_id, resume=args.resume)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from genesis.sampling import labels_from_args, sample_to_file
+
+    labels = labels_from_args(args.labels, args.n, args.energy, args.zenith, args.azimuth, args.x, args.y, args.z)
+    path = sample_to_file(args.checkpoint, labels, args.out, sampler=args.sampler, steps=args.steps,
+                          guidance=args.guidance, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                          force=args.force, progress=_progress_bar(len(labels), "sampling"))
+    print(f"wrote {len(labels)} generated events to {path}")
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from genesis.inpaint_cli import inpaint_to_file
+
+    report = inpaint_to_file(args.checkpoint, args.data, args.events, args.mask, args.method, args.out,
+                             steps=args.steps, restarts=args.restarts, seed=args.seed, device=args.device,
+                             force=args.force, compare_baselines=not args.no_baselines)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from genesis.inspect import inspect_checkpoint, inspect_config, render_text
+
+    if bool(args.checkpoint) == bool(args.config):
+        raise GenesisError("inspect needs exactly one of --checkpoint or --config")
+    report = inspect_checkpoint(args.checkpoint, args.batch_size) if args.checkpoint \
+        else inspect_config(args.config, args.batch_size)
+    print(json.dumps(report, indent=2, default=str) if args.json else render_text(report, verbose=args.verbose))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from genesis.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, data=args.data, simulate=args.simulate, sampler=args.sampler,
+                                 steps=args.steps, seed=args.seed, device=args.device, out=args.out,
+                                 html=args.html, log_to_mlflow=not args.no_mlflow)
+    print(json.dumps(report["scalars"], indent=2))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from genesis import tracking
+
+    store = tracking.Store.default()
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+            "--host", args.host, "--port", str(args.port)]
+    if store.artifact_root:
+        argv += ["--default-artifact-root", store.artifact_root]
+    print(f"MLflow UI on http://{args.host}:{args.port} for {store.tracking_uri}")
+    return subprocess.call(argv, env=os.environ.copy())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m genesis", description="GENESIS: generative models of IceCube events")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="simulate events into an HDF5 file")
+    s.add_argument("--events", type=_positive_int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--geometry", help="geometry CSV (string,dom,x,y,z); default: IceCube-86-like")
+    s.add_argument("--energy-min", type=float, default=1e3)
+    s.add_argument("--energy-max", type=float, default=1e7)
+    s.add_argument("--noise-rate", type=float, default=1e-3, help="noise-hit probability per DOM")
+    s.add_argument("--min-hits", type=int, default=8, help="trigger: minimum hit DOMs")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("validate", help="check an HDF5 event file and print a summary")
+    s.add_argument("file")
+    s.add_argument("--geometry", help="geometry CSV the file must match")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("stats", help="suggest normalization offsets/scales from data")
+    s.add_argument("file")
+    s.add_argument("--max-events", type=_positive_int, default=5000)
+    s.add_argument("--time-transform", default="ln", choices=("ln", "log10", "none"))
+    s.add_argument("--npe-transform", default="none", choices=("none", "log1p"))
+    s.add_argument("--energy-transform", default="none", choices=("none", "log10"))
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("train", help="train a model (MLflow-tracked)")
+    s.add_argument("--config", help="YAML config (e.g. configs/tiny.yaml)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+    s.add_argument("--resume", help="checkpoint to continue from")
+    s.add_argument("--run-id", help="existing MLflow run to log into (used by the launcher)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate events from a checkpoint into HDF5")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--n", type=_positive_int, default=1, help="events per label row (or in all, with --labels)")
+    s.add_argument("--labels", help="CSV with columns energy,zenith,azimuth,x,y,z")
+    for name, default in (("energy", 1e5), ("zenith", 1.0), ("azimuth", 1.0), ("x", 0.0), ("y", 0.0), ("z", 0.0)):
+        s.add_argument(f"--{name}", type=float, default=default)
+    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    s.add_argument("--steps", type=_positive_int, default=50)
+    s.add_argument("--guidance", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=_positive_int, default=256)
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("inpaint", help="fill masked or dead DOMs")
+    s.add_argument("--checkpoint", help="flow (flow-map) or diffusion (repaint) checkpoint")
+    s.add_argument("--data", required=True)
+    s.add_argument("--events", default="0", help="comma-separated event indices, e.g. 0,5,9")
+    s.add_argument("--mask", required=True, help="e.g. strings:36,79 | random:0.1 | deepcore | sphere:x,y,z,r | dead:FILE; join with +")
+    s.add_argument("--method", default="flow-map", choices=("flow-map", "repaint", "neighbours", "zero"))
+    s.add_argument("--steps", type=_positive_int, default=200, help="MAP optimisation steps or RePaint steps")
+    s.add_argument("--restarts", type=_positive_int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-baselines", action="store_true", help="skip the zero/neighbour comparison")
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_inpaint)
+
+    s = sub.add_parser("inspect", help="describe a checkpoint or a config")
+    s.add_argument("--checkpoint")
+    s.add_argument("--config")
+    s.add_argument("--verbose", action="store_true", help="list every module")
+    s.add_argument("--batch-size", type=_positive_int, default=64, help="for the memory estimate")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("evaluate", help="physics quality of a checkpoint against simulation")
+    s.add_argument("--checkpoint", required=True)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--data", help="held-out HDF5 reference file")
+    g.add_argument("--simulate", type=_positive_int, help="simulate this many reference events")
+    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    s.add_argument("--steps", type=_positive_int, default=50)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="report JSON")
+    s.add_argument("--html", help="report HTML with figures")
+    s.add_argument("--no-mlflow", action="store_true", help="do not log the results to the checkpoint's run")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GenesisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,172 @@
+"""Datasets yielding normalized (signal (2, P), geometry (3, P), label (6,)).
+
+Two ways in:
+- `InMemoryEvents`: the split normalized once and kept as one tensor (on the GPU when it fits), with a
+  fast `batches()` iterator that indexes on the device, so a string-patch model is never input-bound.
+- `H5EventStream`: an IterableDataset that reads shuffled chunks of events from disk; h5py is opened
+  inside each DataLoader worker (never shared across processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from genesis.config import DataConfig
+from genesis.data import schema
+from genesis.data.normalization import Normalization
+from genesis.errors import DataError
+from genesis.geometry import Geometry
+
+READ_CHUNK = 512
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Disjoint sorted index arrays 'train', 'val', 'test' covering range(n), fixed by seed."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise DataError(f"dataset of {n} events is too small for the requested val/test fractions")
+    parts = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+    return {k: np.sort(v) for k, v in parts.items()}
+
+
+def fingerprint(path: str | Path) -> str:
+    """Short content hash of a data file (shape, labels and the first events), cheap for large files."""
+    path = Path(path)
+    n, p, _ = schema.file_info(path)
+    h = hashlib.sha256(f"{n}:{p}".encode())
+    with h5py.File(path, "r") as f:
+        h.update(np.ascontiguousarray(f["label"][()], dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(f["input"][: min(n, 16)], dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def resolve_geometry(cfg: DataConfig) -> Geometry:
+    """The geometry CSV named in the config, else the positions stored in the data file."""
+    from genesis import geometry
+
+    geo = geometry.from_csv(cfg.geometry) if cfg.geometry else schema.read_geometry(cfg.path)
+    _, p, _ = schema.file_info(cfg.path)
+    if geo.n_doms != p:
+        raise DataError(f"{cfg.path}: dataset 'input' has P = {p} DOMs but geometry '{geo.name}' has {geo.n_doms}")
+    return geo
+
+
+def fits_in_memory(n_events: int, n_doms: int, device: torch.device) -> bool:
+    """True when the normalized split takes under a quarter of the free memory of the device."""
+    need = n_events * (2 * n_doms + 6) * 4
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return need < 0.4 * free
+    try:
+        import os
+
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        free = 4 << 30
+    return need < 0.25 * free
+
+
+class InMemoryEvents(Dataset):
+    """Normalized events held as tensors. signal (N, 2, P), labels (N, 6), geometry (3, P)."""
+
+    def __init__(self, signal: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> None:
+        self.signal, self.labels, self.geometry = signal, labels, geometry
+
+    def __len__(self) -> int:
+        return len(self.signal)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.signal[i], self.geometry, self.labels[i]
+
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (signal (B, 2, P), labels (B, 6)) by indexing on the tensors' device."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(self.signal.device)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield self.signal.index_select(0, idx), self.labels.index_select(0, idx)
+
+
+def load_in_memory(path: str | Path, indices: np.ndarray, norm: Normalization, geometry: Geometry,
+                   device: torch.device | str = "cpu") -> InMemoryEvents:
+    """Read the given events chunk by chunk, normalize each chunk on `device`, keep the result there."""
+    device = torch.device(device)
+    p = geometry.n_doms
+    signal = torch.empty((len(indices), 2, p), dtype=torch.float32, device=device)
+    labels = torch.empty((len(indices), 6), dtype=torch.float32, device=device)
+    for start in range(0, len(indices), READ_CHUNK):
+        sel = indices[start:start + READ_CHUNK]
+        sig, lab, _ = schema.read_events(path, indices=sel)
+        sl = slice(start, start + len(sel))
+        signal[sl] = norm.normalize_signal(torch.from_numpy(sig).to(device))
+        labels[sl] = norm.normalize_labels(torch.from_numpy(lab).to(device))
+    geo = norm.normalize_geometry(torch.from_numpy(geometry.positions).to(device)).contiguous()
+    return InMemoryEvents(signal, labels, geo)
+
+
+class H5EventStream(IterableDataset):
+    """Stream normalized (signal, geometry, label) from disk in shuffled chunks (for large files)."""
+
+    def __init__(self, path: str | Path, indices: np.ndarray, norm: Normalization, geometry: Geometry,
+                 shuffle: bool = True, seed: int = 0, chunk: int = READ_CHUNK) -> None:
+        self.path, self.indices, self.norm, self.shuffle, self.seed, self.chunk = str(path), indices, norm, shuffle, seed, chunk
+        self.geometry = norm.normalize_geometry(torch.from_numpy(geometry.positions))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _my_chunks(self) -> list[np.ndarray]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        chunks = [self.indices[i:i + self.chunk] for i in range(0, len(self.indices), self.chunk)]
+        if self.shuffle:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        info = get_worker_info()
+        return chunks if info is None else chunks[info.id::info.num_workers]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed + self.epoch + 7919)
+        for sel in self._my_chunks():
+            sig, lab, _ = schema.read_events(self.path, indices=sel)
+            sig_n = self.norm.normalize_signal(torch.from_numpy(sig))
+            lab_n = self.norm.normalize_labels(torch.from_numpy(lab))
+            order = rng.permutation(len(sel)) if self.shuffle else np.arange(len(sel))
+            for i in order:
+                yield sig_n[i], self.geometry, lab_n[i]
+
+
+def stream_batches(stream: H5EventStream, batch_size: int, num_workers: int, device: torch.device
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(signal (B, 2, P), labels (B, 6)) batches from a stream through a DataLoader with workers."""
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    for sig, _, lab in loader:
+        yield sig.to(device, non_blocking=True), lab.to(device, non_blocking=True)
+
+
+def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geometry, device: torch.device,
+               rank: int = 0, world: int = 1) -> InMemoryEvents | H5EventStream:
+    """The events of one split ('train', 'val', 'test'), sharded across DDP ranks, in memory or streamed."""
+    n, p, _ = schema.file_info(cfg.path)
+    n = min(n, cfg.max_events) if cfg.max_events else n
+    indices = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)[split][rank::world]
+    if len(indices) == 0:
+        raise DataError(f"{cfg.path}: the '{split}' split is empty; use more events or larger fractions")
+    in_memory = cfg.in_memory == "always" or (cfg.in_memory == "auto" and fits_in_memory(len(indices), p, device))
+    if in_memory:
+        return load_in_memory(cfg.path, indices, norm, geometry, device)
+    return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
