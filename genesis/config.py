@@ -144,6 +144,11 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Coerce value to the field type or raise ConfigError naming the key."""
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is bool and isinstance(value, bool):

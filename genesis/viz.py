@@ -64,8 +64,11 @@ def _hit_time_range(events: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[fl
 
 def _detector_traces(geometry: Geometry, show_strings: bool, showlegend: bool) -> list:
     pos = _r(geometry.positions)
+    # Background dots in whole metres as int16 (invisible difference at detector scale) halve the
+    # largest block of the JSON, which matters when linked views repeat it per scene.
+    dots = np.round(geometry.positions).astype(np.int16) if np.abs(geometry.positions).max() < 32000 else pos
     traces: list = [go.Scatter3d(
-        x=pos[:, 0], y=pos[:, 1], z=pos[:, 2], mode="markers", name="DOMs", hoverinfo="skip",
+        x=dots[:, 0], y=dots[:, 1], z=dots[:, 2], mode="markers", name="DOMs", hoverinfo="skip",
         marker=dict(size=1.2, color="rgba(140,140,140,0.35)"), legendgroup="doms", showlegend=showlegend)]
     if show_strings:
         ends = _r(geometry.string_top_bottom())  # (S, 2, 3)

@@ -196,7 +196,7 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
     hit = npe > 0
     t_npe = forward_npe(npe[hit], base.npe_transform) if hit.any() else np.ones(1)
     t_time = forward_time(signal_sample[:, 1][hit], base.time_transform) if hit.any() else np.ones(1)
-    lo, hi = positions.min(0), positions.max(0)
+    lo, hi = np.floor(positions.min(0)), np.ceil(positions.max(0))
     span = np.maximum(hi - lo, 1.0)
     energy = labels[:, 0]
     if base.energy_transform == "log10":
@@ -204,13 +204,13 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
         e_off, e_scale = float(np.floor(e_lo)), float(max(np.ceil(e_hi) - np.floor(e_lo), 1.0))
     else:
         e_off, e_scale = 0.0, float(_round_up(energy.max()))
-    v_lo = np.minimum(labels[:, 3:].min(0), lo)
-    v_span = np.maximum(np.maximum(labels[:, 3:].max(0), hi) - v_lo, 1.0)
+    v_lo = np.floor(np.minimum(labels[:, 3:].min(0), lo))
+    v_span = np.maximum(np.ceil(np.maximum(labels[:, 3:].max(0), hi)) - v_lo, 1.0)
     return Normalization(
-        affine_offsets=(0.0, 0.0, *map(float, np.floor(lo))),
-        affine_scales=(_round_up(np.percentile(t_npe, 99.9)), _round_up(t_time.max()), *map(float, np.ceil(span))),
-        label_offsets=(e_off, 0.0, 0.0, *map(float, np.floor(v_lo))),
-        label_scales=(e_scale, math.pi, 2 * math.pi, *map(float, np.ceil(v_span))),
+        affine_offsets=(0.0, 0.0, *map(float, lo)),
+        affine_scales=(_round_up(np.percentile(t_npe, 99.9)), _round_up(t_time.max()), *map(float, span)),
+        label_offsets=(e_off, 0.0, 0.0, *map(float, v_lo)),
+        label_scales=(e_scale, math.pi, 2 * math.pi, *map(float, v_span)),
         time_transform=base.time_transform,
         npe_transform=base.npe_transform,
         energy_transform=base.energy_transform,

@@ -1,0 +1,399 @@
+"""Training loop for both model kinds: AdamW, warm-up + cosine LR, grad clipping, EMA, bf16 on CUDA,
+validation every epoch, early stopping, atomic last.pt/best.pt, exact resume, DDP under torchrun,
+MLflow logging (rank 0 only), SIGTERM/SIGINT -> last.pt + KILLED, exceptions -> FAILED with reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+from genesis import checkpoint, config, paths, tracking
+from genesis.data import dataset, schema
+from genesis.errors import DataError, GenesisError
+
+log = logging.getLogger("genesis.train")
+
+
+class TrainingFailed(GenesisError):
+    """Training cannot continue (non-finite loss, ...); the run ends FAILED with this reason."""
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied), with warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.module.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.module.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+class StopRequested:
+    """SIGTERM/SIGINT set a flag; the loop saves last.pt and ends the run KILLED."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal = signum
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise GenesisError("train.device is 'cuda' but no CUDA GPU is available; use train.device=cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+class Objective:
+    """Loss for one batch of normalized events, for either model kind."""
+
+    def __init__(self, cfg: config.RunConfig) -> None:
+        self.kind = cfg.kind
+        if cfg.kind == "diffusion":
+            from genesis.diffusion import GaussianDiffusion
+
+            self.diffusion = GaussianDiffusion(cfg.diffusion)
+
+    def __call__(self, model, signal, labels, geometry, generator=None) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.kind == "diffusion":
+            loss = self.diffusion.training_loss(model, signal, labels, geometry, generator=generator)
+            return loss, {}
+        flow = model.module if hasattr(model, "module") else model
+        loss, extra = flow.training_loss(signal, labels, geometry, generator=generator)
+        return loss, {"bits_per_dim": float(extra["bits_per_dim"])}
+
+
+class Trainer:
+    """Holds the model, optimiser and data of one run; `fit()` runs the loop."""
+
+    def __init__(self, cfg: config.RunConfig, run_id: str | None, store: tracking.Store | None,
+                 ctx: DistContext, device: torch.device) -> None:
+        self.cfg, self.run_id, self.store, self.ctx, self.device = cfg, run_id, store, ctx, device
+        tc = cfg.train
+        torch.manual_seed(tc.seed + ctx.rank)
+        self.geometry = dataset.resolve_geometry(cfg.data)
+        self.norm = cfg.data.normalization
+        self.train_data = dataset.open_split(cfg.data, "train", self.norm, self.geometry, device, ctx.rank, ctx.world)
+        self.val_data = dataset.open_split(cfg.data, "val", self.norm, self.geometry, device, ctx.rank, ctx.world)
+        self.geo_n = self.norm.normalize_geometry(torch.from_numpy(self.geometry.positions)).to(device)
+        self.model = checkpoint.build_model(cfg, self.geometry.n_doms, self.norm).to(device)
+        self.ema = EMA(self.model, tc.ema_decay)
+        self.net = self.model
+        if ctx.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.objective = Objective(cfg)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / tc.batch_size))
+        total = tc.max_steps or tc.epochs * self.steps_per_epoch
+        self.total_steps = min(total, tc.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(tc.warmup_steps, self.total_steps))
+        self.step, self.epoch, self.best_val, self.bad_epochs = 0, 0, float("inf"), 0
+        self.generator = torch.Generator(device="cpu").manual_seed(tc.seed)
+        self.ckpt_dir = checkpoint_dir(store, run_id) if ctx.is_main else None
+        self.fingerprint = dataset.fingerprint(cfg.data.path)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        data = {"path": str(self.cfg.data.path), "size": len(self.train_data) * self.ctx.world,
+                "fingerprint": self.fingerprint, "splits": {"train": len(self.train_data), "val": len(self.val_data)}}
+        mlflow_info = {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id} if self.store else {}
+        return checkpoint.make_state(self.cfg, self.model, self.ema.module, self.geometry, self.step, self.epoch,
+                                     self.best_val, self.optimizer, self.scheduler, data, mlflow_info,
+                                     extra={"bad_epochs": self.bad_epochs, "rng": self.generator.get_state()})
+
+    def save(self, name: str) -> Path | None:
+        if not self.ctx.is_main or self.ckpt_dir is None:
+            return None
+        path = checkpoint.save(self.state(), self.ckpt_dir / name)
+        if self.store and not self.store.is_local:
+            self.store.log_artifact(self.run_id, path, "checkpoints")
+        return path
+
+    def resume_from(self, path: str | Path) -> None:
+        state = checkpoint.load_state(path, map_location=self.device)
+        if state["kind"] != self.cfg.kind or state["n_doms"] != self.geometry.n_doms:
+            raise GenesisError(f"{path}: cannot resume a {state['kind']} model of P={state['n_doms']} "
+                               f"as {self.cfg.kind} with P={self.geometry.n_doms}")
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.best_val = state["step"], state["epoch"], state["best_val_loss"]
+        self.bad_epochs = state.get("bad_epochs", 0)
+        if "rng" in state:
+            self.generator.set_state(state["rng"].cpu())
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    # --- loop ----------------------------------------------------------------------------------------
+    def batches(self, data, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(data, dataset.InMemoryEvents):
+            gen = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + self.epoch)
+            return data.batches(self.cfg.train.batch_size, shuffle, gen)
+        data.set_epoch(self.epoch)
+        return dataset.stream_batches(data, self.cfg.train.batch_size, self.cfg.data.num_workers, self.device)
+
+    def autocast(self):
+        use_bf16 = self.device.type == "cuda" and self.cfg.train.amp
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def train_step(self, signal: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, dict[str, float]]:
+        self.net.train()
+        with self.autocast():
+            loss, extra = self.objective(self.net, signal, labels, self.geo_n, self.generator)
+        if self.cfg.train.fail_at_step and self.step + 1 == self.cfg.train.fail_at_step:
+            loss = loss * float("nan")
+        if not torch.isfinite(loss):
+            raise TrainingFailed(f"non-finite loss ({loss.item()}) at step {self.step + 1}; lower train.lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return loss.item(), float(grad_norm), extra
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.net.eval()
+        gen = torch.Generator().manual_seed(12345)
+        total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        for signal, labels in self.batches(self.val_data, shuffle=False):
+            with self.autocast():
+                loss, _ = self.objective(self.model, signal, labels, self.geo_n, gen)
+            total += loss.double() * len(signal)
+            count += len(signal)
+        stats = torch.stack([total, torch.tensor(float(count), device=self.device, dtype=torch.float64)])
+        if self.ctx.world > 1:
+            dist.all_reduce(stats)
+        return float(stats[0] / stats[1])
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.ctx.is_main and self.store:
+            self.store.log_metrics(self.run_id, metrics, self.step)
+
+    def fit(self, stop: StopRequested) -> str:
+        """Train until done; returns the end status: FINISHED or KILLED."""
+        tc = self.cfg.train
+        t_start, deadline = time.time(), time.time() + tc.max_minutes * 60 if tc.max_minutes else float("inf")
+        window_events, window_start = 0, time.time()
+        log.info("training %s: %d train / %d val events, %d steps/epoch, %d steps in all, device %s",
+                 self.cfg.kind, len(self.train_data), len(self.val_data), self.steps_per_epoch, self.total_steps, self.device)
+        while self.epoch < tc.epochs and self.step < self.total_steps:
+            for signal, labels in self.batches(self.train_data, shuffle=True):
+                loss, grad_norm, extra = self.train_step(signal, labels)
+                window_events += len(signal) * self.ctx.world
+                if self.step % tc.log_every == 0:
+                    rate = window_events / max(time.time() - window_start, 1e-9)
+                    self.log_metrics({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0],
+                                      "train/grad_norm": grad_norm, "train/events_per_s": rate,
+                                      "train/epoch": self.epoch + self.step_in_epoch() / self.steps_per_epoch,
+                                      **{f"train/{k}": v for k, v in extra.items()}})
+                    log.info("step %d/%d epoch %d loss %.5f lr %.2e %.0f ev/s", self.step, self.total_steps,
+                             self.epoch, loss, self.scheduler.get_last_lr()[0], rate)
+                    window_events, window_start = 0, time.time()
+                if self.step % tc.checkpoint_every == 0:
+                    self.save("last.pt")
+                if stop or self.step >= self.total_steps or time.time() > deadline:
+                    break
+            if stop:
+                self.save("last.pt")
+                log.info("stopped by signal %s at step %d; saved last.pt", stop.signal, self.step)
+                return "KILLED"
+            if self.step_in_epoch() == 0 or self.step >= self.total_steps or time.time() > deadline:
+                if self.end_epoch():
+                    break
+            if time.time() > deadline:
+                log.info("time budget of %.1f min reached", tc.max_minutes)
+                break
+        self.save("last.pt")
+        log.info("done: %d steps in %.1f s, best val loss %.5f", self.step, time.time() - t_start, self.best_val)
+        return "FINISHED"
+
+    def step_in_epoch(self) -> int:
+        return self.step - self.epoch * self.steps_per_epoch
+
+    def end_epoch(self) -> bool:
+        """Validate, save best.pt, count patience; returns True to stop early."""
+        val = self.validate()
+        self.epoch += 1
+        # keep the epoch/step bookkeeping consistent when an epoch ended early (time budget, max_steps)
+        self.step = max(self.step, 0)
+        self.log_metrics({"val/loss": val, "epoch": self.epoch})
+        log.info("epoch %d val loss %.5f", self.epoch, val)
+        if val < self.best_val:
+            self.best_val, self.bad_epochs = val, 0
+            self.save("best.pt")
+        else:
+            self.bad_epochs += 1
+        self.save("last.pt")
+        return bool(self.cfg.train.patience and self.bad_epochs >= self.cfg.train.patience)
+
+
+def checkpoint_dir(store: tracking.Store | None, run_id: str | None) -> Path:
+    """Checkpoints go straight into the run's local artifact folder, else into mlruns/runs/<id>/."""
+    if store and run_id:
+        local = store.artifact_dir(run_id)
+        if local is not None:
+            return local / "checkpoints"
+    return paths.mlruns_dir() / "runs" / (run_id or "no-run") / "checkpoints"
+
+
+def setup_logging(log_file: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+def log_file_for(run_id: str) -> Path:
+    return paths.mlruns_dir() / "logs" / f"{run_id}.log"
+
+
+def run_tags(cfg: config.RunConfig, fingerprint: str) -> dict[str, str]:
+    return {tracking.TAG_KIND: cfg.kind, tracking.TAG_FINGERPRINT: fingerprint, tracking.TAG_GIT: tracking.git_sha(),
+            tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid())}
+
+
+def check_data(cfg: config.RunConfig) -> None:
+    """Fail with DataError before any run is created when the data file or geometry is unusable."""
+    if not Path(cfg.data.path).is_file():
+        raise DataError(f"{cfg.data.path}: data file not found; create one with `python -m genesis simulate`")
+    dataset.resolve_geometry(cfg.data)
+    schema.file_info(cfg.data.path)
+
+
+def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path | None = None) -> dict[str, Any]:
+    """Run training (one process, or one rank under torchrun). Returns a summary dict."""
+    ctx = DistContext.from_env()
+    check_data(cfg)
+    store = tracking.Store.default() if ctx.is_main else None
+    if ctx.world > 1:
+        backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    if ctx.is_main and run_id is None:
+        run_id = store.create_run(cfg.experiment, cfg.name, {}, config.flatten(config.to_dict(cfg)))
+    if ctx.world > 1:
+        holder = [run_id]
+        dist.broadcast_object_list(holder, src=0)
+        run_id = holder[0]
+    own_log = None
+    if ctx.is_main:
+        run = store.run(run_id)
+        own_log = None if run.data.tags.get(tracking.TAG_LOG) else log_file_for(run_id)
+    setup_logging(own_log)
+    stop = StopRequested()
+    status, error, trainer = "FAILED", None, None
+    try:
+        device = resolve_device(cfg.train.device, ctx.local_rank)
+        if ctx.is_main:
+            store.set_tags(run_id, {**run_tags(cfg, dataset.fingerprint(cfg.data.path)),
+                                    **({tracking.TAG_LOG: str(own_log)} if own_log else {})})
+        trainer = Trainer(cfg, run_id, store, ctx, device)
+        if resume:
+            trainer.resume_from(resume)
+        if ctx.is_main:
+            cfg_path = trainer.ckpt_dir.parent / "config.yaml"
+            config.save(cfg, cfg_path)
+            if not store.is_local:
+                store.log_artifact(run_id, cfg_path)
+        status = trainer.fit(stop)
+        if ctx.is_main and status == "FINISHED":
+            finish_artifacts(trainer)
+    except Exception as exc:  # the run must end with a reason, whatever went wrong
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("training failed")
+        if trainer is not None and not isinstance(exc, TrainingFailed):
+            trainer.save("last.pt")
+        raise
+    finally:
+        if ctx.is_main:
+            end_run(store, run_id, status if error is None else "FAILED", error)
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return {"run_id": run_id, "status": status, "step": trainer.step, "epoch": trainer.epoch,
+            "best_val_loss": trainer.best_val, "checkpoint_dir": str(trainer.ckpt_dir)}
+
+
+def end_run(store: tracking.Store, run_id: str, status: str, error: str | None) -> None:
+    log_path = Path(store.run(run_id).data.tags.get(tracking.TAG_LOG, ""))
+    if log_path.is_file():
+        for h in logging.getLogger().handlers:
+            h.flush()
+        store.log_artifact(run_id, log_path)
+    store.end_run(run_id, status, error)
+
+
+def finish_artifacts(trainer: Trainer) -> None:
+    """A figure of a few generated events, and optionally the physics evaluation."""
+    from genesis.sampling import preview_figure
+
+    fig_path = trainer.ckpt_dir.parent / "generated_events.html"
+    try:
+        preview_figure(trainer.ema.module, trainer.cfg, trainer.geometry, trainer.device).write_html(
+            fig_path, include_plotlyjs="cdn")
+        if not trainer.store.is_local:
+            trainer.store.log_artifact(trainer.run_id, fig_path)
+    except Exception as exc:  # a failed preview must not turn a finished run into a failed one
+        log.warning("could not draw generated events: %s", exc)
+    if trainer.cfg.train.eval_events:
+        from genesis.evaluate import evaluate_model
+
+        evaluate_model(trainer, n_events=trainer.cfg.train.eval_events)

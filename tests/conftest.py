@@ -1,0 +1,47 @@
+"""Shared fixtures: a small simulated dataset, the real IceCube-86 reference files when present."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ICECUBE = ROOT.parent / "shared" / "data" / "icecube86"
+os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def geometry():
+    from genesis.geometry import icecube86_like
+
+    return icecube86_like()
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, geometry) -> Path:
+    """400 simulated events on the IceCube-86-like geometry."""
+    from genesis.data.simulate import simulate_to_file
+
+    path = tmp_path_factory.mktemp("data") / "small.h5"
+    return simulate_to_file(path, 400, geometry, seed=3)
+
+
+@pytest.fixture(scope="session")
+def real_geometry_csv() -> Path:
+    path = SHARED_ICECUBE / "icecube86_geometry.csv"
+    if not path.exists():
+        pytest.skip("real IceCube-86 geometry not present in ../shared/data/icecube86")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    """Run `python -m genesis ...` as a real subprocess; returns CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,75 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genesis.data.normalization import Normalization, denormalize_signal, suggest
+from genesis.errors import ConfigError
+
+
+def physical_signal(n=4, p=30, seed=0):
+    rng = np.random.default_rng(seed)
+    npe = rng.poisson(2.0, (n, p)).astype(np.float32) * rng.uniform(0.5, 30, (n, p)).astype(np.float32)
+    time = np.where(npe > 0, rng.uniform(9000, 15000, (n, p)), 0).astype(np.float32)
+    return np.stack([npe, time], 1)
+
+
+@pytest.mark.parametrize("time_transform", ["ln", "log10", "none"])
+@pytest.mark.parametrize("npe_transform", ["none", "log1p"])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_signal_round_trip(time_transform, npe_transform, as_torch):
+    norm = Normalization(time_transform=time_transform, npe_transform=npe_transform)
+    x = physical_signal().astype(np.float64)
+    x = torch.from_numpy(x) if as_torch else x
+    y = norm.normalize_signal(x)
+    assert type(y) is type(x) and tuple(y.shape) == tuple(x.shape)
+    back = denormalize_signal(y, norm.affine_offsets, norm.affine_scales, time_transform, npe_transform)
+    assert np.allclose(np.asarray(back), np.asarray(x), rtol=1e-6, atol=1e-5)
+
+
+def test_original_defaults_and_no_hit_zero():
+    norm = Normalization()
+    assert norm.affine_offsets == (0, 0, -600, -550, -550) and norm.affine_scales == (200, 10, 1200, 1100, 1100)
+    assert norm.label_scales == pytest.approx((1e8, math.pi, 2 * math.pi, 1200, 1100, 1100))
+    x = np.zeros((1, 2, 3), np.float32)
+    assert (norm.normalize_signal(x) == 0).all()
+    t = np.array([[[0.0], [math.e ** 10 - 1]]])
+    assert norm.normalize_signal(t)[0, 1, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("energy_transform", ["none", "log10"])
+def test_label_round_trip(energy_transform):
+    norm = Normalization(energy_transform=energy_transform)
+    lab = np.array([[1e4, 1.0, 2.0, 10.0, -20.0, 30.0], [5e6, 2.0, 6.0, -500, 400, 0]])
+    assert np.allclose(norm.denormalize_labels(norm.normalize_labels(lab)), lab, rtol=1e-9)
+    lab_t = torch.tensor(lab)
+    assert torch.allclose(norm.denormalize_labels(norm.normalize_labels(lab_t)), lab_t)
+
+
+def test_geometry_normalization(geometry):
+    g = Normalization().normalize_geometry(geometry.positions)
+    assert g.shape == (3, 5160) and -0.1 < g.min() and g.max() < 1.1
+
+
+def test_dict_round_trip_and_errors():
+    norm = Normalization(time_transform="log10", npe_transform="log1p", energy_transform="log10")
+    assert Normalization.from_dict(norm.to_dict()) == norm
+    with pytest.raises(ConfigError, match="unknown normalization key"):
+        Normalization.from_dict({**norm.to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="time_transform"):
+        Normalization(time_transform="sqrt")
+    with pytest.raises(ConfigError, match="affine_scales"):
+        Normalization(affine_scales=(1, 2, 3))
+    assert norm.differences(Normalization())
+
+
+def test_suggest(geometry):
+    sig = physical_signal(50, 5160)
+    lab = np.tile([[1e5, 1, 1, 0, 0, 0]], (50, 1))
+    s = suggest(sig, lab, geometry.positions, Normalization(npe_transform="log1p"))
+    y = s.normalize_signal(sig)[:, :, :]
+    hit = sig[:, 0] > 0
+    assert 0.5 < y[:, 0][hit].max() < 1.2 and 0.5 < y[:, 1][hit].max() <= 1.0
+    g = s.normalize_geometry(geometry.positions)
+    assert g.min() >= 0 and g.max() <= 1
