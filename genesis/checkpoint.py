@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict[str, str]:
-    return {"genesis": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"genesis": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def geometry_to_dict(geo: Geometry) -> dict[str, Any]:
@@ -91,8 +91,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        reason = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+        reason = reason.split(" was not an allowed global")[0]
         raise CheckpointError(
-            f"{path}: refused: loading it would need to run code from the file ({str(exc).splitlines()[0][:200]}). "
+            f"{path}: refused: loading it would need to run code from the file ({reason or 'not plain data'}). "
             "Only checkpoints of plain tensors and Python types are loaded; "
             "`python -m genesis inspect --checkpoint` shows what a legacy file holds without running it."
         ) from exc

@@ -145,6 +145,8 @@ class Trainer:
         self.step, self.epoch, self.best_val, self.bad_epochs = 0, 0, float("inf"), 0
         self.generator = torch.Generator(device="cpu").manual_seed(tc.seed)
         self.ckpt_dir = checkpoint_dir(store, run_id) if ctx.is_main else None
+        if self.ckpt_dir is not None:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = dataset.fingerprint(cfg.data.path)
 
     # --- checkpoints ------------------------------------------------------------------------------

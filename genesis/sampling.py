@@ -1,0 +1,176 @@
+"""Checkpoint + labels -> events in physical units, and HDF5 export in the training-data schema.
+
+Post-processing: samples are denormalized with the checkpoint's own metadata; a DOM whose sampled npe
+is below `HIT_THRESHOLD_PE` (the flow's configured hit_threshold for flows) has no hit: npe 0, time 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genesis import checkpoint
+from genesis.data import schema
+from genesis.errors import DataError, GenesisError
+
+log = logging.getLogger("genesis.sampling")
+HIT_THRESHOLD_PE = 0.5
+LABEL_COLUMNS = ("energy", "zenith", "azimuth", "x", "y", "z")
+MAX_EVENTS_PER_CALL = 1_000_000
+# Normalized data lies in about [0, 2.5]; predictions of x0 outside this range are clipped during
+# sampling so that a few wild DOMs cannot blow up to absurd npe/times after the inverse transforms.
+CLIP_X0 = (-1.0, 3.0)
+
+
+def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: float, azimuth: float,
+                     x: float, y: float, z: float) -> np.ndarray:
+    """(N, 6) labels: every row of the CSV (or the single given label) repeated n times."""
+    rows = read_labels_csv(labels_csv) if labels_csv else np.array([[energy, zenith, azimuth, x, y, z]], np.float32)
+    labels = np.repeat(rows, n, axis=0)
+    check_labels(labels)
+    return labels
+
+
+def read_labels_csv(path: str | Path) -> np.ndarray:
+    """CSV with header energy,zenith,azimuth,x,y,z -> (N, 6) float32."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read labels CSV ({exc})") from exc
+    if not rows or any(c not in rows[0] for c in LABEL_COLUMNS):
+        raise DataError(f"{path}: labels CSV needs a header with columns {','.join(LABEL_COLUMNS)} and rows")
+    try:
+        return np.array([[float(r[c]) for c in LABEL_COLUMNS] for r in rows], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: labels CSV has a non-numeric value ({exc})") from exc
+
+
+def check_labels(labels: np.ndarray) -> None:
+    if labels.ndim != 2 or labels.shape[1] != 6 or len(labels) == 0:
+        raise DataError(f"labels must have shape (N, 6) with N > 0, got {labels.shape}")
+    if not np.isfinite(labels).all():
+        raise DataError("labels contain NaN or inf")
+    if (labels[:, 0] <= 0).any():
+        raise DataError("energy must be positive (GeV)")
+    if len(labels) > MAX_EVENTS_PER_CALL:
+        raise DataError(f"{len(labels)} events requested; at most {MAX_EVENTS_PER_CALL} per call")
+
+
+def range_warnings(labels: np.ndarray, loaded: checkpoint.LoadedModel) -> list[str]:
+    """Messages for labels outside the range seen in training (from the checkpoint's data record)."""
+    data = loaded.state.get("data") or {}
+    lo, hi = data.get("label_min"), data.get("label_max")
+    if lo is None or hi is None:
+        return []
+    out = []
+    for i, name in enumerate(LABEL_COLUMNS):
+        below, above = labels[:, i] < lo[i], labels[:, i] > hi[i]
+        if below.any() or above.any():
+            out.append(f"{int((below | above).sum())} label(s) with {name} outside the training range "
+                       f"[{lo[i]:.4g}, {hi[i]:.4g}]: the model extrapolates there")
+    return out
+
+
+def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE) -> np.ndarray:
+    """Physical (n, 2, P): npe below threshold (or non-finite) -> no hit (npe 0, time 0); time >= 0."""
+    out = np.nan_to_num(signal.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    hit = out[:, 0] >= hit_threshold
+    out[:, 0] = np.where(hit, out[:, 0], 0.0)
+    out[:, 1] = np.where(hit, np.maximum(out[:, 1], 0.0), 0.0)
+    return out
+
+
+@torch.no_grad()
+def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.Tensor, geometry_n: torch.Tensor,
+                        sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, eta: float = 0.0,
+                        generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None
+                        ) -> torch.Tensor:
+    """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P)."""
+    if kind == "flow":
+        out = model.sample(labels_n, geometry_n, generator=generator)
+        if progress:
+            progress(1, 1)
+        return out.clamp(*CLIP_X0)
+    from genesis import diffusion
+
+    process = diffusion.GaussianDiffusion(cfg.diffusion)
+    out = diffusion.sample(process, model, labels_n, geometry_n, sampler=sampler, steps=steps, eta=eta,
+                           guidance_scale=guidance, generator=generator, progress=progress, clip_x0=CLIP_X0)
+    return out.clamp(*CLIP_X0)
+
+
+def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
+             guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
+             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Physical events (N, 2, P) for physical labels (N, 6), batched; reproducible by seed."""
+    return np.concatenate(list(generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress)))
+
+
+def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
+                     guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
+                     progress: Callable[[int, int], None] | None = None):
+    """Yield physical (b, 2, P) batches for consecutive slices of `labels` (streams huge requests)."""
+    check_labels(labels)
+    if sampler not in ("ddim", "ddpm"):
+        raise GenesisError(f"unknown sampler {sampler!r}; use ddim or ddpm")
+    for msg in range_warnings(labels, loaded):
+        warnings.warn(msg, stacklevel=2)
+    device = next(loaded.model.parameters()).device
+    norm = loaded.normalization
+    geo_n = norm.normalize_geometry(torch.from_numpy(loaded.geometry.positions)).to(device)
+    threshold = loaded.config.flow.hit_threshold if loaded.kind == "flow" else HIT_THRESHOLD_PE
+    n, done = len(labels), 0
+    for b, start in enumerate(range(0, n, batch_size)):
+        lab_n = norm.normalize_labels(torch.from_numpy(labels[start:start + batch_size]).to(device))
+        gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
+        inner = (lambda i, t, s=start: progress(s + int(len(lab_n) * i / t), n)) if progress else None
+        x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
+                                generator=gen, progress=inner)
+        done += len(lab_n)
+        if progress:
+            progress(done, n)
+        yield postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold)
+
+
+def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int) -> dict:
+    return {"producer": "genesis sampler", "checkpoint": str(loaded.path), "kind": loaded.kind,
+            "run_id": loaded.run_id, "step": loaded.state.get("step"), "sampler": sampler if loaded.kind == "diffusion" else "flow",
+            "steps": steps, "guidance": guidance, "seed": seed}
+
+
+def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | Path, sampler: str = "ddim",
+                   steps: int = 50, guidance: float = 1.0, seed: int = 0, device: str = "auto", batch_size: int = 256,
+                   force: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Sample and stream batches into an HDF5 file in the training-data schema."""
+    loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
+    with schema.EventWriter(out, loaded.geometry, producer_info(loaded, sampler, steps, guidance, seed),
+                            force=force) as writer:
+        start = 0
+        for batch in generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
+            writer.append(batch, labels[start:start + len(batch)])
+            start += len(batch)
+    return Path(out)
+
+
+def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device):
+    """3D views of two generated events at fixed labels (a run artifact at the end of training)."""
+    from genesis import viz
+
+    norm = model.normalization
+    labels = np.array([[1e5, 1.0, 1.0, 0.0, 0.0, 0.0], [1e6, 2.0, 4.0, 100.0, -100.0, -200.0]], np.float32)
+    geo_n = norm.normalize_geometry(torch.from_numpy(geometry.positions)).to(device)
+    lab_n = norm.normalize_labels(torch.from_numpy(labels).to(device))
+    gen = torch.Generator(device=device).manual_seed(0)
+    model.eval()
+    x = generate_normalized(model, cfg.kind, cfg, lab_n, geo_n, "ddim", min(20, cfg.diffusion.timesteps), generator=gen)
+    threshold = cfg.flow.hit_threshold if cfg.kind == "flow" else HIT_THRESHOLD_PE
+    sig = postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold)
+    return viz.linked_event_figures(geometry, [(f"E={lab[0]:.0e} GeV", s[0], s[1]) for lab, s in zip(labels, sig)])
