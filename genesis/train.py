@@ -235,48 +235,47 @@ class Trainer:
         tc = self.cfg.train
         t_start, deadline = time.time(), time.time() + tc.max_minutes * 60 if tc.max_minutes else float("inf")
         window_events, window_start = 0, time.time()
+        if self.ctx.is_main and self.store:
+            self.store.set_tags(self.run_id, {"genesis.total_steps": str(self.total_steps),
+                                              "genesis.steps_per_epoch": str(self.steps_per_epoch)})
         log.info("training %s: %d train / %d val events, %d steps/epoch, %d steps in all, device %s",
                  self.cfg.kind, len(self.train_data), len(self.val_data), self.steps_per_epoch, self.total_steps, self.device)
         while self.epoch < tc.epochs and self.step < self.total_steps:
+            epoch_complete = True
             for signal, labels in self.batches(self.train_data, shuffle=True):
                 loss, grad_norm, extra = self.train_step(signal, labels)
                 window_events += len(signal) * self.ctx.world
                 if self.step % tc.log_every == 0:
                     rate = window_events / max(time.time() - window_start, 1e-9)
-                    self.log_metrics({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0],
-                                      "train/grad_norm": grad_norm, "train/events_per_s": rate,
-                                      "train/epoch": self.epoch + self.step_in_epoch() / self.steps_per_epoch,
-                                      **{f"train/{k}": v for k, v in extra.items()}})
-                    log.info("step %d/%d epoch %d loss %.5f lr %.2e %.0f ev/s", self.step, self.total_steps,
-                             self.epoch, loss, self.scheduler.get_last_lr()[0], rate)
+                    self.log_step(loss, grad_norm, rate, extra)
                     window_events, window_start = 0, time.time()
                 if self.step % tc.checkpoint_every == 0:
                     self.save("last.pt")
                 if stop or self.step >= self.total_steps or time.time() > deadline:
+                    epoch_complete = False
                     break
+            if time.time() > deadline:
+                log.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
             if stop:
                 self.save("last.pt")
                 log.info("stopped by signal %s at step %d; saved last.pt", stop.signal, self.step)
                 return "KILLED"
-            if self.step_in_epoch() == 0 or self.step >= self.total_steps or time.time() > deadline:
-                if self.end_epoch():
-                    break
-            if time.time() > deadline:
-                log.info("time budget of %.1f min reached", tc.max_minutes)
+            if self.end_epoch() or not epoch_complete:
                 break
         self.save("last.pt")
         log.info("done: %d steps in %.1f s, best val loss %.5f", self.step, time.time() - t_start, self.best_val)
         return "FINISHED"
 
-    def step_in_epoch(self) -> int:
-        return self.step - self.epoch * self.steps_per_epoch
+    def log_step(self, loss: float, grad_norm: float, rate: float, extra: dict[str, float]) -> None:
+        lr = self.scheduler.get_last_lr()[0]
+        self.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                          "train/events_per_s": rate, **{f"train/{k}": v for k, v in extra.items()}})
+        log.info("step %d/%d epoch %d loss %.5f lr %.2e %.0f ev/s", self.step, self.total_steps, self.epoch, loss, lr, rate)
 
     def end_epoch(self) -> bool:
         """Validate, save best.pt, count patience; returns True to stop early."""
         val = self.validate()
         self.epoch += 1
-        # keep the epoch/step bookkeeping consistent when an epoch ended early (time budget, max_steps)
-        self.step = max(self.step, 0)
         self.log_metrics({"val/loss": val, "epoch": self.epoch})
         log.info("epoch %d val loss %.5f", self.epoch, val)
         if val < self.best_val:
