@@ -1,0 +1,282 @@
+"""Gaussian diffusion (DDPM, Ho et al. 2020) with DDIM sampling (Song et al. 2021), classifier-free
+guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
+
+Like openai/guided-diffusion, `GaussianDiffusion` is a plain class holding the schedule (float64) and the
+training loss; the network is passed in. Samplers are module-level functions. Notation: t in [0, T) is
+the step index, alpha_bar[t] = prod_{s<=t}(1 - beta_s), x_t = sqrt(alpha_bar[t]) x0 + sqrt(1-alpha_bar[t]) eps;
+index -1 stands for clean data (alpha_bar = 1). Only the signal (B, 2, P) is diffused; labels and
+geometry are clean conditioning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genesis.config import DiffusionConfig
+from genesis.errors import ConfigError
+
+Progress = Callable[[int, int], None]
+
+
+def linear_betas(T: int) -> np.ndarray:
+    """DDPM linear schedule 1e-4..0.02 for T = 1000, rescaled so any T spans the same noise range."""
+    scale = 1000.0 / T
+    return np.linspace(scale * 1e-4, min(scale * 0.02, 0.999), T, dtype=np.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """Nichol & Dhariwal (2021) cosine schedule: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi/2)."""
+    f = np.cos((np.arange(T + 1, dtype=np.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+    return np.minimum(1 - f[1:] / f[:-1], max_beta)
+
+
+class GaussianDiffusion:
+    """Forward process, training loss and model parameterisation (eps or v) for T = cfg.timesteps."""
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        if cfg.schedule not in ("linear", "cosine"):
+            raise ConfigError(f"diffusion.schedule must be 'linear' or 'cosine', got {cfg.schedule!r}")
+        if cfg.objective not in ("eps", "v"):
+            raise ConfigError(f"diffusion.objective must be 'eps' or 'v', got {cfg.objective!r}")
+        self.config = cfg
+        self.T = cfg.timesteps
+        self.objective = cfg.objective
+        self.betas = linear_betas(self.T) if cfg.schedule == "linear" else cosine_betas(self.T)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = np.cumprod(self.alphas)
+        # alpha_bar at index t + 1, with alpha_bar(-1) = 1 (clean data): lets strided schedules end at x0.
+        self._alpha_bar = torch.from_numpy(np.concatenate([[1.0], self.alphas_cumprod]))
+
+    # --- schedule lookup ------------------------------------------------------------------------
+    def alpha_bar(self, t: Tensor, like: Tensor) -> Tensor:
+        """alpha_bar[t] for step indices t (B,) (-1 = clean data), shaped (B, 1, 1) like `like`."""
+        # Index the float64 table on the CPU (some devices have no float64), then move.
+        return self._alpha_bar[t.long().cpu() + 1].to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    # --- forward process ------------------------------------------------------------------------
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Sample x_t ~ q(x_t | x0) for x0 (B, 2, P), t (B,) step indices; noise (B, 2, P) or fresh N(0, I)."""
+        noise = torch.randn_like(x0) if noise is None else noise
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor, t_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t_prev} | x_t, x0) (DDPM eq. 6-7); t_prev defaults to t - 1 and may be
+        any earlier index (strided schedules) or -1 (clean data)."""
+        t_prev = t - 1 if t_prev is None else t_prev
+        a_t, a_prev = self.alpha_bar(t, x_t), self.alpha_bar(t_prev, x_t)
+        beta = 1 - a_t / a_prev  # the effective beta of the (possibly strided) step
+        mean = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x_t) / (1 - a_t)
+        return mean, beta * (1 - a_prev) / (1 - a_t)
+
+    # --- parameterisation -----------------------------------------------------------------------
+    def target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """What the network learns: eps, or v = sqrt(a) eps - sqrt(1-a) x0 (Salimans & Ho 2022)."""
+        if self.objective == "eps":
+            return noise
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def output_to_x0_eps(self, out: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Network output (eps or v) at x_t -> (x0, eps) predictions."""
+        a = self.alpha_bar(t, x_t)
+        if self.objective == "eps":
+            return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
+        return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
+
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        a = self.alpha_bar(t, x_t)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    # --- training -------------------------------------------------------------------------------
+    def training_loss(self, model: nn.Module, x0: Tensor, labels: Tensor, geometry: Tensor,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """Scalar MSE between the network output and its target, for t ~ U{0..T-1} and eps ~ N(0, I).
+
+        x0: (B, 2, P) normalized signal; labels (B, 6); geometry (3, P) or (B, 3, P) (kept clean).
+        Label dropout for guidance happens inside the model in training mode.
+        """
+        B = x0.shape[0]
+        t = torch.randint(0, self.T, (B,), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        out = model(self.q_sample(x0, t, noise), t, labels, geometry)
+        return F.mse_loss(out.float(), self.target(x0, t, noise).float())
+
+    def predict_x0_and_eps(self, model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
+                           guidance_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+        """(x0, eps) predictions at x_t (B, 2, P), t (B,), with classifier-free guidance
+        eps = eps_uncond + s (eps_cond - eps_uncond); s == 1 runs the conditional pass only."""
+        B = x_t.shape[0]
+        if guidance_scale == 1.0:
+            out = model(x_t, t, labels, geometry, drop_labels=torch.zeros(B, dtype=torch.bool, device=x_t.device))
+            return self.output_to_x0_eps(out, x_t, t)
+        # One batched pass: first half conditional, second half with the null label embedding.
+        drop = torch.arange(2 * B, device=x_t.device) >= B
+        geo2 = torch.cat([geometry, geometry]) if geometry.dim() == 3 else geometry
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, labels]), geo2, drop_labels=drop)
+        cond, uncond = out.chunk(2)
+        # eps and v are affine in the output with the same coefficients, so guiding the output guides eps.
+        return self.output_to_x0_eps(uncond + guidance_scale * (cond - uncond), x_t, t)
+
+
+# --- samplers ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _sampling_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad for the duration of sampling; restores the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _setup(model: nn.Module, labels: Tensor, geometry: Tensor) -> tuple[torch.device, Tensor, Tensor, tuple]:
+    device = next(model.parameters()).device
+    labels, geometry = labels.to(device, torch.float32), geometry.to(device, torch.float32)
+    return device, labels, geometry, (labels.shape[0], 2, geometry.shape[-1])
+
+
+def _randn(shape: tuple, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def _predict(diffusion: GaussianDiffusion, model: nn.Module, x: Tensor, t: Tensor, labels: Tensor,
+             geometry: Tensor, guidance_scale: float, clip_x0: tuple | None) -> tuple[Tensor, Tensor]:
+    x0, eps = diffusion.predict_x0_and_eps(model, x, t, labels, geometry, guidance_scale)
+    if clip_x0 is not None:  # keep x0 in a plausible range and make eps consistent with it
+        x0 = x0.clamp(*clip_x0)
+        eps = diffusion.eps_from_x0(x, t, x0)
+    return x0, eps
+
+
+def _posterior_step(diffusion: GaussianDiffusion, x: Tensor, x0: Tensor, t: Tensor, t_prev: Tensor,
+                    generator: torch.Generator | None) -> Tensor:
+    """Ancestral step x_t -> x_{t_prev} ~ q(x_{t_prev} | x_t, x0_pred); no noise when t_prev = -1."""
+    mean, var = diffusion.q_posterior(x0, x, t, t_prev)
+    if int(t_prev[0]) < 0:
+        return mean
+    return mean + var.sqrt() * _randn(x.shape, generator, x.device)
+
+
+def ddpm_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
+                guidance_scale: float = 1.0, generator: torch.Generator | None = None,
+                progress: Progress | None = None, clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
+    """Ancestral DDPM sampling over all T steps.
+
+    labels (B, 6) and geometry (3, P) or (B, 3, P) normalized; noise: optional x_T (B, 2, P).
+    clip_x0: optional (min, max) applied to the x0 prediction. Returns normalized signal (B, 2, P).
+    """
+    device, labels, geometry, shape = _setup(model, labels, geometry)
+    with _sampling_mode(model):
+        x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        for done, i in enumerate(reversed(range(diffusion.T)), start=1):
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
+            x = _posterior_step(diffusion, x, x0, t, t - 1, generator)
+            if progress is not None:
+                progress(done, diffusion.T)
+    return x
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """`steps` distinct step indices from T-1 down to 0, evenly spaced."""
+    if not 1 <= steps <= T:
+        raise ConfigError(f"number of sampling steps must be between 1 and T = {T}, got {steps}")
+    return [int(round(v)) for v in np.linspace(T - 1, 0, steps)] if steps > 1 else [T - 1]
+
+
+def ddim_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
+                steps: int = 50, eta: float = 0.0, guidance_scale: float = 1.0,
+                generator: torch.Generator | None = None, progress: Progress | None = None,
+                clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
+    """DDIM sampling (Song et al. 2021, eq. 12) over `steps` strided steps; eta = 0 is deterministic
+    given x_T, eta = 1 is DDPM-like. Arguments as in ddpm_sample. Returns (B, 2, P)."""
+    device, labels, geometry, shape = _setup(model, labels, geometry)
+    ts = ddim_timesteps(diffusion.T, steps)
+    with _sampling_mode(model):
+        x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        for done, (i, i_prev) in enumerate(zip(ts, ts[1:] + [-1]), start=1):
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            x0, eps = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
+            a, a_prev = diffusion.alpha_bar(t, x), diffusion.alpha_bar(torch.full_like(t, i_prev), x)
+            sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
+            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+            if eta > 0 and i_prev >= 0:
+                x = x + sigma * _randn(shape, generator, device)
+            if progress is not None:
+                progress(done, len(ts))
+    return x
+
+
+def sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor,
+           sampler: str = "ddim", steps: int = 50, eta: float = 0.0, **kw) -> Tensor:
+    """Dispatch to ddim_sample (steps, eta) or ddpm_sample (always all T steps; steps/eta unused).
+    kw: guidance_scale, generator, progress, clip_x0, noise. Returns (B, 2, P)."""
+    if sampler == "ddim":
+        return ddim_sample(diffusion, model, labels, geometry, steps=steps, eta=eta, **kw)
+    if sampler == "ddpm":
+        return ddpm_sample(diffusion, model, labels, geometry, **kw)
+    raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+
+
+# --- RePaint -----------------------------------------------------------------------------------
+def repaint_schedule(steps: int, jump_length: int, resample: int) -> list[int]:
+    """RePaint's time sequence over indices steps-1 .. -1 (Lugmayr et al. 2022, get_schedule_jump):
+    going down one index is a reverse step; going up is a forward re-noising step. Every
+    `jump_length` indices the last jump_length steps are undone and redone, resample - 1 times."""
+    if jump_length < 1 or resample < 1:
+        raise ConfigError(f"RePaint needs jump_length >= 1 and resample >= 1, got {jump_length}, {resample}")
+    jumps = {j: resample - 1 for j in range(0, steps - jump_length, jump_length)}
+    t, ts = steps, []
+    while t >= 1:
+        t -= 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                ts.append(t)
+    return ts + [-1]
+
+
+def repaint_sample(diffusion: GaussianDiffusion, model: nn.Module, x_known: Tensor, known_mask: Tensor,
+                   labels: Tensor, geometry: Tensor, *, steps: int | None = None, jump_length: int = 10,
+                   resample: int = 5, guidance_scale: float = 1.0, generator: torch.Generator | None = None,
+                   progress: Progress | None = None) -> Tensor:
+    """Inpaint the unobserved DOMs of x_known (B, 2, P) normalized; known_mask (P,) or (B, P) bool,
+    True = observed. After every reverse step the observed DOMs are replaced by x_known noised to the
+    new step; steps (default T) strides the DDPM schedule. Returns (B, 2, P) with the observed DOMs
+    exactly equal to x_known."""
+    device, labels, geometry, shape = _setup(model, labels, geometry)
+    x_known = x_known.to(device, torch.float32)
+    mask = known_mask.to(device).bool().reshape(-1, 1, shape[-1]).expand(shape)
+    taus = ddim_timesteps(diffusion.T, steps or diffusion.T)[::-1]  # index k -> diffusion step taus[k]
+
+    def step_of(k: int) -> Tensor:  # (B,) diffusion step of schedule index k; -1 = clean data
+        return torch.full((shape[0],), taus[k] if k >= 0 else -1, device=device, dtype=torch.long)
+
+    ks = repaint_schedule(len(taus), jump_length, resample)
+    with _sampling_mode(model):
+        x = _randn(shape, generator, device)
+        for done, (k, k_next) in enumerate(zip(ks[:-1], ks[1:]), start=1):
+            t, t_next = step_of(k), step_of(k_next)
+            if k_next < k:
+                x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, None)
+                x = _posterior_step(diffusion, x, x0, t, t_next, generator)
+                known = x_known if k_next < 0 else diffusion.q_sample(x_known, t_next, _randn(shape, generator, device))
+                x = torch.where(mask, known, x)
+            else:  # jump back up: x_{t_next} ~ q(x_{t_next} | x_t)
+                ratio = diffusion.alpha_bar(t_next, x) / diffusion.alpha_bar(t, x)
+                x = ratio.sqrt() * x + (1 - ratio).sqrt() * _randn(shape, generator, device)
+            if progress is not None:
+                progress(done, len(ks) - 1)
+    return x

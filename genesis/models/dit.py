@@ -1,0 +1,243 @@
+"""PMT diffusion transformer: DiT blocks (adaLN-Zero) over patches of consecutive DOMs.
+
+Follows facebookresearch/DiT models.py (Peebles & Xie 2023), adapted to 1-D IceCube events:
+- a token is `patch_size` consecutive DOMs along the DOM axis (60 = one token per IceCube string,
+  1 = one token per DOM, the original per-DOM PMTDiT);
+- signal (npe, time) and geometry (x, y, z) are embedded per patch and fused by sum or FiLM;
+- the conditioning vector c = embed(diffusion step) + embed(labels) modulates every block (adaLN-Zero);
+- labels may be replaced by a learned null embedding (classifier-free guidance).
+
+All tensors are normalized (see genesis.data.normalization); forward() never uses the normalization
+buffers, which are metadata for denormalizing samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genesis.config import DiTConfig
+from genesis.data.normalization import Normalization
+from genesis.errors import ConfigError
+from genesis.models.common import NormalizationMetadata
+
+SIGNAL_CHANNELS = 2
+GEOMETRY_CHANNELS = 3
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x (B, N, H) modulated by per-event shift, scale (B, H)."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Diffusion step t (B,) -> (B, H): sinusoidal frequencies followed by an MLP."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256) -> None:
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    @staticmethod
+    def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+        """t (B,) int or float -> (B, dim) [cos | sin] features (as in DiT / guided-diffusion)."""
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return F.pad(emb, (0, dim % 2))  # odd dim: zero-pad the last feature
+
+    def forward(self, t: Tensor) -> Tensor:
+        emb = self.timestep_embedding(t, self.frequency_size)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Normalized labels (B, L) -> (B, H), or a learned null embedding where labels are dropped."""
+
+    def __init__(self, label_dim: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.dropout_prob = dropout_prob
+        self.mlp = nn.Sequential(nn.Linear(label_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.null = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, labels: Tensor, drop_labels: Tensor | None = None) -> Tensor:
+        """drop_labels (B,) bool: True uses the null embedding. When None and training, drop at random
+        with probability dropout_prob (DiT's token_drop) so the model also learns p(x) for guidance."""
+        if drop_labels is None and self.training and self.dropout_prob > 0:
+            drop_labels = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        emb = self.mlp(labels.to(self.null.dtype))
+        if drop_labels is None:
+            return emb
+        return torch.where(drop_labels.to(emb.device).bool()[:, None], self.null.expand_as(emb), emb)
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, P) -> (B, P / patch_size, H): a Linear over the patch_size * C values of each patch."""
+
+    def __init__(self, in_channels: int, patch_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(in_channels * patch_size, hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(patchify(x, self.patch_size))
+
+
+def patchify(x: Tensor, patch_size: int) -> Tensor:
+    """(B, C, P) -> (B, N, C * patch_size), N = P / patch_size, patches of consecutive DOMs."""
+    B, C, P = x.shape
+    return x.reshape(B, C, P // patch_size, patch_size).transpose(1, 2).reshape(B, P // patch_size, C * patch_size)
+
+
+def unpatchify(x: Tensor, channels: int) -> Tensor:
+    """(B, N, C * patch_size) -> (B, C, N * patch_size); inverse of patchify."""
+    B, N, D = x.shape
+    return x.reshape(B, N, channels, D // channels).transpose(1, 2).reshape(B, channels, N * (D // channels))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over tokens through scaled_dot_product_attention."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, H = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(B, N, H))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block whose LayerNorms are modulated and whose residual branches are gated by c
+    (adaLN-Zero: the gates start at zero, so every block starts as the identity)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        width = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(approximate="tanh"), nn.Dropout(dropout),
+                                 nn.Linear(width, hidden_size))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """x (B, N, H), c (B, H) -> (B, N, H)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm + Linear: (B, N, H) -> (B, N, patch_size * out_channels)."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class PMTDiT(NormalizationMetadata):
+    """Diffusion transformer over the P DOMs of an event, conditioned on the step and six labels.
+
+    Predicts eps (or v) of shape (B, 2, P) from the noisy signal x_t (B, 2, P). Geometry (x, y, z per DOM)
+    enters as a second per-patch embedding, fused with the signal embedding by cfg.fusion.
+    """
+
+    def __init__(self, cfg: DiTConfig, n_doms: int, normalization: Normalization) -> None:
+        super().__init__()
+        check_config(cfg, n_doms)
+        self.config = cfg
+        self.n_doms = n_doms
+        self.num_tokens = n_doms // cfg.patch_size
+        H = cfg.hidden_size
+        self.init_normalization(normalization)
+        self.signal_embed = PatchEmbed(SIGNAL_CHANNELS, cfg.patch_size, H)
+        self.geometry_embed = PatchEmbed(GEOMETRY_CHANNELS, cfg.patch_size, H)
+        # FiLM: the geometry embedding sets a per-token scale and shift of the signal embedding.
+        self.geometry_film = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H)) if cfg.fusion == "film" else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, H))
+        self.t_embedder = TimestepEmbedder(H, cfg.time_embed_dim)
+        self.y_embedder = LabelEmbedder(cfg.label_dim, H, cfg.label_dropout)
+        self.blocks = nn.ModuleList(DiTBlock(H, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
+        self.final_layer = FinalLayer(H, cfg.patch_size, SIGNAL_CHANNELS)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT initialisation: Xavier Linears, N(0, 0.02) embeddings, zero adaLN and output layers."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.y_embedder.null, std=0.02)
+        for mlp in (self.t_embedder.mlp, self.y_embedder.mlp):
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def embed(self, x: Tensor, geometry: Tensor) -> Tensor:
+        """Signal (B, 2, P) and geometry (3, P) or (B, 3, P) -> fused tokens (B, N, H)."""
+        g = self.geometry_embed(geometry if geometry.dim() == 3 else geometry.unsqueeze(0))
+        h = self.signal_embed(x)
+        if self.geometry_film is None:
+            h = h + g
+        else:
+            scale, shift = self.geometry_film(g).chunk(2, dim=-1)
+            h = h * (1 + scale) + shift
+        return h + self.pos_embed
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
+                drop_labels: Tensor | None = None) -> Tensor:
+        """Predict the diffusion target.
+
+        x: (B, 2, P) noisy normalized signal; t: (B,) (or scalar) int or float diffusion step;
+        labels: (B, label_dim) normalized; geometry: (3, P) or (B, 3, P) normalized;
+        drop_labels: (B,) bool, True = unconditional (null label embedding). When None, labels are
+        dropped at random with probability cfg.label_dropout in training mode only.
+        Returns (B, 2, P).
+        """
+        self._check_inputs(x, geometry)
+        t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
+        c = self.t_embedder(t) + self.y_embedder(labels, drop_labels)
+        h = self.embed(x, geometry.to(x.dtype))
+        for block in self.blocks:
+            h = block(h, c)
+        return unpatchify(self.final_layer(h, c), SIGNAL_CHANNELS)
+
+    def _check_inputs(self, x: Tensor, geometry: Tensor) -> None:
+        if x.dim() != 3 or x.shape[1:] != (SIGNAL_CHANNELS, self.n_doms):
+            raise ValueError(f"PMTDiT expects x of shape (B, 2, {self.n_doms}), got {tuple(x.shape)}")
+        if geometry.shape[-2:] != (GEOMETRY_CHANNELS, self.n_doms) or geometry.dim() not in (2, 3):
+            raise ValueError(f"PMTDiT expects geometry of shape (3, {self.n_doms}) or (B, 3, {self.n_doms}), "
+                             f"got {tuple(geometry.shape)}")
+
+
+def check_config(cfg: DiTConfig, n_doms: int) -> None:
+    """Raise ConfigError when the transformer cannot be built for n_doms DOMs."""
+    if n_doms % cfg.patch_size:
+        raise ConfigError(f"model.patch_size ({cfg.patch_size}) must divide the number of DOMs ({n_doms}); "
+                          f"choose a divisor such as 1, 60 (one token per IceCube string) or {n_doms}")
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(f"model.num_heads ({cfg.num_heads}) must divide model.hidden_size ({cfg.hidden_size})")
+    if cfg.fusion not in ("sum", "film"):
+        raise ConfigError(f"model.fusion must be 'sum' or 'film', got {cfg.fusion!r}")
