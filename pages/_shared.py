@@ -1,0 +1,124 @@
+"""Streamlit glue shared by the pages: cached loaders keyed on plain strings, error display.
+
+The genesis package never imports streamlit; everything here is a thin wrapper around it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from genesis import paths, tracking
+from genesis.errors import GenesisError
+
+MAX_UPLOAD_MB = 200
+
+
+@contextmanager
+def user_errors():
+    """Show GenesisError (bad input, unreachable store) as a clear message instead of a traceback."""
+    try:
+        yield
+    except GenesisError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+
+
+def store() -> tracking.Store:
+    with user_errors():
+        return tracking.Store.default()
+
+
+@st.cache_resource(show_spinner=False)
+def _store_ready(uri: str) -> bool:
+    tracking.Store.default().experiment_id(tracking.DEFAULT_EXPERIMENT)
+    return True
+
+
+def ready_store() -> tracking.Store:
+    """The default store with its database and experiment created (once per process)."""
+    s = store()
+    with user_errors():
+        try:
+            _store_ready(s.tracking_uri)
+        except Exception as exc:  # MLflow raises many types for a locked or unreachable store
+            raise tracking.StoreError(f"MLflow store {s.tracking_uri} is not reachable: {exc}") from exc
+    return s
+
+
+def data_files() -> list[Path]:
+    return paths.list_files(paths.data_dir(), (".h5", ".hdf5"))
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(Path(path).relative_to(paths.home()))
+    except ValueError:
+        return str(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def file_summary(path: str, mtime: float):
+    from genesis.data import schema
+
+    return schema.validate(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def read_event(path: str, mtime: float, index: int):
+    from genesis.data import schema
+
+    signal, labels, _ = schema.read_events(path, index, index + 1)
+    return signal[0], labels[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def read_labels(path: str, mtime: float):
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        return np.asarray(f["label"][()], dtype=np.float32)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def geometry_of(path: str, mtime: float):
+    from genesis.data import schema
+
+    return schema.read_geometry(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def loaded_model(path: str, mtime: float, device: str = "cpu"):
+    from genesis import checkpoint
+
+    return checkpoint.load_model(path, device=device)
+
+
+def mtime(path: str | Path) -> float:
+    return Path(path).stat().st_mtime
+
+
+def pick_data_file(label: str = "Dataset", key: str = "data_file") -> Path | None:
+    files = data_files()
+    if not files:
+        st.info("No datasets in data/ yet. Create the demo dataset on the Home page or upload one on the Data page.")
+        return None
+    choice = st.selectbox(label, files, format_func=rel, key=key)
+    with user_errors():
+        return paths.inside(choice, paths.data_dir())
+
+
+def save_upload(upload, folder: Path, suffixes: tuple[str, ...]) -> Path:
+    """Write an uploaded file into folder under its (sanitised) name; refuses traversal and size overflow."""
+    name = Path(upload.name).name
+    if not name or name.startswith(".") or Path(name).suffix.lower() not in suffixes:
+        raise GenesisError(f"upload '{upload.name}' must be a {' or '.join(suffixes)} file")
+    if upload.size > MAX_UPLOAD_MB * 2**20:
+        raise GenesisError(f"upload is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB")
+    target = paths.inside(folder / name, folder)
+    if target.exists():
+        raise GenesisError(f"{rel(target)} already exists; rename the file before uploading")
+    return target

@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("Checkpoints")
+st.info("Coming soon.")

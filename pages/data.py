@@ -1,0 +1,58 @@
+"""Data: pick or upload an HDF5 file, see its summary and label histograms, and look at any event in 3D."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from genesis import paths, viz
+from genesis.data import schema
+from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
+                           rel, save_upload, user_errors)
+
+st.title("Data")
+
+with st.expander("Upload an HDF5 file", icon=":material/upload:"):
+    upload = st.file_uploader(f"HDF5 event file (at most {MAX_UPLOAD_MB} MB)", type=["h5", "hdf5"])
+    if upload is not None and st.button("Validate and keep"):
+        with user_errors():
+            target = save_upload(upload, paths.data_dir(), (".h5", ".hdf5"))
+            with tempfile.TemporaryDirectory() as tmp:
+                staged = Path(tmp) / target.name
+                staged.write_bytes(upload.getvalue())
+                schema.validate(staged)  # raises DataError: nothing is kept
+                shutil.move(staged, target)
+        st.success(f"Kept {rel(target)}")
+
+path = pick_data_file()
+if path is None:
+    st.stop()
+key = str(path)
+with user_errors():
+    summary = file_summary(key, mtime(path))
+    geometry = geometry_of(key, mtime(path))
+
+cols = st.columns(5)
+cols[0].metric("Events", f"{summary.n_events:,}")
+cols[1].metric("DOMs", f"{summary.n_doms:,}")
+cols[2].metric("Hit DOMs / event", f"{summary.mean_hits_per_event:.1f}")
+cols[3].metric("Hit fraction", f"{summary.hit_fraction:.3%}")
+cols[4].metric("Max npe", f"{summary.npe_max:,.0f}")
+st.caption(f"Hit times {summary.time_min:.0f} .. {summary.time_max:.0f} ns · geometry {geometry.name} "
+           f"({len(geometry.strings)} strings) · " + ", ".join(f"{k}: {v[:80]}" for k, v in summary.attrs.items()))
+
+tab_event, tab_labels = st.tabs(["Event in 3D", "Label distributions"])
+with tab_event:
+    index = st.number_input("Event index", 0, summary.n_events - 1, 0, step=1)
+    with user_errors():
+        signal, label = read_event(key, mtime(path), int(index))
+    npe, time = signal
+    st.write(f"E = {label[0]:.3g} GeV · zenith {np.degrees(label[1]):.1f}° · azimuth {np.degrees(label[2]):.1f}° · "
+             f"vertex ({label[3]:.0f}, {label[4]:.0f}, {label[5]:.0f}) m · {int((npe > 0).sum())} hit DOMs · "
+             f"{npe.sum():,.0f} pe")
+    st.plotly_chart(viz.event_figure(geometry, npe, time, label=label))
+    st.plotly_chart(viz.charge_time_histograms({"this event": (npe, time)}))
+with tab_labels:
+    st.plotly_chart(viz.label_histograms(read_labels(key, mtime(path))))

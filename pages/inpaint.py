@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("Inpaint")
+st.info("Coming soon.")

@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("Sample")
+st.info("Coming soon.")

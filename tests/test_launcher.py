@@ -1,0 +1,119 @@
+"""The launcher with real trainer subprocesses and a real MLflow UI on the same SQLite store."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from genesis import config, launcher, tracking
+
+TINY = ["model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32", "train.device=cpu", "train.batch_size=16",
+        "train.log_every=2", "train.checkpoint_every=4", "train.warmup_steps=2"]
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch, small_data):
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo.h5").write_bytes(small_data.read_bytes())
+    return tmp_path
+
+
+def cfg(home, *extra):
+    return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY, *extra])
+
+
+def wait_status(store, run_id, statuses, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = store.run(run_id).info.status
+        if status in statuses:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} still {store.run(run_id).info.status}; log:\n"
+                         + launcher.log_tail(store, run_id, 40))
+
+
+def wait_metric(store, run_id, key="train/loss", timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and key not in store.run(run_id).data.metrics:
+        time.sleep(0.5)
+
+
+def test_launch_runs_to_finished_and_is_idempotent(home):
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.max_steps=6"), request_id="req-1")
+    again = launcher.launch(cfg(home, "train.max_steps=6"), request_id="req-1")
+    assert again == run_id
+    run = store.run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags[tracking.TAG_PID]
+    assert wait_status(store, run_id, {"FINISHED", "FAILED"}) == "FINISHED", launcher.log_tail(store, run_id, 40)
+    frame, _ = store.search()
+    assert len(frame) == 1
+    assert "done:" in launcher.log_tail(store, run_id)
+
+
+def test_stop_ends_killed_with_last_pt(home):
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.epochs=100"))
+    wait_metric(store, run_id)
+    assert launcher.stop(run_id, timeout=60) == "KILLED"
+    assert (store.artifact_dir(run_id) / "checkpoints" / "last.pt").is_file()
+
+
+def test_kill_9_is_reconciled_as_process_lost(home):
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.epochs=100"))
+    wait_metric(store, run_id)
+    pid = int(store.run(run_id).data.tags[tracking.TAG_PID])
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert run_id in tracking.reconcile(store)
+    run = store.run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[tracking.TAG_ERROR] == "process lost"
+
+
+def test_crash_at_start_fails_with_reason_and_log(home):
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.device=cuda"))
+    assert wait_status(store, run_id, {"FAILED", "FINISHED"}) == "FAILED"
+    assert "cuda" in store.run(run_id).data.tags[tracking.TAG_ERROR].lower()
+    assert "cuda" in launcher.log_tail(store, run_id).lower()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_run_visible_in_mlflow_ui(home):
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.max_steps=2"))
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+                           "--default-artifact-root", store.artifact_root, "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, body = time.time() + 90, None
+        while time.time() < deadline and body is None:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+                body = json.load(urllib.request.urlopen(url, timeout=5))
+            except OSError:
+                time.sleep(1)
+        assert body is not None, "mlflow ui did not answer"
+        assert body["run"]["info"]["run_id"] == run_id
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+        wait_status(store, run_id, {"FINISHED", "FAILED"})
