@@ -57,8 +57,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.module.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        # one fused kernel per dtype group instead of a Python loop over ~100 tensors
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.module.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -114,7 +114,7 @@ class Objective:
             return loss, {}
         flow = model.module if hasattr(model, "module") else model
         loss, extra = flow.training_loss(signal, labels, geometry, generator=generator)
-        return loss, {"bits_per_dim": float(extra["bits_per_dim"])}
+        return loss, {"bits_per_dim": extra["bits_per_dim"]}
 
 
 class Trainer:
@@ -130,7 +130,11 @@ class Trainer:
         self.train_data = dataset.open_split(cfg.data, "train", self.norm, self.geometry, device, ctx.rank, ctx.world)
         self.val_data = dataset.open_split(cfg.data, "val", self.norm, self.geometry, device, ctx.rank, ctx.world)
         self.geo_n = self.norm.normalize_geometry(torch.from_numpy(self.geometry.positions)).to(device)
+        self.step, self.epoch, self.best_val, self.bad_epochs = 0, 0, float("inf"), 0
+        self.nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
         self.model = checkpoint.build_model(cfg, self.geometry.n_doms, self.norm).to(device)
+        if cfg.kind == "flow":
+            self.initialize_actnorm()
         self.ema = EMA(self.model, tc.ema_decay)
         self.net = self.model
         if ctx.world > 1:
@@ -142,12 +146,18 @@ class Trainer:
         total = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.total_steps = min(total, tc.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(tc.warmup_steps, self.total_steps))
-        self.step, self.epoch, self.best_val, self.bad_epochs = 0, 0, float("inf"), 0
-        self.generator = torch.Generator(device="cpu").manual_seed(tc.seed)
+        self.generator = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
         self.ckpt_dir = checkpoint_dir(store, run_id) if ctx.is_main else None
         if self.ckpt_dir is not None:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = dataset.fingerprint(cfg.data.path)
+
+    @torch.no_grad()
+    def initialize_actnorm(self) -> None:
+        """Data-dependent ActNorm init on one training batch, before the EMA copy and the DDP wrap
+        (DDP then broadcasts rank 0's values, so every rank and the EMA start from the same init)."""
+        signal, labels = next(iter(self.batches(self.train_data, shuffle=True)))
+        self.model(self.model.dequantize(signal), labels, self.geo_n)
 
     # --- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -178,7 +188,7 @@ class Trainer:
         self.step, self.epoch, self.best_val = state["step"], state["epoch"], state["best_val_loss"]
         self.bad_epochs = state.get("bad_epochs", 0)
         if "rng" in state:
-            self.generator.set_state(state["rng"].cpu())
+            self.generator.set_state(state["rng"].cpu())  # generator state is a CPU byte tensor on every device
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # --- loop ----------------------------------------------------------------------------------------
@@ -193,14 +203,16 @@ class Trainer:
         use_bf16 = self.device.type == "cuda" and self.cfg.train.amp
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    def train_step(self, signal: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, dict[str, float]]:
+    def train_step(self, signal: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """One optimisation step. Returns device tensors (loss, grad norm, extras): no host sync here,
+        so the GPU never waits for Python; `check_finite()` syncs at log and checkpoint steps."""
         self.net.train()
         with self.autocast():
             loss, extra = self.objective(self.net, signal, labels, self.geo_n, self.generator)
         if self.cfg.train.fail_at_step and self.step + 1 == self.cfg.train.fail_at_step:
             loss = loss * float("nan")
-        if not torch.isfinite(loss):
-            raise TrainingFailed(f"non-finite loss ({loss.item()}) at step {self.step + 1}; lower train.lr or check the data")
+        self.nonfinite_at = torch.where(torch.isfinite(loss) | (self.nonfinite_at > 0), self.nonfinite_at,
+                                        torch.full_like(self.nonfinite_at, self.step + 1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.train.grad_clip or float("inf")
@@ -209,12 +221,17 @@ class Trainer:
         self.scheduler.step()
         self.ema.update(self.model, self.step)
         self.step += 1
-        return loss.item(), float(grad_norm), extra
+        return loss.detach(), grad_norm.detach(), extra
+
+    def check_finite(self) -> None:
+        bad = int(self.nonfinite_at.item())
+        if bad:
+            raise TrainingFailed(f"non-finite loss at step {bad}; lower train.lr or check the data")
 
     @torch.no_grad()
     def validate(self) -> float:
         self.net.eval()
-        gen = torch.Generator().manual_seed(12345)
+        gen = torch.Generator(device=self.device).manual_seed(12345)
         total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
         for signal, labels in self.batches(self.val_data, shuffle=False):
             with self.autocast():
@@ -246,10 +263,12 @@ class Trainer:
                 loss, grad_norm, extra = self.train_step(signal, labels)
                 window_events += len(signal) * self.ctx.world
                 if self.step % tc.log_every == 0:
+                    self.check_finite()
                     rate = window_events / max(time.time() - window_start, 1e-9)
-                    self.log_step(loss, grad_norm, rate, extra)
+                    self.log_step(loss.item(), grad_norm.item(), rate, {k: float(v) for k, v in extra.items()})
                     window_events, window_start = 0, time.time()
                 if self.step % tc.checkpoint_every == 0:
+                    self.check_finite()  # never save NaN weights as last.pt
                     self.save("last.pt")
                 if stop or self.step >= self.total_steps or time.time() > deadline:
                     epoch_complete = False
@@ -257,6 +276,7 @@ class Trainer:
             if time.time() > deadline:
                 log.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
             if stop:
+                self.check_finite()
                 self.save("last.pt")
                 log.info("stopped by signal %s at step %d; saved last.pt", stop.signal, self.step)
                 return "KILLED"
@@ -274,6 +294,7 @@ class Trainer:
 
     def end_epoch(self) -> bool:
         """Validate, save best.pt, count patience; returns True to stop early."""
+        self.check_finite()
         val = self.validate()
         self.epoch += 1
         self.log_metrics({"val/loss": val, "epoch": self.epoch})

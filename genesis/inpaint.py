@@ -1,0 +1,416 @@
+"""Inpainting of masked or dead DOMs: masks, flow MAP inpainting, baselines and metrics.
+
+Masks are boolean numpy arrays (P,), True = masked (unknown, to be filled). Events are normalized
+tensors x (B, 2, P) (channel 0 = npe, 1 = time; no-hit DOMs are exact zeros).
+
+Methods (see `run_inpainting`):
+- "flow-map": maximise the flow's log p(x | labels, geometry) over the masked values only (Adam),
+  observed DOMs fixed exactly;
+- "repaint": RePaint sampling with a diffusion model (`genesis.diffusion.repaint_sample`);
+- "neighbours": mean of the nearest unmasked DOMs above and below on the same string;
+- "zero": masked DOMs left empty (what a dead DOM records).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from genesis.data.normalization import Normalization
+from genesis.errors import CheckpointError, ConfigError, DataError
+from genesis.geometry import Geometry
+from genesis.models.flow import ConditionalFlow
+
+MASK_FORMS = (
+    "strings:S1,S2,... (string ids)",
+    "random:FRACTION (0 < FRACTION < 1)",
+    "deepcore",
+    "sphere:X,Y,Z,RADIUS (metres)",
+    "dead:PATH (CSV with header string,dom, or one DOM index per line)",
+)
+METHODS = ("flow-map", "repaint", "neighbours", "zero")
+MAP_TEMPERATURE = 0.7  # conditional samples at lower temperature are more typical starting points
+LR_FLOOR = 0.01  # final learning rate of MAP inpainting, as a fraction of lr
+
+
+# --- masks ------------------------------------------------------------------------------------------
+def _checked(mask: np.ndarray, what: str) -> np.ndarray:
+    """Reject masks that leave nothing to fill or nothing to condition on."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise DataError(f"{what} selects no DOM; nothing would be inpainted")
+    if mask.all():
+        raise DataError(f"{what} selects every DOM ({mask.size}); at least one DOM must stay observed")
+    return mask
+
+
+def random_mask(geometry: Geometry, fraction: float, seed: int = 0) -> np.ndarray:
+    """(P,) mask of round(fraction * P) DOMs (at least one) drawn without replacement."""
+    if not 0 < fraction < 1:
+        raise DataError(f"random mask fraction must be between 0 and 1 (exclusive), got {fraction}")
+    n = max(1, round(fraction * geometry.n_doms))
+    mask = np.zeros(geometry.n_doms, dtype=bool)
+    mask[np.random.default_rng(seed).choice(geometry.n_doms, n, replace=False)] = True
+    return _checked(mask, f"random mask (fraction {fraction})")
+
+
+def strings_mask(geometry: Geometry, strings: list[int]) -> np.ndarray:
+    """(P,) mask of every DOM on the given strings; unknown string ids raise DataError."""
+    if len(strings) == 0:
+        raise DataError("strings mask needs at least one string id")
+    return _checked(geometry.indices_of_strings(list(strings)), f"strings mask {list(strings)}")
+
+
+def deepcore_mask(geometry: Geometry) -> np.ndarray:
+    """(P,) mask of the densely instrumented (DeepCore) strings."""
+    dense = geometry.deepcore_strings()
+    if len(dense) == 0:
+        raise DataError(f"geometry '{geometry.name}' has no DeepCore (densely instrumented) strings")
+    return _checked(geometry.indices_of_strings(dense.tolist()), "deepcore mask")
+
+
+def sphere_mask(geometry: Geometry, center: Any, radius_m: float) -> np.ndarray:
+    """(P,) mask of DOMs within radius_m metres of center (3,)."""
+    center = np.asarray(center, dtype=np.float64).reshape(-1)
+    if center.shape != (3,) or not np.isfinite(center).all():
+        raise DataError(f"sphere centre must be 3 finite numbers x,y,z in metres, got {center.tolist()}")
+    if not radius_m > 0:
+        raise DataError(f"sphere radius must be positive (metres), got {radius_m}")
+    dist = np.linalg.norm(geometry.positions - center, axis=1)
+    return _checked(dist <= radius_m, f"sphere mask (centre {center.tolist()}, radius {radius_m} m)")
+
+
+def dead_doms_mask(geometry: Geometry, path: str | Path) -> np.ndarray:
+    """(P,) mask from a file: CSV with header `string,dom`, or one integer DOM index (0-based) per line.
+
+    Blank lines and lines starting with '#' are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: dead-DOM file not found")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise DataError(f"{path}: dead-DOM file lists no DOM")
+    is_csv = any(c.isalpha() for c in lines[0])  # a header line means CSV with string,dom columns
+    mask = np.zeros(geometry.n_doms, dtype=bool)
+    mask[_dead_from_csv(geometry, path, lines) if is_csv else _dead_indices(geometry, path, lines)] = True
+    return _checked(mask, f"dead-DOM file {path}")
+
+
+def _dead_from_csv(geometry: Geometry, path: Path, lines: list[str]) -> list[int]:
+    rows = list(csv.reader(io.StringIO("\n".join(lines))))
+    header = [h.strip().lower() for h in rows[0]]
+    if "string" not in header or "dom" not in header:
+        raise DataError(f"{path}: CSV header must contain 'string' and 'dom', got {rows[0]}")
+    lookup = {(int(s), int(d)): i for i, (s, d) in enumerate(zip(geometry.string, geometry.dom))}
+    si, di = header.index("string"), header.index("dom")
+    out, unknown = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        try:
+            key = (int(row[si]), int(row[di]))
+        except (ValueError, IndexError) as exc:
+            raise DataError(f"{path}: row {n} {row} needs integer string and dom ids") from exc
+        if key in lookup:
+            out.append(lookup[key])
+        else:
+            unknown.append(key)
+    if unknown:
+        raise DataError(f"{path}: (string, dom) pairs not in geometry '{geometry.name}': {unknown[:5]}"
+                        + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+    return out
+
+
+def _dead_indices(geometry: Geometry, path: Path, lines: list[str]) -> list[int]:
+    try:
+        idx = [int(ln) for ln in lines]
+    except ValueError as exc:
+        raise DataError(f"{path}: expected one integer DOM index per line "
+                        f"or a CSV with header string,dom ({exc})") from exc
+    bad = [i for i in idx if not 0 <= i < geometry.n_doms]
+    if bad:
+        raise DataError(f"{path}: DOM indices out of range 0..{geometry.n_doms - 1}: {bad[:5]}")
+    return idx
+
+
+def combine(*masks: np.ndarray) -> np.ndarray:
+    """Logical or of (P,) masks of equal length."""
+    if not masks:
+        raise DataError("combine needs at least one mask")
+    shapes = {np.shape(m) for m in masks}
+    if len(shapes) != 1:
+        raise DataError(f"masks to combine have different shapes {sorted(shapes)}")
+    return np.logical_or.reduce([np.asarray(m, dtype=bool) for m in masks])
+
+
+def parse_mask(spec: str, geometry: Geometry, seed: int = 0) -> np.ndarray:
+    """(P,) mask from a CLI string such as "strings:36,79", "random:0.1", "deepcore",
+    "sphere:0,0,-300,100", "dead:path.csv", or several joined by '+' ("strings:36+random:0.05")."""
+    parts = [p.strip() for p in spec.split("+")]
+    if not spec.strip() or not all(parts):
+        raise DataError(f"malformed mask spec {spec!r}; accepted forms: {', '.join(MASK_FORMS)}, joined by '+'")
+    masks = [_parse_one(part, geometry, seed + i) for i, part in enumerate(parts)]
+    return _checked(combine(*masks), f"mask {spec!r}")
+
+
+def _parse_one(part: str, geometry: Geometry, seed: int) -> np.ndarray:
+    name, _, arg = part.partition(":")
+    name, arg = name.strip().lower(), arg.strip()
+    try:
+        if name == "strings" and arg:
+            return strings_mask(geometry, [int(s) for s in arg.split(",")])
+        if name == "random" and arg:
+            return random_mask(geometry, float(arg), seed)
+        if name == "deepcore" and not arg:
+            return deepcore_mask(geometry)
+        if name == "sphere" and len(arg.split(",")) == 4:
+            *center, radius = (float(v) for v in arg.split(","))
+            return sphere_mask(geometry, center, radius)
+        if name == "dead" and arg:
+            return dead_doms_mask(geometry, arg)
+    except ValueError as exc:
+        raise DataError(f"malformed mask {part!r} ({exc}); accepted forms: {', '.join(MASK_FORMS)}") from exc
+    raise DataError(f"malformed mask {part!r}; accepted forms: {', '.join(MASK_FORMS)}, joined by '+'")
+
+
+def _mask_tensor(mask: Any, x: torch.Tensor) -> torch.Tensor:
+    """(P,) bool mask -> tensor (P,) on x's device, checked against x (B, 2, P)."""
+    m = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool))
+    if m.shape != (x.shape[-1],):
+        raise DataError(f"mask has shape {tuple(m.shape)} but events have {x.shape[-1]} DOMs")
+    return m.to(x.device)
+
+
+# --- baselines --------------------------------------------------------------------------------------
+def zero_fill(x: torch.Tensor, mask: Any) -> torch.Tensor:
+    """Copy of x (B, 2, P) with masked DOMs set to 0 (no hit, as a dead DOM records)."""
+    m = _mask_tensor(mask, x)
+    return torch.where(m, torch.zeros_like(x), x)
+
+
+def _string_neighbours(geometry: Geometry, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every DOM, the index of the nearest unmasked DOM above and below on its string (-1: none)."""
+    above = np.full(geometry.n_doms, -1)
+    below = np.full(geometry.n_doms, -1)
+    for s in geometry.strings:
+        members = np.flatnonzero(geometry.string == s)
+        order = members[np.argsort(-geometry.positions[members, 2], kind="stable")]  # top first
+        known, idx, n = ~mask[order], np.arange(len(order)), len(order)
+        prev = np.maximum.accumulate(np.where(known, idx, -1))
+        nxt = np.minimum.accumulate(np.where(known, idx, n)[::-1])[::-1]
+        above[order] = np.where(prev >= 0, order[np.clip(prev, 0, n - 1)], -1)
+        below[order] = np.where(nxt < n, order[np.clip(nxt, 0, n - 1)], -1)
+    return above, below
+
+
+def neighbour_fill(x: torch.Tensor, mask: Any, geometry: Geometry) -> torch.Tensor:
+    """Copy of x (B, 2, P) with each masked DOM set to the mean of the nearest unmasked DOMs above and
+    below on the same string (by z), per channel; 0 when the string has no unmasked DOM."""
+    m = _mask_tensor(mask, x)
+    if geometry.n_doms != x.shape[-1]:
+        raise DataError(f"geometry '{geometry.name}' has {geometry.n_doms} DOMs but events have {x.shape[-1]}")
+    above, below = (torch.as_tensor(a, device=x.device) for a in _string_neighbours(geometry, m.cpu().numpy()))
+    has_a, has_b = (above >= 0).to(x.dtype), (below >= 0).to(x.dtype)
+    total = x[..., above.clamp_min(0)] * has_a + x[..., below.clamp_min(0)] * has_b
+    fill = total / (has_a + has_b).clamp_min(1)
+    return torch.where(m, fill, x)
+
+
+# --- flow MAP inpainting ----------------------------------------------------------------------------
+def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
+                 geometry: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
+                 tick: Callable[[], None]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """One Adam run from `start`; returns the best iterate per event, its log-prob (B,) and the trace."""
+    u = torch.where(m, start, x_obs).detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=lr)
+    # Cosine decay to LR_FLOOR * lr: large early steps move between modes, small late steps resolve the
+    # narrow no-hit peak (width dequant_noise) instead of oscillating around it.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
+    best_x, best_lp = x_obs.clone(), torch.full((x_obs.shape[0],), -math.inf, device=x_obs.device)
+    trace: list[float] = []
+    for step in range(steps + 1):
+        x = torch.where(m, u, x_obs)  # observed entries are copied, never optimised
+        lp = flow.log_prob(x, labels, geometry)
+        trace.append(float(lp.detach().mean()))
+        with torch.no_grad():  # keep the best iterate so the result never scores below its start
+            better = lp > best_lp
+            best_x = torch.where(better[:, None, None], x, best_x)
+            best_lp = torch.where(better, lp, best_lp)
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        (-lp.sum()).backward()
+        opt.step()
+        sched.step()
+        tick()
+    return best_x.detach(), best_lp.detach(), trace
+
+
+def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
+                     geometry: torch.Tensor, *, steps: int = 200, lr: float = 0.01, restarts: int = 2,
+                     init: str = "sample", generator: torch.Generator | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """MAP fill of masked DOMs: argmax over masked values of flow.log_prob(x, labels, geometry).
+
+    Args:
+        x_observed: (B, 2, P) normalized; values at masked DOMs are ignored.
+        mask: (P,) bool, True = unknown (both channels).
+        labels: (B, 6) normalized; geometry: (3, P) or (B, 3, P) normalized.
+        init: start of the first restart, "sample" (conditional sample at temperature 0.7) or "zero";
+            later restarts always start from conditional samples (a second zero start would repeat).
+        progress: called as progress(done, total) after every optimisation step.
+    Returns:
+        x_filled (B, 2, P) with observed DOMs exactly equal to x_observed; per event the best iterate
+        over all steps and restarts (highest log-prob). trace: mean log-prob over the batch after
+        0..steps steps (length steps + 1) of the restart with the highest final mean.
+    """
+    _require_flow(flow, "flow-map")
+    if init not in ("sample", "zero"):
+        raise ConfigError(f"flow-map init must be 'sample' or 'zero', got {init!r}")
+    if steps < 0 or restarts < 1 or not lr > 0:
+        raise ConfigError(f"flow-map needs steps >= 0, restarts >= 1 and lr > 0 (got {steps}, {restarts}, {lr})")
+    m = _mask_tensor(mask, x_observed)
+    x_obs = x_observed.detach()
+    total, done = steps * restarts, [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    grads, was_training = [p.requires_grad for p in flow.parameters()], flow.training
+    flow.requires_grad_(False)  # only the masked values are optimised
+    flow.eval()
+    try:
+        best_x, best_lp, best_trace = x_obs.clone(), None, []
+        for r in range(restarts):
+            if r == 0 and init == "zero":
+                start = torch.zeros_like(x_obs)
+            else:
+                start = flow.sample(labels, geometry, generator=generator, temperature=MAP_TEMPERATURE)
+            x_r, lp_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
+            if best_lp is None:
+                best_x, best_lp, best_trace = x_r, lp_r, trace
+                continue
+            if trace[-1] > best_trace[-1]:
+                best_trace = trace
+            better = lp_r > best_lp
+            best_x = torch.where(better[:, None, None], x_r, best_x)
+            best_lp = torch.where(better, lp_r, best_lp)
+    finally:
+        for p, g in zip(flow.parameters(), grads):
+            p.requires_grad_(g)
+        flow.train(was_training)
+    return best_x, best_trace
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+def inpaint_metrics(x_filled_norm: Any, x_true_norm: Any, mask: Any, normalization: Normalization,
+                    hit_threshold_pe: float = 0.5) -> dict[str, float]:
+    """Errors of a fill against the truth, on masked DOMs only (except the total charge).
+
+    Both events (B, 2, P) are normalized; physical values come from normalization.denormalize_signal.
+    As in sampling, a DOM is hit when its npe > hit_threshold_pe; the npe of other DOMs counts as 0.
+    Keys: mse_normalized (both channels), npe_abs_error (pe), time_abs_error_ns (DOMs hit in truth and
+    fill; NaN if none), hit_accuracy, total_charge_error (mean over events with charge of
+    |sum npe filled - sum npe true| / sum npe true, over all DOMs; NaN if none), n_masked_doms.
+    """
+    fill = torch.as_tensor(x_filled_norm).detach().cpu().double()
+    true = torch.as_tensor(x_true_norm).detach().cpu().double()
+    if fill.shape != true.shape:
+        raise DataError(f"filled events {tuple(fill.shape)} and true events {tuple(true.shape)} differ in shape")
+    m = _mask_tensor(mask, true)
+    phys_f, phys_t = normalization.denormalize_signal(fill), normalization.denormalize_signal(true)
+    hit_f, hit_t = phys_f[:, 0] > hit_threshold_pe, phys_t[:, 0] > hit_threshold_pe
+    npe_f = torch.where(hit_f, phys_f[:, 0], torch.zeros_like(phys_f[:, 0]))
+    npe_t = torch.where(hit_t, phys_t[:, 0], torch.zeros_like(phys_t[:, 0]))
+    both = (hit_f & hit_t)[:, m]
+    dt = (phys_f[:, 1] - phys_t[:, 1])[:, m].abs()
+    charge_t, charge_f = npe_t.sum(1), npe_f.sum(1)
+    has_charge = charge_t > 0
+    rel = (charge_f - charge_t).abs()[has_charge] / charge_t[has_charge]
+    return {
+        "mse_normalized": float(((fill - true)[:, :, m] ** 2).mean()),
+        "npe_abs_error": float((npe_f - npe_t)[:, m].abs().mean()),
+        "time_abs_error_ns": float(dt[both].mean()) if both.any() else math.nan,
+        "hit_accuracy": float((hit_f == hit_t)[:, m].double().mean()),
+        "total_charge_error": float(rel.mean()) if has_charge.any() else math.nan,
+        "n_masked_doms": int(m.sum()),
+    }
+
+
+def improvement_ratios(metrics_by_method: dict[str, dict], method: str) -> dict[str, float]:
+    """{other method: mse_normalized(other) / mse_normalized(method)}; > 1 means `method` is better."""
+    if method not in metrics_by_method:
+        raise ConfigError(f"method {method!r} has no metrics; available: {sorted(metrics_by_method)}")
+    ref = metrics_by_method[method]["mse_normalized"]
+    return {name: (m["mse_normalized"] / ref if ref > 0 else math.inf)
+            for name, m in metrics_by_method.items() if name != method}
+
+
+# --- dispatch (CLI and dashboard) -------------------------------------------------------------------
+def _require_flow(model: Any, method: str) -> None:
+    if not isinstance(model, ConditionalFlow):
+        raise CheckpointError(f"method '{method}' needs a flow checkpoint (ConditionalFlow), got "
+                              f"{type(model).__name__}; use 'repaint' with a diffusion checkpoint")
+
+
+_SETTINGS = {
+    "flow-map": {"steps", "lr", "restarts", "init", "generator", "progress"},
+    "repaint": {"diffusion", "steps", "jump_length", "resample", "generator"},
+    "neighbours": set(),
+    "zero": set(),
+}
+
+
+def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, mask: Any, labels: torch.Tensor,
+                   geometry: Geometry, **settings: Any) -> tuple[torch.Tensor, list[float]]:
+    """Fill the masked DOMs of normalized events x_true (B, 2, P) with `method`; the method never sees
+    the true values at masked DOMs (they are zeroed first).
+
+    model: ConditionalFlow for "flow-map", the diffusion network for "repaint" (then pass
+    diffusion=GaussianDiffusion(...)), ignored for the baselines. geometry: the physical detector;
+    models get it normalized with their own normalization metadata.
+    Returns (x_filled (B, 2, P), trace), trace being the flow-map log-prob curve ([] otherwise).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown inpainting method {method!r}; choose one of {list(METHODS)}")
+    unknown = sorted(set(settings) - _SETTINGS[method])
+    if unknown:
+        raise ConfigError(f"method '{method}' does not take setting(s) {unknown}; it takes {sorted(_SETTINGS[method])}")
+    x_known = zero_fill(x_true, mask)
+    if method == "zero":
+        return x_known, []
+    if method == "neighbours":
+        return neighbour_fill(x_known, mask, geometry), []
+    if method == "flow-map":
+        _require_flow(model, method)
+    elif isinstance(model, ConditionalFlow) or not isinstance(model, nn.Module):
+        raise CheckpointError(f"method 'repaint' needs a diffusion checkpoint, got {type(model).__name__}; "
+                              "use 'flow-map' for flows")
+    if not hasattr(model, "get_normalization_params"):
+        raise CheckpointError(f"{type(model).__name__} carries no normalization metadata; load it from a checkpoint")
+    geometry_n = model.normalization.normalize_geometry(torch.as_tensor(geometry.positions)).to(x_true)
+    if method == "flow-map":
+        return flow_map_inpaint(model, x_known, mask, labels, geometry_n, **settings)
+    return _run_repaint(model, x_known, mask, labels, geometry_n, **settings), []
+
+
+def _run_repaint(model: nn.Module, x_known: torch.Tensor, mask: Any, labels: torch.Tensor,
+                 geometry_n: torch.Tensor, diffusion: Any = None, **settings: Any) -> torch.Tensor:
+    """RePaint with a diffusion model; known_mask passed as (P,) bool, True = observed DOM."""
+    if diffusion is None:
+        raise CheckpointError("method 'repaint' needs diffusion=GaussianDiffusion(...) built from the "
+                              "checkpoint's diffusion config")
+    from genesis.diffusion import repaint_sample  # lazy: diffusion.py is only needed for this method
+
+    known = ~_mask_tensor(mask, x_known)
+    return repaint_sample(diffusion, model, x_known, known, labels, geometry_n, **settings)

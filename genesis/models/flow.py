@@ -1,0 +1,277 @@
+"""Conditional normalizing flow over a whole event (RealNVP/Glow style, exact log-likelihood).
+
+An event in normalized space is x (B, 2, P): channel 0 = npe, channel 1 = first-hit time; DOMs are
+ordered string by string. The flow maps x to z (B, 2, P) with a standard normal base density,
+conditioned on labels (B, 6) and geometry (3, P) or (B, 3, P), both normalized.
+
+Transforms follow the nflows convention: every one is an nn.Module with
+``forward(x, context) -> (y, logabsdet (B,))`` and ``inverse(y, context) -> (x, logabsdet (B,))``,
+where ``inverse`` returns the log|det| of the inverse map (= minus that of the forward map).
+``context`` is the (B, T, H) token embedding of geometry and labels, computed once per call by the
+shared `ContextEncoder` (T = P / patch_size string tokens).
+
+Each flow step is ActNorm then an AffineCoupling. The coupling masks alternate between layers along
+directions that make sense for the detector (even/odd DOMs along a string, time given npe and npe
+given time, top/bottom half of a string); this fixed alternation plays the role of Glow's permutation
+(a DOM permutation would scramble the string tokens the coupling networks read).
+
+Zero-inflated data and dequantization
+-------------------------------------
+DOMs without a hit are exact zeros in both channels, so the data distribution has point masses and no
+density. `ConditionalFlow.training_loss` therefore adds uniform noise of width ``cfg.dequant_noise`` to
+every value before evaluating the NLL (the NLL of the dequantized data is a proper density). For hit
+DOMs and for all time values the noise is centred, U(-w/2, w/2). For the npe of no-hit DOMs it is
+one-sided, U(-w, 0]: dequantized no-hits then lie below zero and never overlap the hits, so the model
+learns "no hit" as a region of npe <= 0 rather than a smear around zero that would cross the hit
+threshold.
+
+From samples to events
+----------------------
+`ConditionalFlow.sample` returns continuous normalized values. `genesis.sampling` denormalizes them
+and treats every DOM whose sampled npe is below ``cfg.hit_threshold`` photoelectrons as a no-hit DOM
+(npe 0 and time 0 in the written file); the sampled time of such DOMs is discarded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genesis.config import FlowConfig
+from genesis.data.normalization import Normalization
+from genesis.errors import ConfigError
+from genesis.geometry import DOMS_PER_STRING
+from genesis.models.common import NormalizationMetadata
+
+LABEL_DIM = 6
+Pair = tuple[torch.Tensor, torch.Tensor]  # (output (B, 2, P), logabsdet (B,))
+MASK_KINDS = ("odd-doms", "even-doms", "time", "npe", "bottom-half", "top-half")
+
+
+# --- patches ----------------------------------------------------------------------------------------
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, P) -> (B, T, C * patch_size) tokens of consecutive DOMs, T = P / patch_size."""
+    b, c, p = x.shape
+    return x.reshape(b, c, p // patch_size, patch_size).permute(0, 2, 1, 3).reshape(b, p // patch_size, -1)
+
+
+def unpatchify(tokens: torch.Tensor, channels: int, patch_size: int) -> torch.Tensor:
+    """(B, T, C * patch_size) -> (B, C, T * patch_size); inverse of `patchify`."""
+    b, t, _ = tokens.shape
+    return tokens.reshape(b, t, channels, patch_size).permute(0, 2, 1, 3).reshape(b, channels, t * patch_size)
+
+
+# --- transforms -------------------------------------------------------------------------------------
+class ActNorm(nn.Module):
+    """y = (x + bias) * exp(log_scale), per channel (2,) or per channel and DOM (2, P).
+
+    Data-dependent init (Glow): the first forward call sets bias and log_scale so that this batch comes
+    out with zero mean and unit variance. The std is floored at `min_std` because, with zero-inflated
+    data, a DOM never hit in the first batch would otherwise get an enormous scale.
+    """
+
+    def __init__(self, n_doms: int, per_dom: bool = False, min_std: float = 1e-2) -> None:
+        super().__init__()
+        shape = (2, n_doms) if per_dom else (2, 1)
+        self.per_dom, self.min_std = per_dom, min_std
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.log_scale = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, x: torch.Tensor) -> None:
+        dims = (0,) if self.per_dom else (0, 2)
+        mean = x.mean(dims).reshape(self.bias.shape)
+        std = x.std(dims, unbiased=False).reshape(self.bias.shape)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std.clamp_min(self.min_std)))
+        self.initialized.fill_(True)
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        per_event = self.log_scale.expand(2, x.shape[-1]).sum()
+        return per_event.expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not bool(self.initialized):
+            self._initialize(x)
+        return (x + self.bias) * torch.exp(self.log_scale), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return y * torch.exp(-self.log_scale) - self.bias, -self._logdet(y)
+
+
+def coupling_mask(kind: str, n_doms: int, segment: int) -> torch.Tensor:
+    """Bool (2, P): True where the coupling transforms, False where it conditions.
+
+    segment: DOMs per string (the unit along which even/odd and top/bottom halves are counted).
+    """
+    pos = torch.arange(n_doms) % segment  # position along the string, 0 = top
+    dom_sel = {
+        "odd-doms": pos % 2 == 1,
+        "even-doms": pos % 2 == 0,
+        "bottom-half": pos >= segment // 2,
+        "top-half": pos < segment // 2,
+    }
+    if kind in dom_sel:
+        return dom_sel[kind].unsqueeze(0).expand(2, n_doms).clone()
+    if kind in ("time", "npe"):
+        mask = torch.zeros(2, n_doms, dtype=torch.bool)
+        mask[1 if kind == "time" else 0] = True
+        return mask
+    raise ConfigError(f"unknown coupling mask kind {kind!r}; known: {list(MASK_KINDS)}")
+
+
+class Conditioner(nn.Module):
+    """Transformer over string tokens: (masked x (B, 2, P), context (B, T, H)) -> shift, log-scale (B, 2, P).
+
+    The last layer is zero-initialised so that the coupling starts as the identity.
+    """
+
+    def __init__(self, hidden: int, depth: int, heads: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.embed = nn.Linear(2 * patch_size, hidden)
+        self.context_proj = nn.Linear(hidden, hidden)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, 2 * 2 * patch_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_cond: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.embed(patchify(x_cond, self.patch_size)) + self.context_proj(context)
+        for block in self.blocks:
+            h = block(h)
+        out = self.out(self.norm(h))  # (B, T, 2 * 2 * patch)
+        shift, log_scale = out.chunk(2, dim=-1)
+        return unpatchify(shift, 2, self.patch_size), unpatchify(log_scale, 2, self.patch_size)
+
+
+class AffineCoupling(nn.Module):
+    """y = x where mask is False; y = x * exp(s) + t where True, with s = b * tanh(s_raw / b).
+
+    s and t come from the `Conditioner` applied to the untransformed part x * ~mask and the context;
+    bounding s by b = scale_bound keeps the map well conditioned early in training.
+    """
+
+    def __init__(self, mask: torch.Tensor, conditioner: nn.Module, scale_bound: float) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.float())  # (2, P), 1 = transformed
+        self.conditioner = conditioner
+        self.scale_bound = scale_bound
+
+    def _params(self, x_cond: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, raw = (t.to(x_cond.dtype) for t in self.conditioner(x_cond, context))  # fp32 log-dets under autocast
+        log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
+        return shift * self.mask, log_scale * self.mask
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = self._params(x * (1 - self.mask), context)
+        return x * torch.exp(log_scale) + shift, log_scale.sum((1, 2))
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = self._params(y * (1 - self.mask), context)
+        return (y - shift) * torch.exp(-log_scale), -log_scale.sum((1, 2))
+
+
+class ContextEncoder(nn.Module):
+    """Geometry (B, 3, P) and labels (B, 6) -> context tokens (B, T, H): per-token geometry embedding
+    plus a label embedding added to every token."""
+
+    def __init__(self, hidden: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.geometry = nn.Linear(3 * patch_size, hidden)
+        self.labels = nn.Sequential(nn.Linear(LABEL_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        return self.geometry(patchify(geometry, self.patch_size)) + self.labels(labels).unsqueeze(1)
+
+
+# --- the flow ---------------------------------------------------------------------------------------
+class ConditionalFlow(NormalizationMetadata):
+    """Conditional flow p(x | labels, geometry) over events x (B, 2, P) in normalized space.
+
+    Steps: [ActNorm (per channel), AffineCoupling(mask kind i mod 6)] x cfg.num_couplings.
+    """
+
+    def __init__(self, cfg: FlowConfig, n_doms: int, normalization: Normalization) -> None:
+        super().__init__()
+        if n_doms % cfg.patch_size:
+            raise ConfigError(f"flow.patch_size ({cfg.patch_size}) must divide the number of DOMs ({n_doms})")
+        if cfg.hidden_size % cfg.num_heads:
+            raise ConfigError(f"flow.num_heads ({cfg.num_heads}) must divide flow.hidden_size ({cfg.hidden_size})")
+        self.config, self.n_doms = cfg, n_doms
+        self.init_normalization(normalization)
+        # Even/odd and halves are counted along strings; without whole strings, along tokens.
+        segment = DOMS_PER_STRING if n_doms % DOMS_PER_STRING == 0 else cfg.patch_size
+        kinds = [k for k in MASK_KINDS if segment >= 2 or k in ("time", "npe")]
+        self.mask_kinds = [kinds[i % len(kinds)] for i in range(cfg.num_couplings)]
+        self.context = ContextEncoder(cfg.hidden_size, cfg.patch_size)
+        layers: list[nn.Module] = []
+        for kind in self.mask_kinds:
+            cond = Conditioner(cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size)
+            layers += [ActNorm(n_doms), AffineCoupling(coupling_mask(kind, n_doms, segment), cond, cfg.scale_bound)]
+        self.transforms = nn.ModuleList(layers)
+
+    def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        if geometry.dim() == 2:
+            geometry = geometry.unsqueeze(0)
+        geometry = geometry.to(labels.dtype).expand(labels.shape[0], 3, self.n_doms)
+        return self.context(labels, geometry)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
+        """x (B, 2, P) -> z (B, 2, P), log|det dz/dx| (B,)."""
+        context = self._context(labels, geometry)
+        total = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, logdet = t(x, context)
+            total = total + logdet
+        return x, total
+
+    def inverse(self, z: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
+        """z (B, 2, P) -> x (B, 2, P), log|det dx/dz| (B,)."""
+        context = self._context(labels, geometry)
+        total = z.new_zeros(z.shape[0])
+        for t in reversed(self.transforms):
+            z, logdet = t.inverse(z, context)
+            total = total + logdet
+        return z, total
+
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        """log p(x | labels, geometry) (B,) in nats, standard normal base."""
+        z, logdet = self(x, labels, geometry)
+        base = -0.5 * (z**2).sum((1, 2)) - 0.5 * z[0].numel() * math.log(2 * math.pi)
+        return base + logdet
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, geometry: torch.Tensor, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
+        """Events (B, 2, P) for labels (B, 6); temperature scales the base noise (< 1: more typical)."""
+        z = torch.randn(labels.shape[0], 2, self.n_doms, generator=generator, device=labels.device,
+                        dtype=labels.dtype)
+        return self.inverse(z * temperature, labels, geometry)[0]
+
+    def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (B, 2, P) plus uniform noise of width cfg.dequant_noise (one-sided below 0 for no-hit npe)."""
+        width = self.config.dequant_noise
+        if width <= 0:
+            return x
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * width
+        noise = u - width / 2
+        no_hit = x[:, 0] == 0
+        noise[:, 0] = torch.where(no_hit, -u[:, 0], noise[:, 0])
+        return x + noise
+
+    def training_loss(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean NLL per event (scalar, nats) of the dequantized batch, and detached {'nll', 'bits_per_dim'}."""
+        nll = -self.log_prob(self.dequantize(x, generator), labels, geometry).mean()
+        bpd = nll / (2 * self.n_doms * math.log(2))
+        return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach()}
