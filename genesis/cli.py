@@ -114,7 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    from genesis.inpaint_cli import inpaint_to_file
+    from genesis.inpaint import inpaint_to_file
 
     report = inpaint_to_file(args.checkpoint, args.data, args.events, args.mask, args.method, args.out,
                              steps=args.steps, restarts=args.restarts, seed=args.seed, device=args.device,
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("inpaint", help="fill masked or dead DOMs")
-    s.add_argument("--checkpoint", help="flow (flow-map) or diffusion (repaint) checkpoint")
+    s.add_argument("--checkpoint", help="flow (flow-map) or diffusion (repaint) checkpoint; not needed for baselines")
     s.add_argument("--data", required=True)
     s.add_argument("--events", default="0", help="comma-separated event indices, e.g. 0,5,9")
     s.add_argument("--mask", required=True, help="e.g. strings:36,79 | random:0.1 | deepcore | sphere:x,y,z,r | dead:FILE; join with +")
