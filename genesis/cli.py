@@ -18,14 +18,17 @@ EXIT_BAD_INPUT = 2
 
 
 def _progress_bar(total: int, desc: str, unit: str = "ev") -> Callable[[int, int], None]:
-    """A tqdm bar driven by progress(done, total) callbacks."""
+    """A tqdm bar driven by progress(done, total) callbacks; the callback's total wins over `total`."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    bar = None
 
-    def update(done: int, _total: int) -> None:
+    def update(done: int, callback_total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=callback_total or total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
         bar.update(done - bar.n)
-        if done >= total:
+        if done >= bar.total:
             bar.close()
 
     return update
@@ -139,7 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_checkpoint(args.checkpoint, data=args.data, simulate=args.simulate, sampler=args.sampler,
                                  steps=args.steps, seed=args.seed, device=args.device, out=args.out,
-                                 html=args.html, log_to_mlflow=not args.no_mlflow)
+                                 html=args.html, log_to_mlflow=not args.no_mlflow,
+                                 progress=_progress_bar(0, "sampling"))
     print(json.dumps(report["scalars"], indent=2))
     return 0
 

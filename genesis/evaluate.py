@@ -72,7 +72,8 @@ def handle_from_trainer(trainer) -> ModelHandle:
     ckpt = trainer.ckpt_dir / "last.pt" if trainer.ckpt_dir is not None else "<in-memory model>"
     return ModelHandle(model=trainer.ema.module, kind=trainer.cfg.kind, config=trainer.cfg, geometry=trainer.geometry,
                        normalization=trainer.cfg.data.normalization,
-                       state={"step": trainer.step, "mlflow": mlflow_info, "data": {"path": str(trainer.cfg.data.path)}},
+                       state={"step": trainer.step, "mlflow": mlflow_info,
+                              "data": {"path": str(trainer.cfg.data.path), **trainer.ranges}},
                        path=ckpt)
 
 

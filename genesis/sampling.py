@@ -23,9 +23,11 @@ log = logging.getLogger("genesis.sampling")
 HIT_THRESHOLD_PE = 0.5
 LABEL_COLUMNS = ("energy", "zenith", "azimuth", "x", "y", "z")
 MAX_EVENTS_PER_CALL = 1_000_000
-# Normalized data lies in about [0, 2.5]; predictions of x0 outside this range are clipped during
-# sampling so that a few wild DOMs cannot blow up to absurd npe/times after the inverse transforms.
+# Predictions of x0 are clipped per channel to the normalized range seen in training (stored in the
+# checkpoint, widened by CLIP_MARGIN of its span) so a few wild DOMs cannot blow up to absurd npe or
+# times after the inverse log transforms. Checkpoints without that record fall back to CLIP_X0.
 CLIP_X0 = (-1.0, 3.0)
+CLIP_MARGIN = 0.05
 
 
 def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: float, azimuth: float,
@@ -88,23 +90,38 @@ def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE) -> 
     return out
 
 
+def clip_range(data_record: dict | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) tensors of shape (1, 2, 1): the training range of each signal channel, with a margin."""
+    record = data_record or {}
+    if "signal_min" not in record:
+        lo, hi = [CLIP_X0[0]] * 2, [CLIP_X0[1]] * 2
+    else:
+        lo, hi = np.asarray(record["signal_min"]), np.asarray(record["signal_max"])
+        span = np.maximum(hi - lo, 1e-6)
+        lo, hi = lo - CLIP_MARGIN * span, hi + CLIP_MARGIN * span
+    as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, 2, 1)  # noqa: E731
+    return as_t(lo), as_t(hi)
+
+
 @torch.no_grad()
 def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.Tensor, geometry_n: torch.Tensor,
                         sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, eta: float = 0.0,
-                        generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None
-                        ) -> torch.Tensor:
-    """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P)."""
+                        generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
+                        data_record: dict | None = None) -> torch.Tensor:
+    """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P), clipped to the
+    training range of each channel (see clip_range)."""
+    lo, hi = clip_range(data_record, labels_n.device)
     if kind == "flow":
         out = model.sample(labels_n, geometry_n, generator=generator)
         if progress:
             progress(1, 1)
-        return out.clamp(*CLIP_X0)
+        return torch.maximum(torch.minimum(out, hi), lo)
     from genesis import diffusion
 
     process = diffusion.GaussianDiffusion(cfg.diffusion)
     out = diffusion.sample(process, model, labels_n, geometry_n, sampler=sampler, steps=steps, eta=eta,
-                           guidance_scale=guidance, generator=generator, progress=progress, clip_x0=CLIP_X0)
-    return out.clamp(*CLIP_X0)
+                           guidance_scale=guidance, generator=generator, progress=progress, clip_x0=(lo, hi))
+    return torch.maximum(torch.minimum(out, hi), lo)
 
 
 def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
@@ -133,7 +150,7 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
         inner = (lambda i, t, s=start: progress(s + int(len(lab_n) * i / t), n)) if progress else None
         x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
-                                generator=gen, progress=inner)
+                                generator=gen, progress=inner, data_record=loaded.state.get("data"))
         done += len(lab_n)
         if progress:
             progress(done, n)
@@ -160,7 +177,7 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
     return Path(out)
 
 
-def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device):
+def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device, data_record: dict | None = None):
     """3D views of two generated events at fixed labels (a run artifact at the end of training)."""
     from genesis import viz
 
@@ -170,7 +187,8 @@ def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device):
     lab_n = norm.normalize_labels(torch.from_numpy(labels).to(device))
     gen = torch.Generator(device=device).manual_seed(0)
     model.eval()
-    x = generate_normalized(model, cfg.kind, cfg, lab_n, geo_n, "ddim", min(20, cfg.diffusion.timesteps), generator=gen)
+    x = generate_normalized(model, cfg.kind, cfg, lab_n, geo_n, "ddim", min(20, cfg.diffusion.timesteps), generator=gen,
+                            data_record=data_record)
     threshold = cfg.flow.hit_threshold if cfg.kind == "flow" else HIT_THRESHOLD_PE
     sig = postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold)
     return viz.linked_event_figures(geometry, [(f"E={lab[0]:.0e} GeV", s[0], s[1]) for lab, s in zip(labels, sig)])

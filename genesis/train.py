@@ -151,6 +151,7 @@ class Trainer:
         if self.ckpt_dir is not None:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = dataset.fingerprint(cfg.data.path)
+        self.ranges = dataset.value_ranges(cfg.data, self.norm) if ctx.is_main else {}
 
     @torch.no_grad()
     def initialize_actnorm(self) -> None:
@@ -162,7 +163,7 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         data = {"path": str(self.cfg.data.path), "size": len(self.train_data) * self.ctx.world,
-                "fingerprint": self.fingerprint, "splits": {"train": len(self.train_data), "val": len(self.val_data)}}
+                "fingerprint": self.fingerprint, "splits": {"train": len(self.train_data), "val": len(self.val_data)}, **self.ranges}
         mlflow_info = {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id} if self.store else {}
         return checkpoint.make_state(self.cfg, self.model, self.ema.module, self.geometry, self.step, self.epoch,
                                      self.best_val, self.optimizer, self.scheduler, data, mlflow_info,
@@ -409,7 +410,7 @@ def finish_artifacts(trainer: Trainer) -> None:
 
     fig_path = trainer.ckpt_dir.parent / "generated_events.html"
     try:
-        preview_figure(trainer.ema.module, trainer.cfg, trainer.geometry, trainer.device).write_html(
+        preview_figure(trainer.ema.module, trainer.cfg, trainer.geometry, trainer.device, trainer.ranges).write_html(
             fig_path, include_plotlyjs="cdn")
         if not trainer.store.is_local:
             trainer.store.log_artifact(trainer.run_id, fig_path)

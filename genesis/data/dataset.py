@@ -170,3 +170,19 @@ def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geome
     if in_memory:
         return load_in_memory(cfg.path, indices, norm, geometry, device)
     return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
+
+
+def value_ranges(cfg: DataConfig, norm: Normalization, max_events: int = 2000) -> dict[str, list[float]]:
+    """What the model saw in training, stored in checkpoints: per-channel min/max of the normalized
+    signal (from up to max_events training events, evenly spread) and min/max of the physical labels
+    (all training events). Sampling clips x0 to the signal range; labels outside warn."""
+    n, _, _ = schema.file_info(cfg.path)
+    n = min(n, cfg.max_events) if cfg.max_events else n
+    train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
+    with h5py.File(cfg.path, "r") as f:
+        labels = np.asarray(f["label"][()], dtype=np.float64)[train]
+    sample = np.unique(train[np.linspace(0, len(train) - 1, min(max_events, len(train))).astype(int)])
+    signal, _, _ = schema.read_events(cfg.path, indices=sample)
+    x = norm.normalize_signal(signal.astype(np.float64))
+    return {"signal_min": x.min(axis=(0, 2)).tolist(), "signal_max": x.max(axis=(0, 2)).tolist(),
+            "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}

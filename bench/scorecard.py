@@ -1,0 +1,206 @@
+"""Physics scorecard: train a diffusion transformer and a flow for the same time budget, evaluate both on
+the same held-out simulation, and compare with the simulator against itself (the floor) measured in the
+same run.
+
+    python bench/scorecard.py --minutes 8 --device cuda                       # GPU, default presets
+    python bench/scorecard.py --minutes 0.5 --device cpu --train-events 2000 --eval-events 400 \
+        --preset-suffix tiny --steps 20                                       # CPU smoke run (~3 min)
+
+Presets: configs/default.yaml + configs/flow.yaml, or with --preset-suffix S configs/S.yaml +
+configs/flow_S.yaml. Data (IceCube-86-like geometry, default simulator) is simulated into --workdir and
+reused when a file of the requested size is there. MLflow goes to sqlite:///<workdir>/mlflow.db unless
+MLFLOW_TRACKING_URI is set. Prints one table (AUC, W1, LineFit ratio, training and sampling events/s)
+and the per-feature W1 table; writes scorecard.json and one HTML report per model into the workdir.
+The baseline to beat is in ../shared/notes/physics-baseline.md (AUC 0.96-0.99 at 200k events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=8.0, help="training budget per model (wall minutes)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--train-events", type=int, default=200_000, help="simulated training events")
+    p.add_argument("--eval-events", type=int, default=5000, help="held-out events (labels for generation)")
+    p.add_argument("--workdir", default=str(ROOT / "data" / "scorecard"), help="data, MLflow store, reports")
+    p.add_argument("--preset-suffix", default="", help="'' = default.yaml/flow.yaml; S = S.yaml/flow_S.yaml")
+    p.add_argument("--models", default="diffusion,flow", help="comma-separated subset of diffusion,flow")
+    p.add_argument("--epochs", type=int, default=1000,
+                   help="epoch cap (train.epochs); large by default so the time budget ends training")
+    p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps for the diffusion model")
+    p.add_argument("--seed", type=int, default=0, help="sampling and classifier seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for both models (e.g. train.batch_size=128)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML reports")
+    return p.parse_args(argv)
+
+
+def setup_store(workdir: Path) -> str:
+    """Point GENESIS_HOME (run logs) and, unless already set, MLflow at the workdir. Returns the URI."""
+    os.environ["GENESIS_HOME"] = str(workdir)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    from genesis import tracking
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    # Create the experiment with its artifacts in the workdir (else MLflow would use ./mlruns of the cwd).
+    root = workdir / "artifacts" if uri == f"sqlite:///{workdir / 'mlflow.db'}" else None
+    tracking.Store(uri, str(root) if root else None).experiment_id("scorecard")
+    return uri
+
+
+def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
+    from genesis.data import schema
+    from genesis.data.simulate import simulate_to_file
+
+    if path.is_file() and schema.file_info(path)[0] == n:
+        print(f"reusing {path} ({n} events)")
+        return path
+    t0 = time.time()
+    simulate_to_file(path, n, geo, seed=seed, force=True)
+    print(f"simulated {n} events into {path} in {time.time() - t0:.1f} s")
+    return path
+
+
+def preset_paths(suffix: str) -> dict[str, Path]:
+    if suffix:
+        return {"diffusion": ROOT / "configs" / f"{suffix}.yaml", "flow": ROOT / "configs" / f"flow_{suffix}.yaml"}
+    return {"diffusion": ROOT / "configs" / "default.yaml", "flow": ROOT / "configs" / "flow.yaml"}
+
+
+def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, workdir: Path) -> dict:
+    """Train for the budget (stdout of the trainer goes to <workdir>/train_<kind>.log)."""
+    from genesis import config, tracking
+    from genesis.train import train
+
+    cfg = config.load(preset, [f"data.path={data}", f"train.max_minutes={args.minutes}", f"train.device={args.device}",
+                               f"train.epochs={args.epochs}", "train.eval_events=0", "experiment=scorecard", f"name=scorecard-{kind}", *args.set])
+    t0 = time.time()
+    log_path = workdir / f"train_{kind}.log"
+    try:
+        with open(log_path, "w") as f, contextlib.redirect_stdout(f):
+            result = train(cfg)
+    finally:  # train() logs to the redirected stdout; point logging back at stderr before that file closes
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    wall = time.time() - t0
+    store = tracking.Store.default()
+    rates = store.metric_history(result["run_id"], "train/events_per_s")["value"].to_numpy()
+    rate = float(np.median(rates[1:] if len(rates) > 1 else rates)) if len(rates) else float("nan")
+    print(f"{kind}: {result['status']} after {result['step']} steps ({wall:.0f} s, {rate:.0f} train events/s), "
+          f"run {result['run_id']}, log {log_path}")
+    return {"run_id": result["run_id"], "steps": result["step"], "train_wall_s": wall, "train_events_per_s": rate,
+            "checkpoint": str(Path(result["checkpoint_dir"]) / "last.pt"), "preset": str(preset)}
+
+
+def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str) -> dict:
+    from genesis import checkpoint, evaluate
+
+    loaded = checkpoint.load_model(info["checkpoint"], device=checkpoint.resolve_device(args.device))
+    params = sum(p.numel() for p in loaded.model.parameters())
+    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=args.steps, seed=args.seed,
+                                 reference={"source": "file", "path": str(workdir / "heldout.h5"), "n": len(ref_labels)})
+    evaluate.log_to_run(ev.report, loaded)
+    save_reports(ev, workdir, kind, args)
+    return {**info, "params": params, "report": ev.report}
+
+
+def save_reports(ev, workdir: Path, kind: str, args: argparse.Namespace) -> None:
+    from genesis import evaluate
+
+    evaluate.write_json(ev.report, workdir / f"report_{kind}.json")
+    if not args.no_html:
+        names = ("simulation B", "simulation A") if kind == "simulator" else ("generated", "reference")
+        figs = evaluate.report_figures(ev.report, ev.gen_signal, ev.ref_signal, ev.labels, ev.geometry, names)
+        evaluate.write_html(ev.report, workdir / f"report_{kind}.html", figs)
+
+
+def _f(v, fmt: str = ".3f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+
+def print_tables(rows: dict[str, dict], n_eval: int) -> None:
+    from genesis.metrics import FEATURES
+
+    floor = rows["simulator"]["report"]["scalars"]
+    floor_w1 = np.mean([floor[f"eval/w1_{k}"] for k in FEATURES])
+    print(f"\nscorecard: {n_eval} held-out labels; W1 in units of the reference spread; "
+          "'x floor' = mean W1 / the simulator's own mean W1")
+    head = (f"{'model':<12} {'params':>9} {'steps':>7} {'AUC':>6} {'mean W1':>8} {'x floor':>8} "
+            f"{'worst W1 (feature)':>32} {'LineFit ratio':>13} {'train ev/s':>11} {'sample ev/s':>12}")
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        s = r["report"]["scalars"]
+        w1 = {k: s[f"eval/w1_{k}"] for k in FEATURES if f"eval/w1_{k}" in s}
+        worst = max(w1, key=w1.get)
+        mean = float(np.mean(list(w1.values())))
+        print(f"{name:<12} {r.get('params', 0):>9,} {r.get('steps', 0):>7} {_f(s.get('eval/auc')):>6} "
+              f"{_f(mean, '.3g'):>8} {_f(mean / floor_w1, '.3g'):>8} {f'{w1[worst]:.3g} ({worst})':>32} "
+              f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>13} "
+              f"{_f(r.get('train_events_per_s'), '.0f'):>11} "
+              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>12}")
+    print("\nper-feature W1 / reference std")
+    print(f"{'feature':<20}" + "".join(f"{n:>12}" for n in rows))
+    for k in FEATURES:
+        print(f"{k:<20}" + "".join(f"{_f(r['report']['scalars'].get(f'eval/w1_{k}'), '.3g'):>12}"
+                                   for r in rows.values()))
+    print("\nbaseline to beat (shared/notes/physics-baseline.md, 200k events, 6.5-8 min H100): "
+          "AUC 0.960-0.992, sim vs sim 0.46; LineFit ratio 1.3-1.4")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uri = setup_store(workdir)
+    print(f"workdir {workdir}; MLflow {uri}")
+
+    from genesis import evaluate
+    from genesis.data import schema
+    from genesis.geometry import icecube86_like
+
+    geo = icecube86_like()
+    train_file = simulated_file(workdir / "train.h5", args.train_events, geo, seed=1)
+    held_file = simulated_file(workdir / "heldout.h5", args.eval_events, geo, seed=2)
+    ref_signal, ref_labels, _ = schema.read_events(held_file)
+    presets = preset_paths(args.preset_suffix)
+    rows: dict[str, dict] = {}
+    for kind in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if kind not in presets:
+            raise SystemExit(f"unknown model {kind!r}; use diffusion and/or flow")
+        info = train_one(kind, presets[kind], train_file, args, workdir)
+        t0 = time.time()
+        rows[kind] = evaluate_one(info, ref_signal, ref_labels, args, workdir, kind)
+        print(f"{kind}: evaluated in {time.time() - t0:.0f} s")
+    t0 = time.time()
+    floor = evaluate.simulator_floor(ref_signal, ref_labels, geo, seed=args.seed)
+    save_reports(floor, workdir, "simulator", args)
+    rows["simulator"] = {"report": floor.report, "params": 0, "steps": 0}
+    print(f"simulator floor evaluated in {time.time() - t0:.0f} s")
+    print_tables(rows, len(ref_labels))
+    summary = {"args": vars(args), "tracking_uri": uri,
+               "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"} | {"scalars": r["report"]["scalars"],
+                                                                                 "timing": r["report"]["timing"]}
+                        for k, r in rows.items()}}
+    (workdir / "scorecard.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"\nwrote {workdir / 'scorecard.json'} and report_*.json/html")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Physics evaluation: a real tiny checkpoint evaluated through the CLI, the simulator floor, bad inputs."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+from genesis import checkpoint, config, evaluate, metrics
+from genesis.data.schema import write_events
+from genesis.data.simulate import simulate_at_labels, simulate_to_file
+from genesis.errors import DataError, GenesisError
+from genesis.geometry import Geometry
+
+TINY = ["train.epochs=1", "train.max_steps=5", "model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32",
+        "train.device=cpu", "train.batch_size=16", "train.log_every=1", "train.warmup_steps=1",
+        "train.eval_events=30", "diffusion.sampling_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, geometry):
+    """A real tiny diffusion checkpoint trained into a temporary store (GENESIS_HOME = tmp folder)."""
+    from genesis.train import train
+
+    home = tmp_path_factory.mktemp("evalhome")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENESIS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        data = simulate_to_file(home / "train.h5", 300, geometry, seed=11)
+        cfg = config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={data}", *TINY])
+        result = train(cfg)
+    ckpt = Path(result["checkpoint_dir"]) / "last.pt"
+    assert ckpt.is_file()
+    return {"home": home, "ckpt": ckpt, "run_id": result["run_id"], "data": data}
+
+
+def _env(run):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["GENESIS_HOME"] = str(run["home"])
+    return env
+
+
+def _cli(run, *args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=_env(run))
+
+
+def test_cli_evaluate_writes_reports_and_logs_to_the_run(tiny_run, tmp_path):
+    res = _cli(tiny_run, "evaluate", "--checkpoint", str(tiny_run["ckpt"]), "--simulate", "200", "--steps", "5",
+               "--out", "r.json", "--html", "r.html", "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "eval/auc" in json.loads(res.stdout)
+    report = json.loads((tmp_path / "r.json").read_text())  # strict JSON: no NaN
+    assert 0.0 <= report["scalars"]["eval/auc"] <= 1.0
+    assert report["settings"]["steps"] == 5 and report["settings"]["n_events"] == 200
+    assert report["settings"]["reference"]["source"] == "simulation"
+    assert report["mlflow"]["logged"] is True
+    page = (tmp_path / "r.html").read_text()
+    assert "plotly" in page.lower() and "eval/auc" in page and "brightest_fraction" in page
+    assert page.count("plotly.js v") == 1  # plotly.js embedded once (inline, works offline)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['home'] / 'mlruns' / 'mlflow.db'}")
+    run = client.get_run(tiny_run["run_id"])
+    assert "eval/auc" in run.data.metrics and "eval/w1_time_span" in run.data.metrics
+    hist = client.get_metric_history(tiny_run["run_id"], "eval/auc")
+    assert hist[-1].step == checkpoint.load(tiny_run["ckpt"])["step"]
+    names = {a.path for a in client.list_artifacts(tiny_run["run_id"], "evaluation")}
+    assert {"evaluation/r.json", "evaluation/r.html"} <= names
+
+
+def test_end_of_training_evaluation_writes_report_and_metrics(tiny_run):
+    art = tiny_run["ckpt"].parent.parent
+    report = json.loads((art / "eval_report.json").read_text())
+    assert report["settings"]["reference"]["source"] == "test split" and report["n_ref"] == 30
+    assert report["classifier"]["auc"] is None  # 30 test events: too few for the classifier, noted
+    assert (art / "eval_report.html").is_file() and report["mlflow"]["logged"] is True
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['home'] / 'mlruns' / 'mlflow.db'}")
+    assert "eval/w1_total_npe" in client.get_run(tiny_run["run_id"]).data.metrics
+
+
+def test_cli_evaluate_rejects_data_of_another_detector(tiny_run, tmp_path):
+    small = Geometry(np.zeros((120, 3), np.float32) + np.arange(120)[:, None], np.repeat([1, 2], 60),
+                     np.tile(np.arange(1, 61), 2), "two strings")
+    labels = np.tile(np.array([[1e4, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (4, 1))
+    bad = write_events(tmp_path / "bad.h5", np.ones((4, 2, 120), np.float32), labels, small)
+    res = _cli(tiny_run, "evaluate", "--checkpoint", str(tiny_run["ckpt"]), "--data", str(bad), "--out", "r.json",
+               "--device", "cpu", "--no-mlflow", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "P = 120" in res.stderr and "P = 5160" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_too_few_reference_events_is_refused_unless_allowed(tiny_run, tmp_path):
+    with pytest.raises(GenesisError, match=f"at least {metrics.MIN_EVENTS_FOR_AUC}"):
+        evaluate.evaluate_checkpoint(tiny_run["ckpt"], simulate=50, device="cpu", out=tmp_path / "r.json")
+    report = evaluate.evaluate_checkpoint(tiny_run["ckpt"], simulate=20, steps=2, device="cpu", allow_small=True,
+                                          out=tmp_path / "r.json", log_to_mlflow=False)
+    assert report["classifier"]["auc"] is None and "at least" in report["classifier"]["note"]
+    assert "eval/auc" not in report["scalars"] and "eval/w1_total_npe" in report["scalars"]
+    json.loads((tmp_path / "r.json").read_text())
+
+
+def test_reference_events_from_file_and_from_simulation(tiny_run):
+    loaded = checkpoint.load_model(tiny_run["ckpt"])
+    signal, labels = evaluate.reference_events(loaded, data=tiny_run["data"], max_events=30)
+    assert signal.shape == (30, 2, 5160) and labels.shape == (30, 6)
+    sim, sim_labels = evaluate.reference_events(loaded, simulate=30, seed=0)
+    assert sim.shape == (30, 2, 5160)
+    train_labels = evaluate.reference_events(loaded, data=tiny_run["data"])[1]
+    assert not np.isin(sim_labels[:, 0], train_labels[:, 0]).any()  # independent of the training data
+
+
+def test_log_to_run_reports_an_unreachable_store_without_raising(tiny_run):
+    from genesis import tracking
+
+    loaded = checkpoint.load_model(tiny_run["ckpt"])
+    report = {"scalars": {"eval/auc": 0.6}}
+    assert evaluate.log_to_run(report, loaded, tracking.Store("http://127.0.0.1:9")) is False
+    assert "cannot connect" in report["mlflow"]["message"]
+
+
+def test_simulator_against_itself_is_indistinguishable(geometry):
+    from genesis.data.simulate import simulate
+
+    signal, labels = next(simulate(600, geometry, seed=21, batch=700))
+    floor = evaluate.simulator_floor(signal, labels, geometry, seed=4)
+    auc = floor.report["scalars"]["eval/auc"]
+    assert abs(auc - 0.5) < 0.12, auc
+    assert max(floor.report["scalars"][f"eval/w1_{k}"] for k in metrics.FEATURES) < 0.2
+
+
+def test_write_html_is_standalone(tmp_path, geometry):
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.array([[1e5, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (12, 1))
+    a, b = simulate_at_labels(labels, geometry, rng), simulate_at_labels(labels, geometry, rng)
+    report = evaluate.compare_events(a, b, labels, geometry)
+    figs = evaluate.report_figures(report, a, b, labels, geometry)
+    path = evaluate.write_html(report, tmp_path / "r.html", figs)
+    page = path.read_text()
+    assert "src=\"https://cdn.plot.ly" not in page and page.count("Plotly.newPlot") == len(figs) >= 3
+    assert "classifier test skipped" in page
+
+
+def test_evaluate_model_adapter_matches_checkpoint_sampling(tiny_run):
+    loaded = checkpoint.load_model(tiny_run["ckpt"])
+    handle = evaluate.ModelHandle(loaded.model, loaded.kind, loaded.config, loaded.geometry, loaded.normalization,
+                                  loaded.state, loaded.path)
+    labels = np.array([[1e5, 1.0, 1.0, 0.0, 0.0, 0.0]] * 3, np.float32)
+    from genesis.sampling import generate
+
+    assert np.array_equal(generate(loaded, labels, steps=3), generate(handle, labels, steps=3))
+    assert handle.run_id == tiny_run["run_id"]
+
+
+def test_reference_events_needs_one_source(tiny_run):
+    loaded = checkpoint.load_model(tiny_run["ckpt"])
+    with pytest.raises(GenesisError):
+        evaluate.reference_events(loaded)
+    with pytest.raises(DataError):
+        evaluate.run_evaluation(loaded, np.zeros((3, 2, 10), np.float32), np.ones((3, 6), np.float32))
+
+
+def test_evaluating_on_the_training_file_is_flagged(tiny_run, tmp_path, caplog):
+    report = evaluate.evaluate_checkpoint(tiny_run["ckpt"], data=tiny_run["data"], steps=2, device="cpu",
+                                          out=tmp_path / "r.json", log_to_mlflow=False)
+    ref = report["settings"]["reference"]
+    assert ref["source"] == "file" and ref["n"] == ref["n_in_file"] == 300 and ref["is_training_file"] is True
+    assert "training file" in caplog.text
+    assert report["mlflow"]["logged"] is False
