@@ -57,9 +57,15 @@ class Store:
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if uri:
             return cls(uri, None)
-        root = paths.mlruns_dir()
-        if not os.access(root, os.W_OK):
-            raise StoreError(f"{root} is not writable; fix its permissions or set MLFLOW_TRACKING_URI")
+        root = paths.home() / "mlruns"
+        try:  # a real write: catches read-only folders, a full disk, and a file in the folder's place
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write the MLflow store in {root} ({exc.strerror or exc}); free disk space, "
+                             "fix the folder's permissions, or set MLFLOW_TRACKING_URI to a server") from exc
         return cls(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
 
     @property

@@ -1,11 +1,13 @@
 """Home: where the store is, which datasets exist, runs by status, and a one-click demo dataset."""
 
+import os
+
 import streamlit as st
 
 from genesis import paths, tracking
 from pages._shared import data_files, ready_store, rel, user_errors
 
-DEMO_EVENTS = 3000
+DEMO_EVENTS = int(os.environ.get("GENESIS_DEMO_EVENTS", 3000))
 
 st.title("GENESIS")
 st.caption("Generative models of IceCube neutrino events: train, compare, inspect, sample and inpaint.")
