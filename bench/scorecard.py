@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for both models (e.g. train.batch_size=128)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML reports")
+    p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
     return p.parse_args(argv)
 
 
@@ -83,6 +84,22 @@ def preset_paths(suffix: str) -> dict[str, Path]:
     return {"diffusion": ROOT / "configs" / "default.yaml", "flow": ROOT / "configs" / "flow.yaml"}
 
 
+def train_without_store(cfg, kind: str, workdir: Path) -> dict:
+    """Train with the bare Trainer (no MLflow: for machines without it); events/s timed around fit()."""
+    from genesis.checkpoint import resolve_device
+    from genesis.train import DistContext, StopRequested, Trainer
+
+    trainer = Trainer(cfg, None, None, DistContext(), resolve_device(cfg.train.device))
+    trainer.ckpt_dir = workdir / f"checkpoints_{kind}"
+    trainer.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    trainer.fit(StopRequested())
+    rate = trainer.step * cfg.train.batch_size / (time.time() - t0)
+    print(f"{kind}: {trainer.step} steps, {rate:.0f} train events/s (no MLflow), best val {trainer.best_val:.5f}")
+    return {"run_id": None, "steps": trainer.step, "train_wall_s": time.time() - t0, "train_events_per_s": rate,
+            "checkpoint": str(trainer.ckpt_dir / "last.pt"), "preset": "", "status": "FINISHED"}
+
+
 def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, workdir: Path) -> dict:
     """Train for the budget (stdout of the trainer goes to <workdir>/train_<kind>.log)."""
     from genesis import config, tracking
@@ -90,6 +107,8 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
 
     cfg = config.load(preset, [f"data.path={data}", f"train.max_minutes={args.minutes}", f"train.device={args.device}",
                                f"train.epochs={args.epochs}", "train.eval_events=0", "experiment=scorecard", f"name=scorecard-{kind}", *args.set])
+    if args.no_mlflow:
+        return {**train_without_store(cfg, kind, workdir), "preset": str(preset)}
     t0 = time.time()
     log_path = workdir / f"train_{kind}.log"
     try:
@@ -114,7 +133,8 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
     params = sum(p.numel() for p in loaded.model.parameters())
     ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=args.steps, seed=args.seed,
                                  reference={"source": "file", "path": str(workdir / "heldout.h5"), "n": len(ref_labels)})
-    evaluate.log_to_run(ev.report, loaded)
+    if not args.no_mlflow:
+        evaluate.log_to_run(ev.report, loaded)
     save_reports(ev, workdir, kind, args)
     return {**info, "params": params, "report": ev.report}
 
@@ -167,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    uri = setup_store(workdir)
+    uri = "none" if args.no_mlflow else setup_store(workdir)
     print(f"workdir {workdir}; MLflow {uri}")
 
     from genesis import evaluate

@@ -481,7 +481,13 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
         if m == method:
             seconds = time.time() - t0
     true_phys = signal.astype(np.float32)
-    filled_phys = postprocess(norm.denormalize_signal(fills[method].float().cpu()).numpy())
+    filled_n = fills[method].float()
+    if loaded is not None:  # like sampling: stay in the training range so the inverse transforms stay finite
+        from genesis.sampling import clip_range
+
+        lo, hi = clip_range(loaded.state.get("data"), filled_n.device)
+        filled_n = torch.maximum(torch.minimum(filled_n, hi), lo)
+    filled_phys = postprocess(norm.denormalize_signal(filled_n.cpu()).numpy())
     filled_phys[:, :, ~mask] = true_phys[:, :, ~mask]  # observed DOMs stay exactly as recorded
     masked_phys = true_phys.copy()
     masked_phys[:, :, mask] = 0.0

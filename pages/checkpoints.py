@@ -1,4 +1,172 @@
+"""Checkpoints: pick a run's checkpoint or upload one; inspect it as tables and a diagram; compare two."""
+
 import streamlit as st
 
+from genesis import checkpoints_index as ci
+from genesis import inspect as gi
+from genesis import paths, runs
+from genesis.errors import GenesisError
+from pages._shared import MAX_UPLOAD_MB, data_files, mtime, ready_store, rel, save_upload, user_errors
+
+REPORT_BATCH = 64  # batch of the data-flow shapes; the Memory tab has its own
+
+
+@st.cache_data(show_spinner="Inspecting the checkpoint...", max_entries=16)
+def inspect(path: str, modified: float, batch: int) -> dict:
+    return gi.inspect_checkpoint(path, batch)
+
+
+@st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
+def dataset_diff(path: str, modified: float, data: str, data_modified: float) -> list[str]:
+    return ci.suggested_normalization_diff(inspect(path, modified, REPORT_BATCH), data)
+
+
+def shown(fn, *args):
+    """fn(*args), or None after showing a GenesisError as a message (the rest of the page still renders)."""
+    try:
+        return fn(*args)
+    except GenesisError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+
+
 st.title("Checkpoints")
-st.info("Coming soon.")
+store = ready_store()
+
+with st.expander(f"Upload a checkpoint (.pt, at most {MAX_UPLOAD_MB} MB)", icon=":material/upload:"):
+    upload = st.file_uploader("PyTorch checkpoint", type=["pt"], max_upload_size=MAX_UPLOAD_MB)
+    if upload is not None and st.button("Inspect and keep", icon=":material/fact_check:"):
+        try:
+            target = save_upload(upload, ci.uploads_dir(), (".pt",))
+            ci.keep_upload(upload.getvalue(), target)  # raises CheckpointError: nothing is kept
+            st.session_state.ckpt_pick = str(target)
+            st.success(f"Kept {rel(target)}")
+        except GenesisError as exc:
+            st.error(f"Not kept: {exc}", icon=":material/error:")
+
+with user_errors():
+    table = ci.list_checkpoints(store)
+if table.empty:
+    st.info("No checkpoints yet: train a model on the **Train** page, or upload a .pt file above.")
+    st.stop()
+labels, mtimes = dict(zip(table["path"], table["label"])), dict(zip(table["path"], table["mtime"]))
+options = list(table["path"])
+if st.session_state.get("ckpt_pick") not in options:
+    st.session_state.pop("ckpt_pick", None)
+path = st.selectbox("Checkpoint", options, format_func=labels.get, key="ckpt_pick")
+row = ci.checkpoint_row(table, path)
+with user_errors():
+    report = inspect(path, mtimes[path], REPORT_BATCH)
+src, model, params, norm = (report[k] for k in ("source", "model", "parameters", "normalization"))
+for note in src.get("notes", []):
+    st.warning(note, icon=":material/warning:")
+
+tabs = st.tabs(["Overview", "Normalization", "Parameters", "Data flow", "Memory", "Provenance", "Compare"])
+with tabs[0]:
+    c = st.columns(4)
+    c[0].metric("Kind", src["kind"])
+    c[1].metric("Model", model["type"])
+    c[2].metric("Parameters", f"{params['total']:,}")
+    c[3].metric("File size", f"{src['size_mb']:.2f} MB")
+    st.caption(f"{rel(path)} · {'loadable for sampling' if src['loadable'] else 'not loadable for sampling'}"
+               + f" · modified {row['modified']:%Y-%m-%d %H:%M} UTC")
+    left, right = st.columns(2)
+    left.markdown("**Model**")
+    left.dataframe(ci.kv_table({k: v for k, v in model.items() if k not in ("type", "kind")}), hide_index=True)
+    right.markdown("**Config**")
+    right.dataframe(ci.kv_table(report["config"]), hide_index=True)
+
+with tabs[1]:
+    affine, label_table = ci.normalization_tables(report)
+    st.caption("x_n = (T(x) - offset) / scale per channel; samples are denormalized with these values.")
+    left, right = st.columns(2)
+    left.markdown("**Signal and geometry**")
+    left.dataframe(affine, hide_index=True)
+    right.markdown("**Labels**")
+    right.dataframe(label_table, hide_index=True)
+    files = data_files()
+    if not files:
+        st.info("No datasets in data/ to compare with.")
+    else:
+        trained_on = str((report.get("provenance") or {}).get("data", {}).get("path", ""))
+        names = [str(f) for f in files]
+        data = st.selectbox("Compare with a dataset", files, format_func=rel,
+                            index=names.index(trained_on) if trained_on in names else 0,
+                            help="Offsets and scales that `genesis stats` would suggest for it, with the "
+                                 "checkpoint's transforms")
+        with user_errors():
+            data = paths.inside(data, paths.data_dir())
+        diffs = shown(dataset_diff, path, mtimes[path], str(data), mtime(data))
+        if diffs:
+            st.warning(f"The normalization suggested for {rel(data)} differs from the checkpoint's:\n\n"
+                       + "\n".join(f"- {d}" for d in diffs), icon=":material/warning:")
+        elif diffs is not None:
+            st.success(f"{rel(data)} suggests the same normalization as the checkpoint's.")
+
+with tabs[2]:
+    st.caption(f"{params['total']:,} parameters ({params.get('trainable') or 0:,} trainable), "
+               f"{params.get('buffers') or 0:,} buffer values, {params['size_mb']:.2f} MB in fp32; "
+               f"grouped by {params.get('grouping', 'module class')}")
+    left, right = st.columns(2)
+    left.dataframe(params["by_type"], hide_index=True,
+                   column_config={"share_pct": st.column_config.NumberColumn("share %", format="%.1f")})
+    right.plotly_chart(ci.by_type_figure(report), key="by_type")
+    with st.expander(f"All {len(params['modules'])} modules"):
+        st.dataframe(params["modules"], hide_index=True)
+
+with tabs[3]:
+    st.plotly_chart(ci.data_flow_figure(report), key="data_flow")
+    st.caption(f"Shapes at batch {REPORT_BATCH}; {report.get('data_flow_method', '')}")
+    if report["data_flow"]:
+        st.dataframe(report["data_flow"], hide_index=True)
+
+with tabs[4]:
+    trained_batch = ci.training_batch(report, REPORT_BATCH)
+    batch = st.number_input("Batch size", 1, 1 << 16, trained_batch, help=f"the run trained at {trained_batch}")
+    at_batch = shown(inspect, path, mtimes[path], int(batch))
+    if at_batch:
+        mem = at_batch["memory"]
+        c = st.columns(3)
+        for col, key, name in zip(c, ("total_fp32_mb", "total_bf16_mb", "activations_mb"),
+                                  ("Total fp32", "Total bf16 autocast", "Activations")):
+            col.metric(name, "unknown" if mem.get(key) is None else f"{mem[key]:,.1f} MB")
+        st.dataframe(ci.memory_table(mem), hide_index=True,
+                     column_config={"MB": st.column_config.NumberColumn(format="%.2f")})
+        st.caption(mem.get("method", ""))
+
+with tabs[5]:
+    prov = report.get("provenance") or {}
+    st.dataframe(ci.kv_table(prov), hide_index=True)
+    run_id, ui_url = row["run_id"] or prov.get("run_id"), runs.ui_url_from_env()
+    if run_id and ui_url and row["experiment_id"]:
+        try:
+            st.markdown(f"[Open run {row['run_name']} in MLflow]"
+                        f"({runs.mlflow_ui_link(ui_url, row['experiment_id'], run_id)})")
+        except GenesisError as exc:
+            st.warning(str(exc))
+    elif run_id:
+        st.caption(f"MLflow run {run_id}: see the **Runs** page (set ${runs.UI_URL_ENV} for a link to the MLflow UI).")
+
+with tabs[6]:
+    runs_of = dict(zip(table["path"], table["run_id"].fillna("")))
+    others = sorted((p for p in options if p != path), key=lambda p: runs_of[p] == runs_of[path])  # other runs first
+    if not others:
+        st.info("Only one checkpoint: train or upload another one to compare.")
+    else:
+        if st.session_state.get("ckpt_other") not in others:
+            st.session_state.pop("ckpt_other", None)
+        other = st.selectbox("Compare with", others, format_func=labels.get, key="ckpt_other")
+        b = shown(inspect, other, mtimes[other], REPORT_BATCH)
+        if b:
+            rows = ci.compare_table(report, b)
+            st.caption(f"A = {labels[path]} · B = {labels[other]} · "
+                       f"{int(rows['differs'].sum())} of {len(rows)} values differ")
+            if norm_diffs := ci.normalization_differences(rows):
+                st.warning("Normalization differs: samples of one model denormalized with the other's metadata "
+                           "would be wrong.\n\n" + "\n".join(f"- {d}" for d in norm_diffs), icon=":material/warning:")
+            else:
+                st.success("Same normalization.")
+            only = st.toggle("Only differences", value=False)
+            view = rows[rows["differs"]] if only else rows
+            st.dataframe(ci.highlight_differences(view), hide_index=True,
+                         column_config={"differs": st.column_config.CheckboxColumn("differs")})

@@ -1,4 +1,155 @@
+"""Inpaint: fill masked or dead DOMs of a dataset event with a flow (MAP) or diffusion (RePaint) checkpoint,
+compare with the true event and with simple baselines, and download the result as HDF5."""
+
+import time
+
+import numpy as np
 import streamlit as st
 
+from genesis import viz
+from genesis import sample_session as ss
+from genesis.errors import GenesisError
+from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, loaded_model, mtime, pick_data_file, ready_store,
+                           rel, user_errors)
+
+METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint)",
+           "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
+
 st.title("Inpaint")
-st.info("Coming soon.")
+store = ready_store()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _add_clicked_strings() -> None:
+    """on_select of the top view: add the clicked/boxed strings to the strings list."""
+    points = st.session_state["top_view"].selection.points
+    picked = ss.strings_from_selection(points)
+    st.session_state["mask_strings"] = sorted(set(st.session_state.get("mask_strings", [])) | set(picked))
+
+
+def mask_widgets(geometry) -> tuple[np.ndarray | None, str]:
+    """Mask parts from widgets and the clickable top view -> (mask (P,) or None with a message shown, spec)."""
+    valid = [int(s) for s in geometry.strings]
+    st.session_state["mask_strings"] = [s for s in st.session_state.get("mask_strings", []) if s in valid]
+    left, right = st.columns([2, 3])
+    with left:
+        strings = st.multiselect("Strings (or click / box-select them in the top view)", valid, key="mask_strings")
+        fraction = st.slider("Random DOMs [%]", 0.0, 50.0, 0.0, step=0.5) / 100
+        deepcore = st.checkbox("DeepCore strings")
+        sphere = None
+        if st.checkbox("Sphere"):
+            c = st.columns(4)
+            sphere = tuple(float(c[i].number_input(f"{a} [m]", value=v, key=f"sphere_{a}"))
+                           for i, (a, v) in enumerate(zip(("x", "y", "z", "radius"), (0.0, 0.0, -300.0, 100.0))))
+        upload = st.file_uploader(f"Dead-DOM list (CSV string,dom or one DOM index per line; ≤ {MAX_UPLOAD_MB} MB)",
+                                  type=["csv", "txt"])
+        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0))
+    with right:
+        st.plotly_chart(viz.top_view_figure(geometry, strings), key="top_view", on_select=_add_clicked_strings,
+                        selection_mode=("points", "box", "lasso"))
+    try:
+        if upload is not None and upload.size > MAX_UPLOAD_MB * 2**20:
+            raise GenesisError(f"upload is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB")
+        dead = (upload.name, upload.getvalue()) if upload is not None else None
+        mask, spec = ss.build_mask(geometry, strings, fraction, deepcore, sphere, dead, seed)
+    except GenesisError as exc:
+        st.warning(str(exc), icon=":material/warning:")
+        return None, ""
+    st.caption(f"{int(mask.sum()):,} of {mask.size:,} DOMs masked · `{spec}`")
+    return mask, spec
+
+
+def method_settings(method: str, loaded) -> dict:
+    c = st.columns(3)
+    if method == "flow-map":
+        return {"steps": int(c[0].number_input("Optimisation steps", 1, 5000, 200)),
+                "restarts": int(c[1].number_input("Restarts", 1, 10, 2)),
+                "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
+    if method == "repaint":
+        t = loaded.config.diffusion.timesteps
+        return {"steps": int(c[0].number_input("RePaint steps", 1, t, min(100, t))),
+                "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
+    c[0].caption("Baselines have no settings.")
+    return {}
+
+
+def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settings: dict) -> None:
+    with user_errors():
+        with st.status(f"Inpainting event {index} with {method}", expanded=True) as status:
+            bar, t0 = st.progress(0.0, text="starting"), time.time()
+
+            def progress(done: int, total: int) -> None:
+                eta = (time.time() - t0) / max(done, 1) * (total - done)
+                bar.progress(min(done / max(total, 1), 1.0), text=f"step {done}/{total} · ETA {eta:,.0f} s")
+
+            result = ss.run_inpaint(loaded, path, index, geometry, mask, method, progress=progress, **settings)
+            producer = {"producer": "genesis inpaint", "interface": "dashboard", "checkpoint": str(loaded.path),
+                        "method": method, "mask": spec, "data": rel(path), "events": [index], **settings,
+                        "metrics": result.metrics}
+            data = ss.inpaint_hdf5_bytes(result, geometry, producer)
+            status.update(label=f"Inpainted {int(mask.sum())} DOMs in {result.seconds:.1f} s", state="complete",
+                          expanded=False)
+    st.session_state["inpaint"] = {"result": result, "geometry": geometry, "hdf5": data, "index": index,
+                                   "name": ss.safe_name(f"inpaint-{path.stem}-{index}-{method}") + ".h5"}
+
+
+def show_results(state: dict) -> None:
+    result, geometry = state["result"], state["geometry"]
+    chosen = result.metrics[result.method]
+    c = st.columns(4)
+    c[0].metric("Masked DOMs", chosen["n_masked_doms"])
+    c[1].metric("npe |error| [pe]", f"{chosen['npe_abs_error']:.3g}")
+    c[2].metric("time |error| [ns]", f"{chosen['time_abs_error_ns']:.3g}")
+    c[3].metric("Hit accuracy", f"{chosen['hit_accuracy']:.1%}")
+    st.dataframe(ss.metrics_table(result), width="stretch")
+    events = [("masked", result.masked[0, 0], result.masked[0, 1]),
+              (f"inpainted ({result.method})", result.filled[0, 0], result.filled[0, 1]),
+              ("true", result.true[0, 0], result.true[0, 1])]
+    st.plotly_chart(viz.linked_event_figures(geometry, events, label=result.labels[0], mask=result.mask),
+                    key="inpaint_views")
+    c = st.columns(2)
+    quantity = c[0].radio("Error of", ["npe", "time"], horizontal=True)
+    axis = c[1].radio("Against", ["index", "z"], horizontal=True, format_func={"index": "DOM index", "z": "depth"}.get)
+    error = ss.per_dom_error(result, 0 if quantity == "npe" else 1)
+    st.plotly_chart(viz.per_dom_error_figure(error, result.mask, geometry, x=axis, quantity=quantity),
+                    key="inpaint_error")
+    if result.trace:
+        st.caption("Flow MAP: mean log-probability per optimisation step (best restart)")
+        st.line_chart(result.trace, height=180)
+    st.download_button("Download HDF5 (inpainted, masked, true, mask)", data=state["hdf5"], file_name=state["name"],
+                       mime="application/x-hdf5", icon=":material/download:")
+
+
+with user_errors():
+    checkpoints = sorted(ss.list_checkpoints(store), key=lambda ck: ck.kind != "flow")
+if not checkpoints:
+    st.info("No checkpoints yet: train a flow (or diffusion) model on the **Train** page.")
+    st.stop()
+left, right = st.columns([4, 1])
+ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda ck: ck.label)
+device = right.selectbox("Device", ["cpu"] + (["cuda"] if _cuda() else []))
+path = pick_data_file("Event from dataset")
+if path is None:
+    st.stop()
+with user_errors():
+    loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
+    geometry = geometry_of(str(path), mtime(path))
+    n_events = file_summary(str(path), mtime(path)).n_events
+c = st.columns([1, 3])
+index = int(c[0].number_input("Event", 0, n_events - 1, 0))
+method = c[1].selectbox("Method", list(METHODS), format_func=METHODS.get)
+with user_errors():
+    ss.check_inpaint_inputs(loaded, geometry, method)
+settings = method_settings(method, loaded)
+st.subheader("Mask")
+mask, spec = mask_widgets(geometry)
+if st.button("Inpaint", type="primary", icon=":material/healing:", disabled=mask is None):
+    run(loaded, path, index, geometry, mask, spec, method, settings)
+if "inpaint" in st.session_state:
+    show_results(st.session_state["inpaint"])

@@ -1,4 +1,165 @@
+"""Sample: generate events from a diffusion or flow checkpoint, compare them with simulator events at the
+same labels, and download them as HDF5 in the training-data schema."""
+
+import time
+
+import numpy as np
 import streamlit as st
 
+from genesis import metrics, sampling, viz
+from genesis import sample_session as ss
+from genesis.errors import DataError
+from pages._shared import MAX_UPLOAD_MB, loaded_model, mtime, pick_data_file, ready_store, rel, user_errors
+
+ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
+KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
+
 st.title("Sample")
-st.info("Coming soon.")
+store = ready_store()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pick_model():
+    """Model kind, checkpoint and device -> the loaded checkpoint, checked to be of that kind."""
+    kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True)
+    with user_errors():
+        checkpoints = sorted(ss.list_checkpoints(store), key=lambda c: c.kind != kind)  # stable: newest first
+    if not checkpoints:
+        st.info("No checkpoints yet: train a model on the **Train** page (the tiny presets take minutes on a CPU).")
+        st.stop()
+    left, right = st.columns([4, 1])
+    ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda c: c.label)
+    device = right.selectbox("Device", ["cpu"] + (["cuda"] if _cuda() else []))
+    with user_errors():
+        loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
+        ss.check_kind(loaded, kind)
+    st.caption(f"{rel(ckpt.path)} · step {loaded.state.get('step')} · P = {loaded.geometry.n_doms} DOMs")
+    return loaded
+
+
+def pick_labels() -> tuple[np.ndarray, str]:
+    """(N, 6) physical labels from widgets, a dataset or an uploaded CSV, and a description of the source."""
+    source = st.radio("Labels from", ["widgets", "a dataset", "a CSV file"], horizontal=True)
+    if source == "widgets":
+        c = st.columns(4)
+        n = int(c[0].number_input("Number of events", 0, sampling.MAX_EVENTS_PER_CALL, 8))
+        energy = c[1].select_slider("Energy [GeV]", ENERGIES, value=1e5, format_func=lambda e: f"{e:.3g}")
+        zenith = c[2].slider("Zenith [°]", 0.0, 180.0, 90.0)
+        azimuth = c[3].slider("Azimuth [°]", 0.0, 360.0, 90.0)
+        c = st.columns(3)
+        xyz = [c[i].number_input(f"Vertex {a} [m]", -2000.0, 2000.0, 0.0) for i, a in enumerate("xyz")]
+        with user_errors():
+            return ss.widget_labels(n, energy, zenith, azimuth, *xyz), f"widgets E={energy:.3g} zen={zenith} az={azimuth}"
+    if source == "a dataset":
+        path = pick_data_file("Labels of events in", key="labels_file")
+        if path is None:
+            st.stop()
+        c = st.columns(2)
+        start = int(c[0].number_input("First event", 0, None, 0))
+        n = int(c[1].number_input("Number of events", 0, sampling.MAX_EVENTS_PER_CALL, 8))
+        with user_errors():
+            return ss.dataset_labels(path, n, start), f"{rel(path)} events {start}..{start + n - 1}"
+    c = st.columns([3, 1])
+    upload = c[0].file_uploader(f"CSV with header energy,zenith,azimuth,x,y,z (GeV, rad, m; at most {MAX_UPLOAD_MB} MB)",
+                                type=["csv"])
+    per_row = int(c[1].number_input("Events per row", 0, sampling.MAX_EVENTS_PER_CALL, 1))
+    if upload is None:
+        st.info("Upload a labels CSV to continue.")
+        st.stop()
+    with user_errors():
+        if upload.size > MAX_UPLOAD_MB * 2**20:
+            raise DataError(f"upload is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB")
+        return ss.csv_labels(upload.getvalue(), upload.name, per_row), f"upload {upload.name}"
+
+
+def sampler_settings(loaded) -> tuple[str, int, float, int]:
+    c = st.columns(4)
+    if loaded.kind == "diffusion":
+        diff = loaded.config.diffusion
+        sampler = c[0].selectbox("Sampler", ["ddim", "ddpm"], format_func=str.upper)
+        steps = int(c[1].number_input("Steps", 1, diff.timesteps, min(diff.sampling_steps, diff.timesteps)))
+        guidance = float(c[2].number_input("Guidance scale", 0.0, 20.0, 1.0, step=0.5))
+    else:
+        sampler, steps, guidance = "ddim", 1, 1.0  # ignored by flows (the producer records "flow")
+        c[0].caption("A flow samples in one pass: no sampler, steps or guidance.")
+    seed = int(c[3].number_input("Seed", 0, 2**31 - 1, 0))
+    return sampler, steps, guidance, seed
+
+
+def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, guidance: float, seed: int,
+             confirmed: bool) -> None:
+    with user_errors():
+        ss.check_count(len(labels), confirmed)
+        with st.status(f"Generating {len(labels):,} events", expanded=True) as status:
+            bar, t0 = st.progress(0.0, text="starting"), time.time()
+
+            def progress(done: int, total: int) -> None:
+                bar.progress(min(done / total, 1.0), text=ss.progress_text(done, total, time.time() - t0))
+
+            result = ss.run_sampling(loaded, labels, sampler, steps, guidance, seed, labels_source=source,
+                                     progress=progress)
+            status.update(label=f"Simulating {len(result.labels):,} reference events at the same labels")
+            reference = ss.reference_events(result.labels, loaded.geometry, seed)
+            status.update(label="Comparing features")
+            comparison = ss.compare(result.signal, reference, result.labels, loaded.geometry, seed)
+            status.update(label=f"Generated {result.n_events:,} events in {result.seconds:.1f} s", state="complete",
+                          expanded=False)
+    st.session_state["sample"] = {"result": result, "reference": reference, "comparison": comparison,
+                                  "geometry": loaded.geometry}
+
+
+def show_results(state: dict) -> None:
+    result, ref, comp, geometry = state["result"], state["reference"], state["comparison"], state["geometry"]
+    gen = result.signal
+    st.success(f"{result.n_events:,} events written to `{rel(result.path)}` in {result.seconds:.1f} s "
+               "(also listed on the **Data** page).")
+    if result.path.is_file():
+        st.download_button("Download HDF5", data=lambda p=result.path: p.read_bytes(), file_name=result.path.name,
+                           mime="application/x-hdf5", icon=":material/download:")
+    else:
+        st.warning(f"{rel(result.path)} no longer exists; generate again to download.")
+    if result.n_events > len(gen):
+        st.caption(f"Showing and comparing the first {len(gen):,} of {result.n_events:,} events.")
+    browse, summary, features = st.tabs(["Event browser", "Summary histograms", "Feature comparison"])
+    with browse:
+        i = int(st.number_input("Event", 0, len(gen) - 1, 0, key="sample_event"))
+        lab = result.labels[i]
+        st.write(f"E = {lab[0]:.3g} GeV · zenith {np.degrees(lab[1]):.1f}° · azimuth {np.degrees(lab[2]):.1f}° · "
+                 f"vertex ({lab[3]:.0f}, {lab[4]:.0f}, {lab[5]:.0f}) m · generated {int((gen[i, 0] > 0).sum())} hit "
+                 f"DOMs, {gen[i, 0].sum():,.0f} pe · simulated {int((ref[i, 0] > 0).sum())} hit DOMs, "
+                 f"{ref[i, 0].sum():,.0f} pe")
+        st.plotly_chart(viz.linked_event_figures(geometry, [("generated", gen[i, 0], gen[i, 1]),
+                                                            ("simulated", ref[i, 0], ref[i, 1])], label=lab),
+                        key="sample_events")
+    with summary:
+        st.plotly_chart(viz.feature_histograms(comp.features, ss.SUMMARY_FEATURES), key="sample_summary")
+        st.plotly_chart(viz.charge_time_histograms({"generated": (gen[:, 0], gen[:, 1]),
+                                                    "simulated": (ref[:, 0], ref[:, 1])}), key="sample_hits")
+    with features:
+        if comp.auc is not None:
+            st.metric("Classifier AUC (generated vs simulated)", f"{comp.auc:.3f}")
+        st.caption(comp.note)
+        st.plotly_chart(viz.feature_histograms(comp.features, metrics.FEATURES), key="sample_features")
+        st.dataframe(comp.distances, width="stretch")
+
+
+loaded = pick_model()
+labels, source = pick_labels()
+for message in sampling.range_warnings(labels, loaded):
+    st.warning(message, icon=":material/warning:")
+sampler, steps, guidance, seed = sampler_settings(loaded)
+confirmed = True
+if len(labels) > ss.CONFIRM_ABOVE:
+    st.warning(f"{len(labels):,} events is a large request: generation takes a while and the events are streamed "
+               f"to disk; only the first {ss.KEEP_EVENTS:,} are shown and compared.")
+    confirmed = st.checkbox(f"Yes, generate {len(labels):,} events")
+if st.button("Generate", type="primary", icon=":material/play_arrow:"):
+    generate(loaded, labels, source, sampler, steps, guidance, seed, confirmed)
+if "sample" in st.session_state:
+    show_results(st.session_state["sample"])

@@ -1,0 +1,331 @@
+"""Package side of the dashboard's Sample and Inpaint pages (never imports streamlit).
+
+Sampling: labels from widgets, a dataset or a CSV upload -> events streamed into an HDF5 file under
+<home>/data/generated/ (training-data schema, producer attributes), the first `KEEP_EVENTS` kept in
+memory for display, simulator events at the same labels as a reference, feature comparison.
+Inpainting: checks of checkpoint/method/dataset compatibility, masks from the page's widgets, a run on
+one event of a dataset, a metrics table and the result as HDF5 bytes for download.
+
+Events are physical (N, 2, P) arrays [npe, first-hit time ns], no-hit DOMs 0; labels (N, 6).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from genesis import metrics, paths, sampling
+from genesis.data import schema
+from genesis.data.simulate import simulate_at_labels
+from genesis.errors import CheckpointError, ConfigError, DataError
+from genesis.geometry import Geometry
+
+CONFIRM_ABOVE = 5000  # requests above this many events need an explicit confirmation on the page
+KEEP_EVENTS = 1000  # events kept in memory for the browser and comparisons; the file holds them all
+SUMMARY_FEATURES = ["total_npe", "n_hit_doms", "time_span"]
+SIM_BATCH = 32  # simulator chunk: keeps its (batch, P, 3) temporaries small
+METHOD_KIND = {"flow-map": "flow", "repaint": "diffusion"}
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint file (a run's checkpoints/*.pt or an upload), with its model kind from the run's tags."""
+
+    path: Path
+    run_id: str | None
+    title: str  # run name · file · step · val loss (genesis.checkpoints_index)
+    kind: str  # "diffusion", "flow" or "?" (uploads: the page checks the kind when it loads the file)
+    mtime: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} · {self.kind}"
+
+
+def list_checkpoints(store) -> list[CheckpointInfo]:
+    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads), newest first."""
+    from genesis import checkpoints_index
+
+    frame = checkpoints_index.list_checkpoints(store)
+    return [CheckpointInfo(Path(r.path), r.run_id if isinstance(r.run_id, str) else None, str(r.label),
+                           r.kind if isinstance(r.kind, str) and r.kind else "?", float(r.mtime))
+            for r in frame.itertuples()]
+
+
+def describe(loaded) -> str:
+    """'last.pt of run 1a2b3c4d' (or the path when the checkpoint has no run)."""
+    return f"{loaded.path.name} of run {loaded.run_id[:8]}" if loaded.run_id else str(loaded.path)
+
+
+def check_kind(loaded, kind: str) -> None:
+    """CheckpointError unless the loaded checkpoint is of `kind` ("diffusion" or "flow")."""
+    if loaded.kind != kind:
+        other = "Flow" if loaded.kind == "flow" else "Diffusion"
+        raise CheckpointError(f"{describe(loaded)} is a {loaded.kind} checkpoint, but {kind} was chosen; "
+                              f"pick a {kind} checkpoint or switch the model to {other}")
+
+
+# ----------------------------------------------------------------------------------------- labels
+def widget_labels(n: int, energy: float, zenith_deg: float, azimuth_deg: float, x: float, y: float,
+                  z: float) -> np.ndarray:
+    """(n, 6) labels, one label repeated n times; angles given in degrees, stored in radians."""
+    check_count(n)
+    return sampling.labels_from_args(None, n, energy, math.radians(zenith_deg), math.radians(azimuth_deg), x, y, z)
+
+
+def dataset_labels(path: str | Path, n: int, start: int = 0) -> np.ndarray:
+    """(n, 6) labels of events start .. start + n - 1 of a dataset."""
+    check_count(n)
+    n_events, _, _ = schema.file_info(path)
+    if not 0 <= start < n_events:
+        raise DataError(f"{Path(path).name} has {n_events} events; the first event must be in 0..{n_events - 1}")
+    if start + n > n_events:
+        raise DataError(f"{Path(path).name} has {n_events} events: {n} events from index {start} would run past "
+                        f"the end; ask for at most {n_events - start}")
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        labels = np.asarray(f["label"][start:start + n], dtype=np.float32)
+    sampling.check_labels(labels)
+    return labels
+
+
+def csv_labels(data: bytes, name: str, per_row: int) -> np.ndarray:
+    """Labels from an uploaded CSV (header energy,zenith,azimuth,x,y,z; radians): each row per_row times."""
+    check_count(per_row)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "labels.csv"
+        path.write_bytes(data)
+        try:
+            rows = sampling.read_labels_csv(path)
+        except DataError as exc:
+            raise DataError(str(exc).replace(str(path), name)) from None
+    labels = np.repeat(rows, per_row, axis=0)
+    sampling.check_labels(labels)
+    return labels
+
+
+def check_count(n: int, confirmed: bool = True) -> None:
+    """DataError for zero/negative requests, and for more than CONFIRM_ABOVE events unless confirmed."""
+    if n <= 0:
+        raise DataError(f"{n} events requested: ask for at least 1 event")
+    if n > CONFIRM_ABOVE and not confirmed:
+        raise DataError(f"{n:,} events is a large request (more than {CONFIRM_ABOVE:,}): tick the confirmation "
+                        "box to generate them; they are streamed to disk")
+
+
+# --------------------------------------------------------------------------------------- sampling
+@dataclass
+class SampleResult:
+    """Where the events went and the first `kept` of them for display."""
+
+    path: Path
+    n_events: int
+    signal: np.ndarray  # (kept, 2, P) generated
+    labels: np.ndarray  # (kept, 6)
+    seconds: float
+    producer: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def progress_text(done: int, total: int, elapsed: float) -> str:
+    """'12/100 events · 3 s elapsed · ETA 25 s' (ETA from the mean rate so far)."""
+    eta = f"ETA {elapsed / done * (total - done):,.0f} s" if done > 0 else "ETA …"
+    return f"{done:,}/{total:,} events · {elapsed:,.0f} s elapsed · {eta}"
+
+
+def output_path(kind: str, folder: Path | None = None) -> Path:
+    """A new, unused file name under <home>/data/generated/ (created)."""
+    folder = folder or paths.data_dir() / "generated"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = folder / f"sample-{kind}-{stamp}{f'-{i}' if i else ''}.h5"
+        if not path.exists():
+            return path
+    raise DataError(f"{folder}: cannot find a free file name; clean up old samples")
+
+
+def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0,
+                 seed: int = 0, out: Path | None = None, batch_size: int = 64, keep: int = KEEP_EVENTS,
+                 labels_source: str = "", progress: Callable[[int, int], None] | None = None) -> SampleResult:
+    """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema.
+
+    The file appears only when all events are written (EventWriter); a stopped run leaves nothing.
+    """
+    check_count(len(labels))
+    sampling.check_labels(labels)
+    if loaded.kind == "diffusion" and not 1 <= steps <= loaded.config.diffusion.timesteps:
+        raise ConfigError(f"steps must be in 1..{loaded.config.diffusion.timesteps} (the model's timesteps), "
+                          f"got {steps}")
+    out = Path(out) if out else output_path(loaded.kind)
+    producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed), "labels": labels_source,
+                "interface": "dashboard"}
+    warnings = sampling.range_warnings(labels, loaded)
+    t0, kept, start = time.time(), [], 0
+    with schema.EventWriter(out, loaded.geometry, producer) as writer:
+        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
+            writer.append(batch, labels[start:start + len(batch)])
+            if start < keep:
+                kept.append(batch[:keep - start])
+            start += len(batch)
+    signal = np.concatenate(kept)
+    return SampleResult(out, len(labels), signal, labels[:len(signal)], time.time() - t0, producer, warnings)
+
+
+def reference_events(labels: np.ndarray, geometry: Geometry, seed: int = 0) -> np.ndarray:
+    """Simulator events (N, 2, P) at the given labels (N, 6), in chunks, reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([simulate_at_labels(labels[s:s + SIM_BATCH], geometry, rng)
+                           for s in range(0, len(labels), SIM_BATCH)])
+
+
+@dataclass
+class Comparison:
+    """Features per set ({"generated": {...}, "simulated": {...}}), distances, classifier AUC or a note."""
+
+    features: dict[str, dict[str, np.ndarray]]
+    distances: pd.DataFrame
+    auc: float | None
+    note: str
+
+
+def compare(generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, geometry: Geometry,
+            seed: int = 0) -> Comparison:
+    """metrics.event_features of both sets, per-feature W1/JSD, and (>= 200 events each) classifier AUC."""
+    feats = {name: metrics.event_features(x[:, 0], x[:, 1], geometry.positions, geometry.string, labels)
+             for name, x in (("generated", generated), ("simulated", reference))}
+    dist = pd.DataFrame(metrics.feature_distances(feats["generated"], feats["simulated"])).T
+    dist.index.name = "feature"
+    n = min(len(generated), len(reference))
+    if n >= metrics.MIN_EVENTS_FOR_AUC:
+        clf = metrics.classifier_auc(metrics.feature_matrix(feats["generated"]),
+                                     metrics.feature_matrix(feats["simulated"]), seed=seed)
+        return Comparison(feats, dist, float(clf["auc"]), f"classifier AUC on {clf['n_test']} test events "
+                          "(0.5 = indistinguishable)")
+    return Comparison(feats, dist, None, f"classifier AUC needs at least {metrics.MIN_EVENTS_FOR_AUC} events; "
+                                         f"{n} were generated")
+
+
+# ------------------------------------------------------------------------------------- inpainting
+def check_inpaint_inputs(loaded, geometry: Geometry, method: str) -> None:
+    """Clear errors for an unknown method, a checkpoint of the wrong kind, or a different detector (P)."""
+    from genesis.inpaint import METHODS
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown inpainting method {method!r}; choose one of {', '.join(METHODS)}")
+    need = METHOD_KIND.get(method)
+    if need and loaded.kind != need:
+        alt = next(m for m, k in METHOD_KIND.items() if k == loaded.kind)
+        raise CheckpointError(f"method '{method}' needs a {need} checkpoint, but {describe(loaded)} is a "
+                              f"{loaded.kind} checkpoint; pick a {need} checkpoint or use method '{alt}'")
+    if loaded.geometry.n_doms != geometry.n_doms:
+        raise DataError(f"the checkpoint was trained on P = {loaded.geometry.n_doms} DOMs but the dataset has "
+                        f"P = {geometry.n_doms}; pick a dataset on the checkpoint's detector or another checkpoint")
+
+
+def strings_from_selection(points: Iterable[dict] | None) -> list[int]:
+    """String ids from Plotly selection points of viz.top_view_figure (customdata = string id)."""
+    out = set()
+    for p in points or []:
+        value = p.get("customdata")
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            out.add(int(value))
+    return sorted(out)
+
+
+def build_mask(geometry: Geometry, strings: Iterable[int] = (), random_fraction: float = 0.0,
+               deepcore: bool = False, sphere: tuple[float, float, float, float] | None = None,
+               dead: tuple[str, bytes] | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """(P,) mask (True = inpainted) as the union of the chosen parts, and a text spec of it.
+
+    dead: (file name, bytes) of an uploaded dead-DOM list (see inpaint.dead_doms_mask).
+    """
+    from genesis import inpaint
+
+    parts, specs = [], []
+    strings = sorted(int(s) for s in strings)
+    if strings:
+        parts.append(inpaint.strings_mask(geometry, strings))
+        specs.append("strings:" + ",".join(map(str, strings)))
+    if random_fraction:
+        parts.append(inpaint.random_mask(geometry, random_fraction, seed))
+        specs.append(f"random:{random_fraction:g}")
+    if deepcore:
+        parts.append(inpaint.deepcore_mask(geometry))
+        specs.append("deepcore")
+    if sphere is not None:
+        parts.append(inpaint.sphere_mask(geometry, sphere[:3], sphere[3]))
+        specs.append("sphere:" + ",".join(f"{v:g}" for v in sphere))
+    if dead is not None:
+        name, data = dead
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "dead.csv"
+            path.write_bytes(data)
+            try:
+                parts.append(inpaint.dead_doms_mask(geometry, path))
+            except DataError as exc:
+                raise DataError(str(exc).replace(str(path), name)) from None
+        specs.append(f"dead:{name}")
+    if not parts:
+        raise DataError("the mask selects no DOM: choose strings (list or top view), a random fraction, "
+                        "DeepCore, a sphere or a dead-DOM file")
+    mask = inpaint.combine(*parts)
+    if mask.all():
+        raise DataError(f"the mask selects every DOM ({mask.size}); at least one DOM must stay observed")
+    return mask, "+".join(specs)
+
+
+def run_inpaint(loaded, data_path: str | Path, index: int, geometry: Geometry, mask: np.ndarray, method: str,
+                steps: int = 200, restarts: int = 2, seed: int = 0,
+                progress: Callable[[int, int], None] | None = None):
+    """Inpaint event `index` of a dataset; returns inpaint.InpaintResult (with zero/neighbour baselines)."""
+    from genesis.inpaint import inpaint_events
+
+    check_inpaint_inputs(loaded, geometry, method)
+    n_events, _, _ = schema.file_info(data_path)
+    if not 0 <= index < n_events:
+        raise DataError(f"event index {index} is outside 0..{n_events - 1}")
+    signal, labels, _ = schema.read_events(data_path, indices=np.array([index]))
+    return inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=restarts, seed=seed,
+                          compare_baselines=True, progress=progress)
+
+
+def metrics_table(result) -> pd.DataFrame:
+    """One row per method (the chosen one first): the inpainting metrics and the MSE ratio against it."""
+    frame = pd.DataFrame(result.metrics).T
+    frame.index.name = "method"
+    frame["mse ratio vs " + result.method] = [1.0 if m == result.method else result.ratios.get(m, math.nan)
+                                              for m in frame.index]
+    return frame
+
+
+def per_dom_error(result, channel: int = 0, event: int = 0) -> np.ndarray:
+    """(P,) filled - true of one event and channel (0 = npe, 1 = time ns)."""
+    return result.filled[event, channel] - result.true[event, channel]
+
+
+def inpaint_hdf5_bytes(result, geometry: Geometry, producer: dict[str, Any]) -> bytes:
+    """The result as an HDF5 file (like `genesis inpaint`): input = filled, input_masked, input_true, mask."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inpainted.h5"
+        schema.write_events(path, result.filled, result.labels, geometry, producer=producer,
+                            extra={"input_masked": result.masked, "input_true": result.true, "mask": result.mask})
+        return path.read_bytes()
+
+
+def safe_name(text: str) -> str:
+    """Text usable in a download file name."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")[:80] or "result"

@@ -1,0 +1,321 @@
+"""Sample and Inpaint pages (AppTest) and their package helpers (genesis.sample_session).
+
+One module-scoped project home: 200 simulated events and two tiny checkpoints (diffusion, flow) trained
+for 3 steps on CPU, shared by every test here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from genesis import sample_session as ss
+from genesis.errors import CheckpointError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """GENESIS_HOME with data/demo.h5 (200 events) and tiny diffusion + flow checkpoints."""
+    from genesis import config, train
+    from genesis.data.simulate import simulate_to_file
+    from genesis.geometry import icecube86_like
+
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENESIS_HOME", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        data = root / "data" / "demo.h5"
+        data.parent.mkdir()
+        simulate_to_file(data, 200, icecube86_like(), seed=1)
+        diff = train.train(config.load(ROOT / "configs" / "tiny.yaml", [
+            f"data.path={data}", "model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32",
+            "train.max_steps=3", "train.device=cpu"]))
+        flow = train.train(config.load(ROOT / "configs" / "flow_tiny.yaml", [
+            f"data.path={data}", "flow.num_couplings=2", "flow.hidden_size=32", "train.max_steps=3",
+            "train.device=cpu"]))
+        yield SimpleNamespace(root=root, data=data, diffusion=Path(diff["checkpoint_dir"]) / "last.pt",
+                              flow=Path(flow["checkpoint_dir"]) / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def models(home):
+    from genesis.checkpoint import load_model
+
+    return SimpleNamespace(diffusion=load_model(home.diffusion), flow=load_model(home.flow))
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=180)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def choose_checkpoint(at: AppTest, run_name: str) -> AppTest:
+    box = next(s for s in at.selectbox if s.label == "Checkpoint")
+    index = next(i for i, o in enumerate(box.options) if o.startswith(run_name) and "last.pt" in o)
+    return box.select_index(index).run()
+
+
+def choose_data(at: AppTest, name: str, label: str = "Event from dataset") -> AppTest:
+    box = next(s for s in at.selectbox if s.label == label)
+    return box.select_index(next(i for i, o in enumerate(box.options) if o.endswith(name))).run()
+
+
+def set_number(at: AppTest, label: str, value) -> None:
+    next(n for n in at.number_input if n.label == label).set_value(value)
+
+
+def scenes(chart) -> int:
+    layout = json.loads(chart.proto.spec)["layout"]
+    return sum(1 for k in layout if k.startswith("scene"))
+
+
+# ------------------------------------------------------------------------------------------ pages
+def test_pages_without_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("sample", "inpaint"):
+        at = page(name).run()
+        assert_clean(at)
+        assert any("No checkpoints yet" in i.value for i in at.info), name
+
+
+def test_sample_page_generates_and_keeps_results(home):
+    at = page("sample").run()
+    assert_clean(at)
+    at = choose_checkpoint(at, "tiny-dit")
+    set_number(at, "Number of events", 3)
+    set_number(at, "Steps", 4)
+    next(s for s in at.selectbox if s.label == "Sampler").set_value("ddim")
+    at = at.run()
+    assert_clean(at)
+    at = next(b for b in at.button if b.label == "Generate").click().run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert [scenes(c) for c in at.get("plotly_chart")][0] == 2  # generated | simulated
+    assert len(at.download_button) == 1
+    files = list((home.root / "data" / "generated").glob("sample-diffusion-*.h5"))
+    assert len(files) == 1
+    from genesis.data import schema
+
+    summary = schema.validate(files[0])
+    assert summary.n_events == 3 and summary.n_doms == 5160
+    producer = json.loads(schema.read_attrs(files[0])["producer"])
+    assert producer["kind"] == "diffusion" and producer["sampler"] == "ddim" and producer["steps"] == 4
+    assert producer["checkpoint"] == str(home.diffusion)
+    # a rerun from another widget keeps the last results on the page
+    at = next(n for n in at.number_input if n.label == "Event").set_value(2).run()
+    assert_clean(at)
+    assert len(at.download_button) == 1 and any("3 events written" in s.value for s in at.success)
+
+
+def test_sample_page_flow_with_dataset_labels(home):
+    at = page("sample").run()
+    at.radio[0].set_value("flow").run()
+    at.radio[1].set_value("a dataset").run()
+    at = choose_data(at, "demo.h5", "Labels of events in")
+    set_number(at, "First event", 10)
+    set_number(at, "Number of events", 4)
+    at = next(b for b in at.button if b.label == "Generate").click().run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("4 events written" in s.value for s in at.success)
+    (path,) = (home.root / "data" / "generated").glob("sample-flow-*.h5")
+    with h5py.File(path, "r") as out, h5py.File(home.data, "r") as src:
+        np.testing.assert_array_equal(out["label"][()], src["label"][10:14])
+        assert json.loads(out.attrs["producer"])["sampler"] == "flow"
+
+
+def test_sample_page_bad_requests(home):
+    at = choose_checkpoint(page("sample").run(), "tiny-dit")
+    set_number(at, "Number of events", 0)
+    at = at.run()
+    assert_clean(at)
+    assert any("0 events requested" in e.value for e in at.error)
+
+    set_number(at, "Number of events", ss.CONFIRM_ABOVE + 1)
+    at = at.run()
+    assert any("large request" in w.value for w in at.warning)
+    before = sorted((home.root / "data").rglob("*.h5"))
+    at = next(b for b in at.button if b.label == "Generate").click().run()
+    assert_clean(at)
+    assert any("tick the confirmation box" in e.value for e in at.error)
+    assert sorted((home.root / "data").rglob("*.h5")) == before  # nothing generated
+
+    at = page("sample").run()
+    at.radio[0].set_value("flow").run()  # Model: flow, then pick the diffusion checkpoint
+    at = choose_checkpoint(at, "tiny-dit")
+    assert_clean(at)
+    assert any("is a diffusion checkpoint, but flow was chosen" in e.value for e in at.error)
+
+
+def test_inpaint_page_flow_map(home):
+    at = page("inpaint").run()
+    assert_clean(at)
+    assert any("selects no DOM" in w.value for w in at.warning)
+    assert next(b for b in at.button if b.label == "Inpaint").disabled
+    at = choose_data(choose_checkpoint(at, "tiny-flow"), "demo.h5")
+    at.multiselect[0].set_value([36, 79])
+    set_number(at, "Optimisation steps", 10)
+    set_number(at, "Restarts", 1)
+    at = at.run()
+    assert any("120 of 5,160 DOMs masked" in c.value for c in at.caption)
+    at = next(b for b in at.button if b.label == "Inpaint").click().run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert 3 in [scenes(c) for c in at.get("plotly_chart")]  # masked | inpainted | true
+    table = at.dataframe[0].value
+    assert list(table.index) == ["flow-map", "zero", "neighbours"]
+    assert len(at.download_button) == 1
+
+
+def test_inpaint_page_wrong_kind_and_detector(home):
+    at = choose_checkpoint(page("inpaint").run(), "tiny-dit")  # method defaults to flow-map
+    assert_clean(at)
+    assert any("needs a flow checkpoint" in e.value and "is a diffusion checkpoint" in e.value for e in at.error)
+    assert not [b for b in at.button if b.label == "Inpaint"]
+
+    from genesis.data import schema
+    from genesis.geometry import Geometry
+
+    geo = schema.read_geometry(home.data)
+    small = Geometry(geo.positions[:120], geo.string[:120], geo.dom[:120], "small")
+    other = home.root / "data" / "other.h5"
+    signal = np.zeros((2, 2, 120), np.float32)
+    signal[:, 0, :5], signal[:, 1, :5] = 2.0, 10000.0
+    schema.write_events(other, signal, schema.read_events(home.data, 0, 2)[1], small)
+    try:
+        at = choose_data(choose_checkpoint(page("inpaint").run(), "tiny-flow"), "other.h5")
+        assert_clean(at)
+        assert any("trained on P = 5160 DOMs but the dataset has P = 120" in e.value for e in at.error)
+    finally:
+        other.unlink()
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def test_list_checkpoints(home):
+    from genesis import tracking
+
+    found = ss.list_checkpoints(tracking.Store.default())
+    assert {(c.kind, c.path.name) for c in found} == {
+        (k, f) for k in ("diffusion", "flow") for f in ("last.pt", "best.pt")}
+    assert {c.path for c in found} >= {home.diffusion, home.flow}
+    for c in found:
+        assert c.run_id in str(c.path) and c.label.startswith("tiny-") and c.label.endswith(f" · {c.kind}")
+    assert [c.mtime for c in found] == sorted((c.mtime for c in found), reverse=True)
+
+
+def test_run_sampling_streams_to_file(home, models):
+    from genesis.data import schema
+
+    labels = ss.widget_labels(5, 1e5, 90.0, 90.0, 0.0, 0.0, 0.0)
+    calls = []
+    out = home.root / "data" / "generated" / "stream.h5"
+    result = ss.run_sampling(models.flow, labels, seed=3, out=out, batch_size=2, keep=3,
+                             progress=lambda d, t: calls.append((d, t)))
+    assert result.path == out and result.n_events == 5
+    assert result.signal.shape == (3, 2, 5160) and result.labels.shape == (3, 6)
+    assert calls[-1] == (5, 5)
+    assert schema.validate(out).n_events == 5
+    assert json.loads(schema.read_attrs(out)["producer"])["seed"] == 3
+    signal, _, _ = schema.read_events(out, 0, 3)
+    np.testing.assert_allclose(signal, result.signal)
+    with pytest.raises(DataError, match="file exists"):
+        ss.run_sampling(models.flow, labels, out=out)
+    with pytest.raises(Exception, match="steps must be in 1.."):
+        ss.run_sampling(models.diffusion, labels, steps=0)
+
+
+def test_counts_labels_and_progress_text(home):
+    with pytest.raises(DataError, match="0 events requested"):
+        ss.check_count(0)
+    with pytest.raises(DataError, match="large request"):
+        ss.check_count(ss.CONFIRM_ABOVE + 1, confirmed=False)
+    ss.check_count(ss.CONFIRM_ABOVE + 1, confirmed=True)
+    lab = ss.widget_labels(2, 1e4, 90.0, 180.0, 1.0, 2.0, 3.0)
+    np.testing.assert_allclose(lab, [[1e4, math.pi / 2, math.pi, 1, 2, 3]] * 2, rtol=1e-6)
+    with h5py.File(home.data, "r") as f:
+        np.testing.assert_array_equal(ss.dataset_labels(home.data, 4, 10), f["label"][10:14])
+    with pytest.raises(DataError, match="run past the end"):
+        ss.dataset_labels(home.data, 5, 198)
+    csv = b"energy,zenith,azimuth,x,y,z\n1000,1,2,0,0,0\n2000,0.5,1,10,20,30\n"
+    assert ss.csv_labels(csv, "mine.csv", 3).shape == (6, 6)
+    with pytest.raises(DataError, match="mine.csv: labels CSV needs a header"):
+        ss.csv_labels(b"a,b\n1,2\n", "mine.csv", 1)
+    assert ss.progress_text(25, 100, 10.0) == "25/100 events · 10 s elapsed · ETA 30 s"
+    assert "ETA …" in ss.progress_text(0, 100, 0.0)
+
+
+def test_reference_and_compare(home, models):
+    from genesis.data import schema
+
+    signal, labels, _ = schema.read_events(home.data)
+    geo = models.flow.geometry
+    ref = ss.reference_events(labels[:40], geo, seed=5)
+    np.testing.assert_array_equal(ref, ss.reference_events(labels[:40], geo, seed=5))
+    assert ref.shape == (40, 2, 5160) and (ref[:, 0] > 0).sum() > 0
+    small = ss.compare(signal[:40], ref, labels[:40], geo)
+    assert small.auc is None and "at least 200" in small.note
+    assert set(small.features) == {"generated", "simulated"} and "total_npe" in small.distances.index
+    full = ss.compare(signal, ss.reference_events(labels, geo, seed=5), labels, geo)
+    assert 0.0 <= full.auc <= 1.0
+
+
+def test_masks_and_selection(models):
+    geo = models.flow.geometry
+    mask, spec = ss.build_mask(geo, strings=[79, 36])
+    assert spec == "strings:36,79" and mask.sum() == 120
+    mask2, spec2 = ss.build_mask(geo, strings=[36], random_fraction=0.01, deepcore=True)
+    assert spec2 == "strings:36+random:0.01+deepcore" and mask2.sum() > 60
+    with pytest.raises(DataError, match="selects no DOM"):
+        ss.build_mask(geo)
+    with pytest.raises(DataError, match="selects no DOM"):
+        ss.build_mask(geo, sphere=(5000.0, 0.0, 0.0, 10.0))
+    dead, _ = ss.build_mask(geo, dead=("dead.txt", b"# dead\n3\n7\n"))
+    assert np.flatnonzero(dead).tolist() == [3, 7]
+    with pytest.raises(DataError, match="dead.txt: DOM indices out of range"):
+        ss.build_mask(geo, dead=("dead.txt", b"999999\n"))
+    points = [{"customdata": [36]}, {"customdata": 79}, {"x": 1.0}, {"customdata": [36]}]
+    assert ss.strings_from_selection(points) == [36, 79]
+    assert ss.strings_from_selection(None) == []
+
+
+def test_inpaint_checks_and_hdf5(home, models):
+    from genesis.data import schema
+    from genesis.geometry import Geometry
+
+    geo = schema.read_geometry(home.data)
+    with pytest.raises(CheckpointError, match="needs a flow checkpoint"):
+        ss.check_inpaint_inputs(models.diffusion, geo, "flow-map")
+    with pytest.raises(CheckpointError, match="needs a diffusion checkpoint"):
+        ss.check_inpaint_inputs(models.flow, geo, "repaint")
+    small = Geometry(geo.positions[:100], geo.string[:100], geo.dom[:100], "small")
+    with pytest.raises(DataError, match="P = 5160 DOMs but the dataset has P = 100"):
+        ss.check_inpaint_inputs(models.flow, small, "zero")
+    mask, _ = ss.build_mask(geo, strings=[36])
+    result = ss.run_inpaint(models.flow, home.data, 7, geo, mask, "neighbours")
+    table = ss.metrics_table(result)
+    assert list(table.index) == ["neighbours", "zero"] and table.loc["neighbours", "mse ratio vs neighbours"] == 1.0
+    err = ss.per_dom_error(result)
+    assert err.shape == (5160,) and np.all(err[~mask] == 0)
+    data = ss.inpaint_hdf5_bytes(result, geo, {"producer": "genesis inpaint", "method": "neighbours"})
+    path = home.root / "inpainted.h5"
+    path.write_bytes(data)
+    assert schema.validate(path).n_events == 1
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["mask"][()], mask)
+        np.testing.assert_allclose(f["input_true"][()], schema.read_events(home.data, 7, 8)[0])
+        assert json.loads(f.attrs["producer"])["method"] == "neighbours"
+    with pytest.raises(DataError, match="outside 0..199"):
+        ss.run_inpaint(models.flow, home.data, 200, geo, mask, "zero")
