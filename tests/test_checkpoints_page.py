@@ -100,7 +100,7 @@ def test_list_checkpoints_finds_both_runs_with_steps(home, trained):
 def test_normalization_tables_and_dataset_diff(home, trained):
     report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
     affine, labels = ci.normalization_tables(report)
-    assert affine.set_index("channel").loc["npe"].tolist() == ["log1p", 0.0, 5.0]
+    assert affine.set_index("channel").loc["npe"].tolist() == ["log1p", 1.0, 2.0]
     assert affine.set_index("channel").loc["x"].tolist() == ["none", -600.0, 1200.0]
     assert labels.set_index("channel").loc["energy"].tolist() == ["log10", 3.0, 4.0]
     diffs = ci.suggested_normalization_diff(report, trained["data"])
@@ -149,7 +149,8 @@ def test_compare_table_marks_differences(home, trained):
     rows = ci.compare_table(a, gi.inspect_checkpoint(ckpt(trained, "flow"), 4))
     assert rows.set_index(["section", "key"]).loc[("model", "kind"), ["A", "B", "differs"]].tolist() == [
         "diffusion", "flow", True]
-    assert ci.normalization_differences(rows) == [] and not ci.compare_table(a, a)["differs"].any()
+    assert any(d.startswith("time_transform: none vs ln") for d in ci.normalization_differences(rows))
+    assert not ci.compare_table(a, a)["differs"].any()
     css = ci.highlight_differences(rows).to_html().split("</style>")[0]
     shaded = {int(i) for i in re.findall(r"_row(\d+)_col0\b", css)}
     assert shaded == set(rows.index[rows["differs"]]) and shaded
@@ -179,11 +180,11 @@ def test_page_shows_checkpoint_and_dataset_warning(home, trained):
     tables = frames(at)
     affine = next(f for f in tables if list(f.columns) == ["channel", "transform", "offset", "scale"]
                   and f["channel"].iloc[0] == "npe")
-    assert affine["scale"].tolist() == [5.0, 10.0, 1200.0, 1100.0, 1100.0] and affine["transform"][0] == "log1p"
+    assert affine["scale"].tolist() == [2.0, 2000.0, 1200.0, 1100.0, 1100.0] and affine["transform"][0] == "log1p"
     assert any(list(f.columns) == ["channel", "transform", "offset", "scale"] and f["offset"].iloc[0] == 3.0
                and f["channel"].iloc[0] == "energy" for f in tables)
     warning = next(w.value for w in at.warning if "suggested for data/demo.h5" in w.value)
-    assert "affine_scales: checkpoint [5.0" in warning
+    assert "affine_scales: checkpoint [2.0" in warning
     assert len(at.get("plotly_chart")) == 2  # parameters by type and the data-flow diagram
     batch = next(n for n in at.number_input if n.label == "Batch size")
     assert batch.value == 8  # the run's training batch
@@ -203,15 +204,18 @@ def test_page_compares_two_checkpoints(home, trained):
         compared = next(f for f in frames(at) if "differs" in f.columns)
         differing = compared[compared["differs"]]
         assert ("model", "kind") in set(zip(differing["section"], differing["key"]))
-        assert any(s.value == "Same normalization." for s in at.success)
+        assert any("time_transform" in w.value for w in at.warning if w.value.startswith("Normalization differs"))
         at.toggle[0].set_value(True).run()
         only = next(f for f in frames(at) if "differs" in f.columns)
         assert only["differs"].all() and len(only) == len(differing)
 
+        at.selectbox(key="ckpt_other").set_value(ckpt(trained, "diffusion", "last.pt")).run()
+        assert any(s.value == "Same normalization." for s in at.success)
+
         at.selectbox(key="ckpt_other").set_value(str(rescaled)).run()
         assert_clean(at)
         warning = next(w.value for w in at.warning if w.value.startswith("Normalization differs"))
-        assert "affine_scales: [5.0, 10.0, 1200.0, 1100.0, 1100.0] vs [7.0, 10.0" in warning
+        assert "affine_scales: [2.0, 2000.0, 1200.0, 1100.0, 1100.0] vs [7.0, 2000.0" in warning
     finally:
         rescaled.unlink()
 

@@ -206,9 +206,13 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
         e_off, e_scale = 0.0, float(_round_up(energy.max()))
     v_lo = np.floor(np.minimum(labels[:, 3:].min(0), lo))
     v_span = np.maximum(np.ceil(np.maximum(labels[:, 3:].max(0), hi)) - v_lo, 1.0)
+    t_off, t_scale = 0.0, _round_up(t_time.max())
+    if base.time_transform == "none":  # linear times: start near the earliest hits for ~10 ns resolution
+        t_off = float(np.floor(np.percentile(t_time, 0.1) / 100.0) * 100.0)
+        t_scale = _round_up(np.percentile(t_time, 99.9) - t_off)
     return Normalization(
-        affine_offsets=(0.0, 0.0, *map(float, lo)),
-        affine_scales=(_round_up(np.percentile(t_npe, 99.9)), _round_up(t_time.max()), *map(float, span)),
+        affine_offsets=(0.0, t_off, *map(float, lo)),
+        affine_scales=(_round_up(np.percentile(t_npe, 99.9)), t_scale, *map(float, span)),
         label_offsets=(e_off, 0.0, 0.0, *map(float, v_lo)),
         label_scales=(e_scale, math.pi, 2 * math.pi, *map(float, v_span)),
         time_transform=base.time_transform,
