@@ -832,8 +832,15 @@ def normalization_mismatch(report: dict[str, Any], suggested: Normalization) -> 
         if key not in have:
             out.append(f"{key}: not recorded in the checkpoint (data suggests {want})")
         elif not _same(have[key], want, rtol=1e-3):
-            out.append(f"{key}: checkpoint {have[key]} vs data {want}")
+            out.append(f"{key}: checkpoint {_short(have[key])} vs data {_short(want)}")
     return out
+
+
+def _short(value: Any) -> Any:
+    """Numbers to 5 significant digits for messages (no 9.200000000000001)."""
+    if isinstance(value, (list, tuple)):
+        return [_short(v) for v in value]
+    return float(f"{value:.5g}") if isinstance(value, float) else value
 
 
 # === text =========================================================================================

@@ -379,7 +379,9 @@ def metric_curves(df: pd.DataFrame, x: str = "step", y: str = "value", color: st
             fig.add_trace(go.Scatter(x=g[x].to_numpy(), y=g[y].to_numpy(np.float64), mode="lines",
                                      line=dict(color=c, width=1), opacity=0.25, hoverinfo="skip",
                                      name=f"{run} (raw)", legendgroup=str(run), showlegend=False))
-        fig.add_trace(go.Scatter(x=g[x].to_numpy(), y=ema(g[y].to_numpy(), smoothing), mode="lines",
+        # markers while a curve is short, so the first points of a live run are visible
+        fig.add_trace(go.Scatter(x=g[x].to_numpy(), y=ema(g[y].to_numpy(), smoothing),
+                                 mode="lines+markers" if len(g) < 30 else "lines",
                                  line=dict(color=c, width=2), name=str(run), legendgroup=str(run)))
     if not len(data):
         fig.add_annotation(text="no data", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)

@@ -49,7 +49,10 @@ def ready_store() -> tracking.Store:
 
 
 def data_files() -> list[Path]:
-    return paths.list_files(paths.data_dir(), (".h5", ".hdf5"))
+    """HDF5 files in data/, newest first, generated samples (data/generated/) after the datasets."""
+    files = paths.list_files(paths.data_dir(), (".h5", ".hdf5"))
+    generated = paths.data_dir() / "generated"
+    return sorted(files, key=lambda p: generated in p.parents)  # stable: keeps newest-first within each group
 
 
 def rel(path: Path) -> str:

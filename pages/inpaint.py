@@ -105,7 +105,9 @@ def show_results(state: dict) -> None:
     c = st.columns(4)
     c[0].metric("Masked DOMs", chosen["n_masked_doms"])
     c[1].metric("npe |error| [pe]", f"{chosen['npe_abs_error']:.3g}")
-    c[2].metric("time |error| [ns]", f"{chosen['time_abs_error_ns']:.3g}")
+    time_error = chosen["time_abs_error_ns"]
+    c[2].metric("time |error| [ns]", "n/a" if time_error is None or np.isnan(time_error) else f"{time_error:.3g}",
+                help="on masked DOMs hit both in the truth and in the fill")
     c[3].metric("Hit accuracy", f"{chosen['hit_accuracy']:.1%}")
     st.dataframe(ss.metrics_table(result), width="stretch")
     events = [("masked", result.masked[0, 0], result.masked[0, 1]),
