@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import platform
+import re
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from genesis import __version__, config
 from genesis.data.normalization import Normalization
-from genesis.errors import CheckpointError
+from genesis.errors import CheckpointError, ConfigError
 from genesis.geometry import Geometry
 
 FORMAT = "genesis-checkpoint"
@@ -116,14 +117,23 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
 
 
 def build_model(cfg: config.RunConfig, n_doms: int, norm: Normalization) -> torch.nn.Module:
-    """A fresh model of the configured kind."""
-    if cfg.kind == "diffusion":
-        from genesis.models.dit import PMTDiT
+    """A fresh model of the configured kind; ConfigError when its weights cannot be allocated."""
+    try:
+        if cfg.kind == "diffusion":
+            from genesis.models.dit import PMTDiT
 
-        return PMTDiT(cfg.model, n_doms, norm)
-    from genesis.models.flow import ConditionalFlow
+            return PMTDiT(cfg.model, n_doms, norm)
+        from genesis.models.flow import ConditionalFlow
 
-    return ConditionalFlow(cfg.flow, n_doms, norm)
+        return ConditionalFlow(cfg.flow, n_doms, norm)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        section = "model" if cfg.kind == "diffusion" else "flow"
+        need = re.search(r"allocate (\d+) bytes", str(exc))
+        detail = f"one weight alone needs {int(need[1]) / 2**30:,.0f} GiB" if need else str(exc).splitlines()[0][:200]
+        raise ConfigError(f"the {cfg.kind} model of this config does not fit in memory ({detail}); "
+                          f"reduce {section}.hidden_size or {section}.depth") from exc
 
 
 class LoadedModel:
@@ -164,4 +174,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CheckpointError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None

@@ -44,10 +44,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    """A random seed: an integer in 0..2**32-1 (what every generator used here accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be in 0..{MAX_SEED}, got {value}")
+    return value
+
+
 # --- data commands ------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     from genesis import geometry
-    from genesis.data.simulate import SimConfig, simulate_to_file
+    from genesis.data.simulate import SimConfig, check_request, simulate_to_file
 
     cfg = SimConfig(energy_min=args.energy_min, energy_max=args.energy_max, noise_rate=args.noise_rate,
                     min_hits=args.min_hits)
@@ -55,6 +69,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise GenesisError(f"{out}: file exists; choose another name or pass --force to overwrite")
+    check_request(args.events, geo, cfg)  # before any folder is created
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)
     simulate_to_file(out, args.events, geo, seed=args.seed, cfg=cfg, force=args.force,
@@ -80,6 +95,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     n, _, _ = schema.file_info(args.file)
     signal, labels, _ = schema.read_events(args.file, 0, min(n, args.max_events))
+    schema.check_finite_labels(labels, args.file)
     geo = schema.read_geometry(args.file)
     base = Normalization(time_transform=args.time_transform, npe_transform=args.npe_transform,
                          energy_transform=args.energy_transform)
@@ -140,6 +156,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from genesis.evaluate import evaluate_checkpoint
 
+    for out in (args.out, args.html):
+        if out and Path(out).is_dir():
+            raise GenesisError(f"{out}: is a folder; give the name of a file to write")
+        if out and Path(out).exists() and not args.force:
+            raise GenesisError(f"{out}: file exists; choose another name or pass --force to overwrite")
     report = evaluate_checkpoint(args.checkpoint, data=args.data, simulate=args.simulate, sampler=args.sampler,
                                  steps=args.steps, seed=args.seed, device=args.device, out=args.out,
                                  html=args.html, log_to_mlflow=not args.no_mlflow,
@@ -170,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="simulate events into an HDF5 file")
     s.add_argument("--events", type=_positive_int, required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--geometry", help="geometry CSV (string,dom,x,y,z); default: IceCube-86-like")
     s.add_argument("--energy-min", type=float, default=1e3)
     s.add_argument("--energy-max", type=float, default=1e7)
@@ -208,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     s.add_argument("--steps", type=_positive_int, default=50)
     s.add_argument("--guidance", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=_positive_int, default=256)
     s.add_argument("--out", required=True)
@@ -223,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="flow-map", choices=("flow-map", "repaint", "neighbours", "zero"))
     s.add_argument("--steps", type=_positive_int, default=200, help="MAP optimisation steps or RePaint steps")
     s.add_argument("--restarts", type=_positive_int, default=2)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--no-baselines", action="store_true", help="skip the zero/neighbour comparison")
     s.add_argument("--out", required=True)
@@ -245,11 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", type=_positive_int, help="simulate this many reference events")
     s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     s.add_argument("--steps", type=_positive_int, default=50)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, help="report JSON")
     s.add_argument("--html", help="report HTML with figures")
     s.add_argument("--no-mlflow", action="store_true", help="do not log the results to the checkpoint's run")
+    s.add_argument("--force", action="store_true", help="overwrite existing report files")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("ui", help="open the MLflow UI on the project's store")
@@ -264,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GenesisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # always one line
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

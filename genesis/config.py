@@ -8,6 +8,7 @@ generated form.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,13 +143,15 @@ def validate(cfg: RunConfig) -> None:
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Coerce value to the field type or raise ConfigError naming the key."""
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads '1e-3' as a string
+            number = float(value)
+        except (ValueError, OverflowError):
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is bool and isinstance(value, bool):
@@ -215,6 +218,14 @@ def set_in(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def yaml_reason(exc: yaml.YAMLError) -> str:
+    """A one-line reason for a YAML parse error: the problem and where it is."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b=value` strings (value parsed as YAML) to a nested dict."""
     for item in overrides or []:
@@ -224,7 +235,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from exc
+            raise ConfigError(f"override '{item}': value is not valid YAML ({yaml_reason(exc)})") from exc
         data = set_in(data, key.strip(), value)
     return data
 
@@ -239,7 +250,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{path}: not valid YAML ({yaml_reason(exc)})") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config as text ({exc}); is it a YAML file?") from exc
     return from_dict(RunConfig, apply_overrides(data, overrides or []))
 
 

@@ -251,11 +251,12 @@ def repaint_schedule(steps: int, jump_length: int, resample: int) -> list[int]:
 def repaint_sample(diffusion: GaussianDiffusion, model: nn.Module, x_known: Tensor, known_mask: Tensor,
                    labels: Tensor, geometry: Tensor, *, steps: int | None = None, jump_length: int = 10,
                    resample: int = 5, guidance_scale: float = 1.0, generator: torch.Generator | None = None,
-                   progress: Progress | None = None) -> Tensor:
+                   progress: Progress | None = None, clip_x0: tuple | None = None) -> Tensor:
     """Inpaint the unobserved DOMs of x_known (B, 2, P) normalized; known_mask (P,) or (B, P) bool,
     True = observed. After every reverse step the observed DOMs are replaced by x_known noised to the
-    new step; steps (default T) strides the DDPM schedule. Returns (B, 2, P) with the observed DOMs
-    exactly equal to x_known."""
+    new step; steps (default T) strides the DDPM schedule; clip_x0 as in ddpm_sample (without it a
+    poorly trained model's x0 at large t can run away over the many resampling jumps). Returns
+    (B, 2, P) with the observed DOMs exactly equal to x_known."""
     device, labels, geometry, shape = _setup(model, labels, geometry)
     x_known = x_known.to(device, torch.float32)
     mask = known_mask.to(device).bool().reshape(-1, 1, shape[-1]).expand(shape)
@@ -270,7 +271,7 @@ def repaint_sample(diffusion: GaussianDiffusion, model: nn.Module, x_known: Tens
         for done, (k, k_next) in enumerate(zip(ks[:-1], ks[1:]), start=1):
             t, t_next = step_of(k), step_of(k_next)
             if k_next < k:
-                x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, None)
+                x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
                 x = _posterior_step(diffusion, x, x0, t, t_next, generator)
                 known = x_known if k_next < 0 else diffusion.q_sample(x_known, t_next, _randn(shape, generator, device))
                 x = torch.where(mask, known, x)

@@ -127,6 +127,7 @@ def reference_events(loaded, data: str | Path | None = None, simulate: int | Non
                           "the features are computed with the checkpoint's positions", stacklevel=2)
         stop = n if max_events is None else min(n, max_events)
         signal, labels, _ = schema.read_events(data, 0, stop)
+        schema.check_finite_labels(labels, data)
         return signal, labels
     cfg, _ = training_sim_config(loaded)
     batches = list(simulate_events(simulate, geo, seed=eval_seed(seed), cfg=cfg))
@@ -419,6 +420,9 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, simula
         simulate = DEFAULT_SIMULATED_EVENTS
     if simulate is not None and simulate < minimum and not allow_small:
         raise GenesisError(f"--simulate {simulate} is too few: the classifier test needs at least {minimum} events")
+    if simulate is not None and simulate > DEFAULT_MAX_FILE_EVENTS:
+        raise GenesisError(f"--simulate {simulate} is too many: at most {DEFAULT_MAX_FILE_EVENTS} reference events "
+                           "are held in memory (as many as are read from a reference file)")
     loaded = checkpoint.load_model(path, device=checkpoint.resolve_device(device))
     if data is not None:
         n, p, _ = schema.file_info(data)

@@ -39,6 +39,7 @@ MASK_FORMS = (
 METHODS = ("flow-map", "repaint", "neighbours", "zero")
 MAP_TEMPERATURE = 0.7  # conditional samples at lower temperature are more typical starting points
 LR_FLOOR = 0.01  # final learning rate of MAP inpainting, as a fraction of lr
+MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
 
 
 # --- masks ------------------------------------------------------------------------------------------
@@ -96,7 +97,10 @@ def dead_doms_mask(geometry: Geometry, path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: dead-DOM file not found")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the dead-DOM file as text ({exc})") from exc
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     if not lines:
         raise DataError(f"{path}: dead-DOM file lists no DOM")
@@ -276,8 +280,9 @@ def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any,
     _require_flow(flow, "flow-map")
     if init not in ("sample", "zero"):
         raise ConfigError(f"flow-map init must be 'sample' or 'zero', got {init!r}")
-    if steps < 0 or restarts < 1 or not lr > 0:
-        raise ConfigError(f"flow-map needs steps >= 0, restarts >= 1 and lr > 0 (got {steps}, {restarts}, {lr})")
+    if not (0 <= steps <= MAX_MAP_STEPS and 1 <= restarts <= MAX_RESTARTS and lr > 0):
+        raise ConfigError(f"flow-map needs 0 <= steps <= {MAX_MAP_STEPS}, 1 <= restarts <= {MAX_RESTARTS} and lr > 0 "
+                          f"(got {steps}, {restarts}, {lr})")
     m = _mask_tensor(mask, x_observed)
     x_obs = x_observed.detach()
     total, done = steps * restarts, [0]
@@ -366,7 +371,7 @@ def _require_flow(model: Any, method: str) -> None:
 
 _SETTINGS = {
     "flow-map": {"steps", "lr", "restarts", "init", "generator", "progress"},
-    "repaint": {"diffusion", "steps", "jump_length", "resample", "generator"},
+    "repaint": {"diffusion", "steps", "jump_length", "resample", "generator", "clip_x0"},
     "neighbours": set(),
     "zero": set(),
 }
@@ -434,16 +439,18 @@ class InpaintResult:
     seconds: float
 
 
-def _method_settings(method: str, model, config, steps: int, restarts: int, seed: int, device,
+def _method_settings(method: str, loaded, steps: int, restarts: int, seed: int, device,
                      progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(seed)
     if method == "flow-map":
         return {"steps": steps, "restarts": restarts, "generator": generator, "progress": progress}
     if method == "repaint":
         from genesis.diffusion import GaussianDiffusion
+        from genesis.sampling import clip_range
 
-        return {"diffusion": GaussianDiffusion(config.diffusion), "steps": min(steps, config.diffusion.timesteps),
-                "generator": generator}
+        diffusion_cfg = loaded.config.diffusion
+        return {"diffusion": GaussianDiffusion(diffusion_cfg), "steps": min(steps, diffusion_cfg.timesteps),
+                "generator": generator, "clip_x0": clip_range(loaded.state.get("data"), device)}
     return {}
 
 
@@ -471,8 +478,7 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
     metrics, fills, trace, seconds = {}, {}, [], 0.0
     for m in methods:
         t0 = time.time()
-        settings = _method_settings(m, model, loaded.config if loaded else None, steps, restarts, seed, device,
-                                    progress if m == method else None)
+        settings = _method_settings(m, loaded, steps, restarts, seed, device, progress if m == method else None)
         filled, tr = run_inpainting(m, model if m in ("flow-map", "repaint") else None, x_true, mask_t, lab,
                                     geometry, **settings)
         fills[m] = filled
@@ -499,12 +505,17 @@ def parse_events(spec: str, n_events: int) -> np.ndarray:
     """'0,5,9' or '0-9' (inclusive) -> sorted unique indices; out of range -> DataError."""
     try:
         idx: list[int] = []
+        bad: list[int] = []
         for part in spec.split(","):
             lo, sep, hi = part.strip().partition("-")
-            idx.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            first, last = int(lo), int(hi) if sep else int(lo)
+            outside = [i for i in ((first, last) if sep else (first,)) if not 0 <= i < n_events]
+            if outside:  # checked before a range is expanded: '0-1000000000000' must not fill memory
+                bad.extend(outside)
+                continue
+            idx.extend(range(first, last + 1))
     except ValueError:
         raise DataError(f"--events {spec!r}: use comma-separated indices or ranges, e.g. 0,5,9 or 0-9") from None
-    bad = [i for i in idx if not 0 <= i < n_events]
     if bad or not idx:
         raise DataError(f"--events {spec!r}: indices must be in 0..{n_events - 1} (bad: {bad[:5]})")
     return np.unique(idx)
@@ -532,6 +543,9 @@ def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_sp
         expect = {"flow-map": "flow", "repaint": "diffusion"}.get(method)
         loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device), expect_kind=expect)
     signal, labels, _ = schema.read_events(data, indices=idx)
+    bad = ~np.isfinite(labels).all(1)
+    if bad.any():  # the labels condition the models and are written to the output
+        raise DataError(f"{data}: dataset 'label' has NaN/inf at event {idx[bad][0]}; choose other --events or fix the file")
     result = inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=restarts, seed=seed,
                             compare_baselines=compare_baselines)
     report = {"method": method, "events": idx.tolist(), "masked_doms": int(mask.sum()), "seconds": result.seconds,

@@ -110,8 +110,11 @@ def csv_labels(data: bytes, name: str, per_row: int) -> np.ndarray:
             rows = sampling.read_labels_csv(path)
         except DataError as exc:
             raise DataError(str(exc).replace(str(path), name)) from None
-    labels = np.repeat(rows, per_row, axis=0)
-    sampling.check_labels(labels)
+    labels = sampling.repeat_labels(rows, per_row)
+    try:
+        sampling.check_labels(labels)
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}") from None
     return labels
 
 

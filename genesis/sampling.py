@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -34,9 +35,23 @@ def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: floa
                      x: float, y: float, z: float) -> np.ndarray:
     """(N, 6) labels: every row of the CSV (or the single given label) repeated n times."""
     rows = read_labels_csv(labels_csv) if labels_csv else np.array([[energy, zenith, azimuth, x, y, z]], np.float32)
-    labels = np.repeat(rows, n, axis=0)
-    check_labels(labels)
+    labels = repeat_labels(rows, n)
+    try:
+        check_labels(labels)
+    except DataError as exc:
+        if not labels_csv:
+            raise
+        raise DataError(f"{labels_csv}: {exc}") from None
     return labels
+
+
+def repeat_labels(rows: np.ndarray, n: int) -> np.ndarray:
+    """(R, 6) rows -> (R * n, 6), each row n times; a request above MAX_EVENTS_PER_CALL is refused before
+    anything is allocated."""
+    if len(rows) * n > MAX_EVENTS_PER_CALL:
+        raise DataError(f"{len(rows)} label row(s) x {n} events each = {len(rows) * n} events requested; "
+                        f"at most {MAX_EVENTS_PER_CALL} per call")
+    return np.repeat(rows, n, axis=0)
 
 
 def read_labels_csv(path: str | Path) -> np.ndarray:
@@ -59,7 +74,8 @@ def check_labels(labels: np.ndarray) -> None:
     if labels.ndim != 2 or labels.shape[1] != 6 or len(labels) == 0:
         raise DataError(f"labels must have shape (N, 6) with N > 0, got {labels.shape}")
     if not np.isfinite(labels).all():
-        raise DataError("labels contain NaN or inf")
+        row, col = np.argwhere(~np.isfinite(labels))[0]
+        raise DataError(f"labels contain NaN or inf (first in row {row}, column {LABEL_COLUMNS[col]})")
     if (labels[:, 0] <= 0).any():
         raise DataError("energy must be positive (GeV)")
     if len(labels) > MAX_EVENTS_PER_CALL:
@@ -138,6 +154,8 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     check_labels(labels)
     if sampler not in ("ddim", "ddpm"):
         raise GenesisError(f"unknown sampler {sampler!r}; use ddim or ddpm")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise GenesisError(f"guidance scale must be a finite number >= 0 (1 = off), got {guidance}")
     for msg in range_warnings(labels, loaded):
         warnings.warn(msg, stacklevel=2)
     device = next(loaded.model.parameters()).device

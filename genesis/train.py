@@ -341,12 +341,15 @@ def check_data(cfg: config.RunConfig) -> None:
         raise DataError(f"{cfg.data.path}: data file not found; create one with `python -m genesis simulate`")
     dataset.resolve_geometry(cfg.data)
     schema.file_info(cfg.data.path)
+    schema.scan_labels(cfg.data.path)  # NaN/inf labels would only show up later as a non-finite loss
 
 
 def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path | None = None) -> dict[str, Any]:
     """Run training (one process, or one rank under torchrun). Returns a summary dict."""
     ctx = DistContext.from_env()
     check_data(cfg)
+    if resume:  # a missing, corrupted or unsafe checkpoint is reported before any run is created
+        checkpoint.load_state(resume)
     store = tracking.Store.default() if ctx.is_main else None
     if ctx.world > 1:
         backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"

@@ -105,7 +105,10 @@ class Normalization:
 
     def __post_init__(self) -> None:
         for name, n in (("affine_offsets", 5), ("affine_scales", 5), ("label_offsets", 6), ("label_scales", 6)):
-            value = tuple(float(v) for v in getattr(self, name))
+            try:
+                value = tuple(float(v) for v in getattr(self, name))
+            except (TypeError, ValueError):
+                raise ConfigError(f"normalization.{name} must be {n} finite numbers, got {getattr(self, name)!r}") from None
             if len(value) != n or not all(math.isfinite(v) for v in value):
                 raise ConfigError(f"normalization.{name} must be {n} finite numbers, got {list(value)}")
             object.__setattr__(self, name, value)

@@ -69,12 +69,15 @@ def _open(path: str | Path) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an HDF5 file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({exc}); was it truncated or is it another format?") from exc
+        reason = " ".join(str(exc).split())  # h5py messages can span lines
+        raise DataError(f"{path}: not a readable HDF5 file ({reason}); was it truncated or is it another format?") from exc
 
 
 def _check_structure(f: h5py.File, path: Path) -> tuple[int, int, bool]:
@@ -156,6 +159,24 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
                 for k, v in f.attrs.items()}
 
 
+def check_finite_labels(labels: np.ndarray, path: str | Path, start: int = 0) -> None:
+    """DataError naming the first NaN/inf in labels (n, 6) read from `path` at event `start`."""
+    bad = ~np.isfinite(labels)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(f"{path}: dataset 'label' has NaN/inf (first at event {start + row}, "
+                        f"column {LABEL_NAMES[col]}); fix or drop those events")
+
+
+def scan_labels(path: str | Path) -> None:
+    """Check that every label of a file is finite (DataError otherwise); reads only the label dataset."""
+    path = Path(path)
+    with _open(path) as f:
+        n, _, _ = _check_structure(f, path)
+        for start in range(0, n, SCAN_CHUNK * 64):
+            check_finite_labels(np.asarray(f["label"][start:start + SCAN_CHUNK * 64], dtype=np.float64), path, start)
+
+
 def validate(path: str | Path, geometry: Geometry | None = None) -> Summary:
     """Check a file end to end (structure, finite labels, non-negative npe) and summarise it.
 
@@ -170,11 +191,7 @@ def validate(path: str | Path, geometry: Geometry | None = None) -> Summary:
         hits, t_min, t_max, npe_max = 0, np.inf, -np.inf, 0.0
         for start in range(0, n, SCAN_CHUNK):
             lab = np.asarray(f["label"][start:start + SCAN_CHUNK], dtype=np.float64)
-            bad = ~np.isfinite(lab)
-            if bad.any():
-                row, col = np.argwhere(bad)[0]
-                raise DataError(f"{path}: dataset 'label' has NaN/inf (first at event {start + row}, "
-                                f"column {LABEL_NAMES[col]}); fix or drop those events")
+            check_finite_labels(lab, path, start)
             lab_min, lab_max = np.minimum(lab_min, lab.min(0)), np.maximum(lab_max, lab.max(0))
             raw_npe = np.asarray(f["input"][start:start + SCAN_CHUNK, 0], dtype=np.float32)
             if (raw_npe < 0).any():
@@ -204,6 +221,8 @@ class EventWriter:
     def __init__(self, path: str | Path, geometry: Geometry, producer: dict[str, Any] | None = None,
                  info_dim: int = 0, force: bool = False) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a folder; give the name of a file to write")
         if self.path.exists() and not force:
             raise DataError(f"{self.path}: file exists; choose another name or pass --force to overwrite")
         if not self.path.parent.is_dir():

@@ -40,6 +40,8 @@ from genesis.errors import DataError
 from genesis.geometry import Geometry
 
 C_VACUUM = 0.299792458  # m/ns
+MAX_EVENTS = 10_000_000  # per call (~400 GB uncompressed at P = 5160): larger requests are refused, not attempted
+MAX_ENERGY_GEV = 1e12  # above the highest cosmic-ray energies; far beyond it the Poisson charges overflow
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,12 @@ class SimConfig:
     min_hits: int = 8
 
     def __post_init__(self) -> None:
-        if not 0 < self.energy_min < self.energy_max:
-            raise DataError(f"simulator: need 0 < energy_min < energy_max, got {self.energy_min}, {self.energy_max}")
+        if not 0 < self.energy_min < self.energy_max <= MAX_ENERGY_GEV:
+            raise DataError(f"simulator: need 0 < energy_min < energy_max <= {MAX_ENERGY_GEV:g} GeV, "
+                            f"got {self.energy_min}, {self.energy_max}")
         if self.min_hits < 0 or self.noise_rate < 0 or self.noise_rate >= 1:
-            raise DataError("simulator: min_hits must be >= 0 and noise_rate in [0, 1)")
+            raise DataError(f"simulator: min_hits must be >= 0 and noise_rate in [0, 1), got min_hits {self.min_hits}, "
+                            f"noise_rate {self.noise_rate}")
 
 
 def travel_direction(zenith: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
@@ -158,14 +162,24 @@ def simulate_at_labels(labels: np.ndarray, geometry: Geometry, rng: np.random.Ge
     return np.stack([npe, time], 1).astype(np.float32)
 
 
+def check_request(n: int, geometry: Geometry, cfg: SimConfig = SimConfig()) -> None:
+    """DataError for a request that cannot be met: n outside 1..MAX_EVENTS, or a trigger above the DOM count."""
+    if n <= 0:
+        raise DataError(f"simulator: number of events must be positive, got {n}")
+    if n > MAX_EVENTS:
+        raise DataError(f"simulator: {n} events requested; at most {MAX_EVENTS} per call (write several files)")
+    if cfg.min_hits > geometry.n_doms:
+        raise DataError(f"simulator: min_hits {cfg.min_hits} exceeds the {geometry.n_doms} DOMs of geometry "
+                        f"'{geometry.name}'; no event could ever trigger")
+
+
 def simulate(n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(), batch: int = 32,
              progress: Callable[[int, int], None] | None = None):
     """Yield (signal (b, 2, P), labels (b, 6)) batches of triggered events until n are produced.
 
     Small batches keep the (batch, P, 3) temporaries in cache: 32 is ~2x faster than 256 here.
     """
-    if n <= 0:
-        raise DataError(f"simulator: number of events must be positive, got {n}")
+    check_request(n, geometry, cfg)
     rng = np.random.default_rng(seed)
     done = 0
     while done < n:
@@ -187,6 +201,7 @@ def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0
 
     from genesis.data.schema import EventWriter
 
+    check_request(n, geometry, cfg)  # before the writer opens a temporary file
     producer = {"producer": "genesis simulator", "seed": seed, "geometry": geometry.name, **asdict(cfg)}
     with EventWriter(path, geometry, producer=producer, force=force) as writer:
         for signal, labels in simulate(n, geometry, seed, cfg, progress=progress):
