@@ -832,14 +832,14 @@ def normalization_mismatch(report: dict[str, Any], suggested: Normalization) -> 
         if key not in have:
             out.append(f"{key}: not recorded in the checkpoint (data suggests {want})")
         elif not _same(have[key], want, rtol=1e-3):
-            out.append(f"{key}: checkpoint {_short(have[key])} vs data {_short(want)}")
+            out.append(f"{key}: checkpoint {_rounded(have[key])} vs data {_rounded(want)}")
     return out
 
 
-def _short(value: Any) -> Any:
+def _rounded(value: Any) -> Any:
     """Numbers to 5 significant digits for messages (no 9.200000000000001)."""
     if isinstance(value, (list, tuple)):
-        return [_short(v) for v in value]
+        return [_rounded(v) for v in value]
     return float(f"{value:.5g}") if isinstance(value, float) else value
 
 

@@ -27,6 +27,15 @@ def mlruns_dir() -> Path:
     return path
 
 
+def resolve_data_path(path: str | Path) -> Path:
+    """A config's relative data path: from the current folder when the file is there, else from the
+    project home (the dashboard and launched trainers work relative to home, wherever they started)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return (home() / candidate).resolve()
+
+
 def inside(path: str | Path, *roots: Path) -> Path:
     """Resolve `path` (relative to home) and refuse it unless it lies inside one of `roots`."""
     roots = roots or (data_dir(), mlruns_dir())

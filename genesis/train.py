@@ -6,6 +6,7 @@ MLflow logging (rank 0 only), SIGTERM/SIGINT -> last.pt + KILLED, exceptions -> 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -335,6 +336,13 @@ def run_tags(cfg: config.RunConfig, fingerprint: str) -> dict[str, str]:
             tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid())}
 
 
+def with_resolved_paths(cfg: config.RunConfig) -> config.RunConfig:
+    """The config with absolute data and geometry paths (see paths.resolve_data_path)."""
+    data = dataclasses.replace(cfg.data, path=str(paths.resolve_data_path(cfg.data.path)),
+                               geometry=str(paths.resolve_data_path(cfg.data.geometry)) if cfg.data.geometry else "")
+    return dataclasses.replace(cfg, data=data)
+
+
 def check_data(cfg: config.RunConfig) -> None:
     """Fail with DataError before any run is created when the data file or geometry is unusable."""
     if not Path(cfg.data.path).is_file():
@@ -347,6 +355,7 @@ def check_data(cfg: config.RunConfig) -> None:
 def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path | None = None) -> dict[str, Any]:
     """Run training (one process, or one rank under torchrun). Returns a summary dict."""
     ctx = DistContext.from_env()
+    cfg = with_resolved_paths(cfg)
     check_data(cfg)
     if resume:  # a missing, corrupted or unsafe checkpoint is reported before any run is created
         checkpoint.load_state(resume)
