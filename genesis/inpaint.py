@@ -194,10 +194,19 @@ def _mask_tensor(mask: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 # --- baselines --------------------------------------------------------------------------------------
-def zero_fill(x: torch.Tensor, mask: Any) -> torch.Tensor:
-    """Copy of x (B, 2, P) with masked DOMs set to 0 (no hit, as a dead DOM records)."""
+def nohit_value(normalization: Normalization | None, like: torch.Tensor) -> torch.Tensor:
+    """(1, 2, 1) normalized value of a DOM without a hit (npe 0, time 0); exactly 0 for the original
+    defaults, e.g. (-0.5, -4.5) for an offset npe/linear-time normalization."""
+    if normalization is None:
+        return torch.zeros(1, 2, 1, dtype=like.dtype, device=like.device)
+    return normalization.normalize_signal(torch.zeros(1, 2, 1, dtype=torch.float64)).to(like)
+
+
+def zero_fill(x: torch.Tensor, mask: Any, normalization: Normalization | None = None) -> torch.Tensor:
+    """Copy of x (B, 2, P) with masked DOMs set to 'no hit' (as a dead DOM records) in the given
+    normalization (0 when None, right for the original defaults)."""
     m = _mask_tensor(mask, x)
-    return torch.where(m, torch.zeros_like(x), x)
+    return torch.where(m, nohit_value(normalization, x).expand_as(x), x)
 
 
 def _string_neighbours(geometry: Geometry, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,16 +224,17 @@ def _string_neighbours(geometry: Geometry, mask: np.ndarray) -> tuple[np.ndarray
     return above, below
 
 
-def neighbour_fill(x: torch.Tensor, mask: Any, geometry: Geometry) -> torch.Tensor:
+def neighbour_fill(x: torch.Tensor, mask: Any, geometry: Geometry, normalization: Normalization | None = None
+                   ) -> torch.Tensor:
     """Copy of x (B, 2, P) with each masked DOM set to the mean of the nearest unmasked DOMs above and
-    below on the same string (by z), per channel; 0 when the string has no unmasked DOM."""
+    below on the same string (by z), per channel; 'no hit' when the string has no unmasked DOM."""
     m = _mask_tensor(mask, x)
     if geometry.n_doms != x.shape[-1]:
         raise DataError(f"geometry '{geometry.name}' has {geometry.n_doms} DOMs but events have {x.shape[-1]}")
     above, below = (torch.as_tensor(a, device=x.device) for a in _string_neighbours(geometry, m.cpu().numpy()))
     has_a, has_b = (above >= 0).to(x.dtype), (below >= 0).to(x.dtype)
     total = x[..., above.clamp_min(0)] * has_a + x[..., below.clamp_min(0)] * has_b
-    fill = total / (has_a + has_b).clamp_min(1)
+    fill = torch.where((has_a + has_b) > 0, total / (has_a + has_b).clamp_min(1), nohit_value(normalization, x))
     return torch.where(m, fill, x)
 
 
@@ -378,13 +388,15 @@ _SETTINGS = {
 
 
 def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, mask: Any, labels: torch.Tensor,
-                   geometry: Geometry, **settings: Any) -> tuple[torch.Tensor, list[float]]:
+                   geometry: Geometry, normalization: Normalization | None = None, **settings: Any
+                   ) -> tuple[torch.Tensor, list[float]]:
     """Fill the masked DOMs of normalized events x_true (B, 2, P) with `method`; the method never sees
     the true values at masked DOMs (they are zeroed first).
 
     model: ConditionalFlow for "flow-map", the diffusion network for "repaint" (then pass
     diffusion=GaussianDiffusion(...)), ignored for the baselines. geometry: the physical detector;
-    models get it normalized with their own normalization metadata.
+    models get it normalized with their own normalization metadata. normalization: that of x_true
+    (defaults to the model's, else the original defaults); it defines the 'no hit' value.
     Returns (x_filled (B, 2, P), trace), trace being the flow-map log-prob curve ([] otherwise).
     """
     if method not in METHODS:
@@ -392,11 +404,13 @@ def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, m
     unknown = sorted(set(settings) - _SETTINGS[method])
     if unknown:
         raise ConfigError(f"method '{method}' does not take setting(s) {unknown}; it takes {sorted(_SETTINGS[method])}")
-    x_known = zero_fill(x_true, mask)
+    if normalization is None and hasattr(model, "get_normalization_params"):
+        normalization = model.normalization
+    x_known = zero_fill(x_true, mask, normalization)
     if method == "zero":
         return x_known, []
     if method == "neighbours":
-        return neighbour_fill(x_known, mask, geometry), []
+        return neighbour_fill(x_known, mask, geometry, normalization), []
     if method == "flow-map":
         _require_flow(model, method)
     elif isinstance(model, ConditionalFlow) or not isinstance(model, nn.Module):
@@ -480,7 +494,7 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
         t0 = time.time()
         settings = _method_settings(m, loaded, steps, restarts, seed, device, progress if m == method else None)
         filled, tr = run_inpainting(m, model if m in ("flow-map", "repaint") else None, x_true, mask_t, lab,
-                                    geometry, **settings)
+                                    geometry, normalization=norm, **settings)
         fills[m] = filled
         trace = tr if m == method else trace
         metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm)

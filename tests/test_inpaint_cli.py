@@ -75,3 +75,22 @@ def test_wrong_checkpoint_kind(flow_checkpoint, small_data, tmp_path):
     r = run_cli("inpaint", "--checkpoint", ckpt, "--data", str(small_data), "--mask", "strings:36",
                 "--method", "repaint", "--out", str(tmp_path / "x.h5"), env={"GENESIS_HOME": str(home)})
     assert r.returncode == 2 and "diffusion checkpoint is needed" in r.stderr
+
+
+def test_dead_dom_fill_is_no_hit_in_any_normalization(geometry):
+    import torch
+
+    from genesis.data.normalization import Normalization
+    from genesis.inpaint import neighbour_fill, zero_fill
+
+    norm = Normalization(affine_offsets=(1.0, 9000.0, -600.0, -550.0, -550.0),
+                         affine_scales=(2.0, 2000.0, 1200.0, 1100.0, 1100.0), npe_transform="log1p",
+                         time_transform="none")
+    x = torch.randn(2, 2, geometry.n_doms)
+    mask = geometry.indices_of_strings([36])
+    filled = zero_fill(x, mask, norm)
+    back = norm.denormalize_signal(filled[:, :, mask].double())
+    assert torch.allclose(back, torch.zeros_like(back), atol=1e-9)  # physically: no npe, no time
+    assert torch.equal(filled[:, :, ~mask], x[:, :, ~mask])
+    whole_string = neighbour_fill(filled, mask, geometry, norm)  # no unmasked DOM on string 36 -> no hit
+    assert torch.allclose(whole_string[:, :, mask], filled[:, :, mask])
