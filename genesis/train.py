@@ -235,11 +235,11 @@ class Trainer:
         self.net.eval()
         gen = torch.Generator(device=self.device).manual_seed(12345)
         total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
-        for signal, labels in self.batches(self.val_data, shuffle=False):
+        for events, labels in self.batches(self.val_data, shuffle=False):
             with self.autocast():
-                loss, _ = self.objective(self.model, signal, labels, self.geo_n, gen)
-            total += loss.double() * len(signal)
-            count += len(signal)
+                loss, _ = self.objective(self.model, events, labels, self.geo_n, gen)
+            total += loss.double() * len(events)
+            count += len(events)
         stats = torch.stack([total, torch.tensor(float(count), device=self.device, dtype=torch.float64)])
         if self.ctx.world > 1:
             dist.all_reduce(stats)
@@ -261,9 +261,9 @@ class Trainer:
                  self.cfg.kind, len(self.train_data), len(self.val_data), self.steps_per_epoch, self.total_steps, self.device)
         while self.epoch < tc.epochs and self.step < self.total_steps:
             epoch_complete = True
-            for signal, labels in self.batches(self.train_data, shuffle=True):
-                loss, grad_norm, extra = self.train_step(signal, labels)
-                window_events += len(signal) * self.ctx.world
+            for events, labels in self.batches(self.train_data, shuffle=True):
+                loss, grad_norm, extra = self.train_step(events, labels)
+                window_events += len(events) * self.ctx.world
                 if self.step % tc.log_every == 0:
                     self.check_finite()
                     rate = window_events / max(time.time() - window_start, 1e-9)

@@ -100,6 +100,17 @@ def loaded_model(path: str, mtime: float, device: str = "cpu"):
     return checkpoint.load_model(path, device=device)
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def device_options() -> list[str]:
+    return ["cpu"] + (["cuda"] if cuda_available() else [])
+
+
 def mtime(path: str | Path) -> float:
     return Path(path).stat().st_mtime
 

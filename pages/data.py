@@ -9,6 +9,7 @@ import streamlit as st
 
 from genesis import paths, viz
 from genesis.data import schema
+from genesis.errors import DataError
 from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
                            rel, save_upload, user_errors)
 
@@ -22,7 +23,10 @@ with st.expander("Upload an HDF5 file", icon=":material/upload:"):
             with tempfile.TemporaryDirectory() as tmp:
                 staged = Path(tmp) / target.name
                 staged.write_bytes(upload.getvalue())
-                schema.validate(staged)  # raises DataError: nothing is kept
+                try:
+                    schema.validate(staged)  # raises DataError: nothing is kept
+                except DataError as exc:  # name the upload, not the staging folder
+                    raise DataError(str(exc).replace(str(staged), target.name)) from None
                 shutil.move(staged, target)
         st.success(f"Kept {rel(target)}")
 

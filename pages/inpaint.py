@@ -9,8 +9,8 @@ import streamlit as st
 from genesis import viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
-from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, loaded_model, mtime, pick_data_file, ready_store,
-                           rel, user_errors)
+from pages._shared import (MAX_UPLOAD_MB, device_options, file_summary, geometry_of, loaded_model, mtime,
+                           pick_data_file, ready_store, rel, user_errors)
 
 METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
@@ -18,12 +18,6 @@ METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffus
 st.title("Inpaint")
 store = ready_store()
 
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _add_clicked_strings() -> None:
@@ -135,7 +129,7 @@ if not checkpoints:
     st.stop()
 left, right = st.columns([4, 1])
 ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda ck: ck.label)
-device = right.selectbox("Device", ["cpu"] + (["cuda"] if _cuda() else []))
+device = right.selectbox("Device", device_options())
 path = pick_data_file("Event from dataset")
 if path is None:
     st.stop()

@@ -9,7 +9,8 @@ import streamlit as st
 from genesis import metrics, sampling, viz
 from genesis import sample_session as ss
 from genesis.errors import DataError
-from pages._shared import MAX_UPLOAD_MB, loaded_model, mtime, pick_data_file, ready_store, rel, user_errors
+from pages._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, pick_data_file, ready_store, rel,
+                           user_errors)
 
 ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
 KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
@@ -17,12 +18,6 @@ KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing 
 st.title("Sample")
 store = ready_store()
 
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def pick_model():
@@ -35,7 +30,7 @@ def pick_model():
         st.stop()
     left, right = st.columns([4, 1])
     ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda c: c.label)
-    device = right.selectbox("Device", ["cpu"] + (["cuda"] if _cuda() else []))
+    device = right.selectbox("Device", device_options())
     with user_errors():
         loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
         ss.check_kind(loaded, kind)

@@ -10,7 +10,7 @@ import yaml
 
 from genesis import config, launcher, paths, tracking, viz
 from genesis.errors import GenesisError
-from pages._shared import data_files, ready_store, rel, user_errors
+from pages._shared import data_files, device_options, ready_store, rel, user_errors
 
 SECTIONS = {"diffusion": ("model", "diffusion", "data", "train"), "flow": ("flow", "data", "train")}
 # CPU-sized presets first: a fresh clone on a laptop should start from something that trains there.
@@ -18,6 +18,10 @@ PRESETS = sorted((paths.PACKAGE_ROOT / "configs").glob("*.yaml"), key=lambda p: 
 
 st.title("Train")
 store = ready_store()
+
+
+class BadYaml(str):
+    """A text field's YAML parse error (reported when the form is submitted)."""
 
 
 def field_widget(spec: dict, value, key: str):
@@ -36,7 +40,10 @@ def field_widget(spec: dict, value, key: str):
     if spec["key"] == "data.normalization":
         text = st.text_area(label, yaml.safe_dump(value if isinstance(value, dict) else value.to_dict()),
                             help=help_text, key=key, height=180)
-        return yaml.safe_load(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            return BadYaml(config.yaml_reason(exc))
     return st.text_input(label, value=str(value), help=help_text, key=key)
 
 
@@ -58,7 +65,7 @@ def launch_form() -> None:
     if not files:
         st.warning("No dataset in data/: create the demo dataset on the Home page first.")
         return
-    devices = ["cpu"] + (["cuda"] if _cuda() else [])
+    devices = device_options()
     with st.form("launch"):
         c1, c2, c3 = st.columns(3)
         name = c1.text_input("Run name", base["name"])
@@ -80,6 +87,10 @@ def launch_form() -> None:
         submitted = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
     if not submitted:
         return
+    bad = [f"{key} is not valid YAML ({value})" for key, value in values.items() if isinstance(value, BadYaml)]
+    if bad:
+        st.error("Not launched: " + "; ".join(bad), icon=":material/error:")
+        return
     data = {"kind": kind, "name": name, "experiment": base["experiment"]}
     for key, value in values.items():
         set_nested(data, key, value)
@@ -95,12 +106,6 @@ def launch_form() -> None:
     st.session_state["launched"] = run_id
     st.rerun()
 
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def progress_of(run) -> tuple[float, str]:

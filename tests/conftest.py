@@ -41,6 +41,27 @@ def real_geometry_csv() -> Path:
     return path
 
 
+TINY_DIT = ["model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32", "train.device=cpu",
+            "train.batch_size=16", "train.warmup_steps=2"]
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch, small_data) -> Path:
+    """A temporary project home (GENESIS_HOME) with data/demo.h5 and its own MLflow store."""
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo.h5").write_bytes(small_data.read_bytes())
+    return tmp_path
+
+
+def tiny_cfg(home: Path, *overrides: str):
+    """configs/tiny.yaml shrunk for tests, training on home/data/demo.h5, plus overrides."""
+    from genesis import config
+
+    return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY_DIT, *overrides])
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `python -m genesis ...` as a real subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd or ROOT, capture_output=True, text=True,

@@ -10,26 +10,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
-from genesis import checkpoint, config, launcher, tracking
+from conftest import ROOT, tiny_cfg
+from genesis import checkpoint, launcher, tracking
 from genesis.errors import CheckpointError
 from genesis.train import train
 
-TINY = ["model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32", "train.device=cpu", "train.batch_size=16",
-        "train.log_every=1", "train.warmup_steps=2"]
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch, small_data):
-    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo.h5").write_bytes(small_data.read_bytes())
-    return tmp_path
-
 
 def cfg(home, *extra):
-    return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY, *extra])
+    return tiny_cfg(home, "train.log_every=1", *extra)
 
 
 def wait(predicate, timeout=180, what="condition"):

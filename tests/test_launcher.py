@@ -11,24 +11,12 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
-from genesis import config, launcher, tracking
-
-TINY = ["model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32", "train.device=cpu", "train.batch_size=16",
-        "train.log_every=2", "train.checkpoint_every=4", "train.warmup_steps=2"]
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch, small_data):
-    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo.h5").write_bytes(small_data.read_bytes())
-    return tmp_path
+from conftest import tiny_cfg
+from genesis import launcher, tracking
 
 
 def cfg(home, *extra):
-    return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY, *extra])
+    return tiny_cfg(home, "train.log_every=2", "train.checkpoint_every=4", *extra)
 
 
 def wait_status(store, run_id, statuses, timeout=180):

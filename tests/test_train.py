@@ -9,32 +9,18 @@ import time
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tiny_cfg
 from genesis import checkpoint, config, tracking
 from genesis.train import train
 
-TINY = ["model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32", "train.device=cpu", "train.batch_size=16",
-        "train.log_every=2", "train.checkpoint_every=5", "train.warmup_steps=2"]
 
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch, small_data):
-    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo.h5").write_bytes(small_data.read_bytes())
-    return tmp_path
-
-
-def tiny_cfg(home, *extra):
-    return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY, *extra])
+def cfg(home, *extra):
+    return tiny_cfg(home, "train.log_every=2", "train.checkpoint_every=5", *extra)
 
 
 def test_end_to_end_run_logs_everything(home):
-    cfg = tiny_cfg(home, "train.epochs=2")
-    result = train(cfg)
+    result = train(cfg(home, "train.epochs=2"))
     assert result["status"] == "FINISHED" and result["step"] == 2 * 20
     store = tracking.Store.default()
     run = store.run(result["run_id"])
@@ -52,7 +38,7 @@ def test_end_to_end_run_logs_everything(home):
 
 
 def test_checkpoint_reload_gives_identical_outputs(home):
-    result = train(tiny_cfg(home, "train.max_steps=3"))
+    result = train(cfg(home, "train.max_steps=3"))
     path = os.path.join(result["checkpoint_dir"], "last.pt")
     a, b = checkpoint.load_model(path), checkpoint.load_model(path)
     state = checkpoint.load(path)
@@ -67,10 +53,10 @@ def test_checkpoint_reload_gives_identical_outputs(home):
 
 
 def test_resume_continues_step_and_optimizer(home):
-    first = train(tiny_cfg(home, "train.epochs=2", "train.max_steps=10"))
+    first = train(cfg(home, "train.epochs=2", "train.max_steps=10"))
     last = os.path.join(first["checkpoint_dir"], "last.pt")
     assert checkpoint.load(last)["step"] == 10
-    second = train(tiny_cfg(home, "train.epochs=2", "train.max_steps=25"), resume=last)
+    second = train(cfg(home, "train.epochs=2", "train.max_steps=25"), resume=last)
     assert second["step"] == 25
     state = checkpoint.load(os.path.join(second["checkpoint_dir"], "last.pt"))
     assert state["optimizer"]["state"][0]["step"].item() == 25
@@ -78,7 +64,7 @@ def test_resume_continues_step_and_optimizer(home):
 
 def test_nan_loss_ends_failed_with_reason(home):
     with pytest.raises(Exception, match="non-finite loss"):
-        train(tiny_cfg(home, "train.fail_at_step=3"))
+        train(cfg(home, "train.fail_at_step=3"))
     store = tracking.Store.default()
     frame, _ = store.search(filter_string="attributes.status = 'FAILED'")
     assert len(frame) == 1 and "non-finite loss" in frame.iloc[0][f"tags.{tracking.TAG_ERROR}"]
@@ -97,7 +83,7 @@ def test_bad_data_fails_before_any_run(home):
 
 def test_sigterm_ends_killed_with_last_pt(home):
     cfg_path = home / "c.yaml"
-    config.save(tiny_cfg(home, "train.epochs=50"), cfg_path)
+    config.save(cfg(home, "train.epochs=50"), cfg_path)
     proc = subprocess.Popen([sys.executable, "-m", "genesis", "train", "--config", str(cfg_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "GENESIS_HOME": str(home)})
@@ -117,7 +103,7 @@ def test_sigterm_ends_killed_with_last_pt(home):
 
 
 def test_sample_cli_writes_valid_hdf5(home):
-    result = train(tiny_cfg(home, "train.max_steps=2"))
+    result = train(cfg(home, "train.max_steps=2"))
     ckpt = os.path.join(result["checkpoint_dir"], "last.pt")
     out = home / "data" / "gen.h5"
     r = run_cli("sample", "--checkpoint", ckpt, "--n", "3", "--steps", "4", "--energy", "2e5", "--out", str(out),
@@ -136,7 +122,7 @@ def test_sample_cli_writes_valid_hdf5(home):
 
 def test_ddp_two_processes_gloo(home):
     cfg_path = home / "ddp.yaml"
-    config.save(tiny_cfg(home, "train.max_steps=4"), cfg_path)
+    config.save(cfg(home, "train.max_steps=4"), cfg_path)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                         "-m", "genesis", "train", "--config", str(cfg_path)], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env={**os.environ, "GENESIS_HOME": str(home), "OMP_NUM_THREADS": "1"})
