@@ -22,7 +22,7 @@ from typing import Iterator
 
 from genesis import config, paths, tracking
 from genesis.errors import GenesisError
-from genesis.train import check_data, log_file_for, with_resolved_paths
+from genesis.train import check_data, log_file_for
 
 
 @contextmanager
@@ -52,8 +52,7 @@ def train_argv(config_path: Path, run_id: str, gpus: int) -> list[str]:
 def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
            store: tracking.Store | None = None) -> str:
     """Create the run and start its trainer process; returns the run id (the same one for a repeated request)."""
-    cfg = with_resolved_paths(cfg)
-    check_data(cfg)  # a bad dataset is reported before any run exists
+    cfg = check_data(cfg)  # a bad dataset is reported before any run exists; paths made absolute
     if gpus > 1:
         import torch
 

@@ -343,20 +343,24 @@ def with_resolved_paths(cfg: config.RunConfig) -> config.RunConfig:
     return dataclasses.replace(cfg, data=data)
 
 
-def check_data(cfg: config.RunConfig) -> None:
-    """Fail with DataError before any run is created when the data file or geometry is unusable."""
-    if not Path(cfg.data.path).is_file():
-        raise DataError(f"{cfg.data.path}: data file not found; create one with `python -m genesis simulate`")
+def check_data(cfg: config.RunConfig) -> config.RunConfig:
+    """The config with resolved paths; DataError before any run is created when the data file or the
+    geometry is unusable."""
+    resolved = with_resolved_paths(cfg)
+    if not Path(resolved.data.path).is_file():
+        raise DataError(f"{cfg.data.path}: data file not found (looked for {resolved.data.path}); "
+                        "create one with `python -m genesis simulate`")
+    cfg = resolved
     dataset.resolve_geometry(cfg.data)
     schema.file_info(cfg.data.path)
     schema.scan_labels(cfg.data.path)  # NaN/inf labels would only show up later as a non-finite loss
+    return cfg
 
 
 def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path | None = None) -> dict[str, Any]:
     """Run training (one process, or one rank under torchrun). Returns a summary dict."""
     ctx = DistContext.from_env()
-    cfg = with_resolved_paths(cfg)
-    check_data(cfg)
+    cfg = check_data(cfg)
     if resume:  # a missing, corrupted or unsafe checkpoint is reported before any run is created
         checkpoint.load_state(resume)
     store = tracking.Store.default() if ctx.is_main else None
