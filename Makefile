@@ -22,10 +22,15 @@ demo-data: install
 run: install demo-data
 	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-# Debian's chromium for the browser tests (needs root; skipped when it is already there).
+# Debian's chromium for the browser tests (nothing to do when it is already there). Installing needs root;
+# any failure stops make with the reason (CI runs the browser test, it must never be skipped silently).
 browser:
-	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium not installed: browser tests will be skipped"
+	@if test -x /usr/bin/chromium; then exit 0; fi; \
+	if test "$$(id -u)" != 0; then \
+	  echo "error: /usr/bin/chromium is missing and installing it needs root: sudo apt-get install chromium" >&2; exit 1; fi; \
+	apt-get update -qq || { echo "error: apt-get update failed: cannot install chromium for the browser tests" >&2; exit 1; }; \
+	apt-get install -y -qq chromium >/dev/null || { echo "error: apt-get install chromium failed" >&2; exit 1; }; \
+	test -x /usr/bin/chromium || { echo "error: chromium installed but /usr/bin/chromium is missing" >&2; exit 1; }
 
 test: install browser
 	$(PY) -m pytest -q

@@ -1,4 +1,8 @@
-"""Shared fixtures: a small simulated dataset, the real IceCube-86 reference files when present."""
+"""Shared fixtures: a small simulated dataset, the real IceCube-86 reference files when present.
+
+GENESIS_REQUIRE_SHARED=1 (set by .ci/run) turns the skips for missing prerequisites (Debian chromium,
+../shared/data/icecube86) into failures: use `require_or_skip(reason)` instead of `pytest.skip`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,17 @@ SHARED_ICECUBE = ROOT.parent / "shared" / "data" / "icecube86"
 os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 torch.set_num_threads(2)
+
+
+REQUIRE_SHARED_ENV = "GENESIS_REQUIRE_SHARED"
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip the test for a missing prerequisite, or fail it when GENESIS_REQUIRE_SHARED=1 (CI)."""
+    if os.environ.get(REQUIRE_SHARED_ENV, "") not in ("", "0"):
+        pytest.fail(f"{reason} ({REQUIRE_SHARED_ENV}={os.environ[REQUIRE_SHARED_ENV]}: prerequisites are required)",
+                    pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +52,7 @@ def small_data(tmp_path_factory, geometry) -> Path:
 def real_geometry_csv() -> Path:
     path = SHARED_ICECUBE / "icecube86_geometry.csv"
     if not path.exists():
-        pytest.skip("real IceCube-86 geometry not present in ../shared/data/icecube86")
+        require_or_skip(f"real IceCube-86 geometry not present: {path}")
     return path
 
 

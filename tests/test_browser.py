@@ -17,13 +17,32 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_or_skip
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make browser)")]
+pytestmark = [pytest.mark.browser]
 TIMEOUT_MS = 120_000
+EXCEPTION_BOX = "[data-testid='stException']"  # Streamlit's red exception box
+
+
+@pytest.fixture()
+def chromium() -> Path:
+    """Debian's chromium and playwright; a missing one skips, or fails under GENESIS_REQUIRE_SHARED=1 (CI)."""
+    if not CHROMIUM.exists():
+        require_or_skip(f"Debian chromium not installed at {CHROMIUM} (make browser)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require_or_skip("playwright is not installed (pip install -r requirements-dev.txt)")
+    return CHROMIUM
+
+
+def assert_no_exception_box(page, where: str) -> None:
+    """No Streamlit exception box on the page (an exception inside a page never fails the HTTP request)."""
+    boxes = page.locator(EXCEPTION_BOX)
+    if boxes.count():
+        raise AssertionError(f"Streamlit exception on {where}: " + " | ".join(boxes.all_inner_texts())[:3000])
 
 
 def free_port() -> int:
@@ -66,12 +85,16 @@ class Steps:
     """Names each step, screenshots it, and keeps the shots when the test fails."""
 
     def __init__(self, page, folder: Path) -> None:
-        self.page, self.folder, self.n = page, folder, 0
+        self.page, self.folder, self.n, self.checked = page, folder, 0, []
         folder.mkdir(parents=True, exist_ok=True)
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, check: bool = True) -> None:
+        """Screenshot the step and (unless check=False) assert that no exception box is on the page."""
         self.n += 1
         self.page.screenshot(path=str(self.folder / f"{self.n:02d}-{name}.png"), full_page=True)
+        if check:
+            assert_no_exception_box(self.page, name)
+            self.checked.append(name)
 
 
 def wait_text(page, text: str, timeout: int = TIMEOUT_MS) -> None:
@@ -117,14 +140,14 @@ def wait_runs_ended(home: Path, expected: int, timeout_s: float = 300) -> None:
     raise AssertionError("the runs did not end in time")
 
 
-def test_new_user_flow(server, tmp_path):
+def test_new_user_flow(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     base, home = server
     shots = tmp_path / "shots"
     ok = False
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
@@ -132,11 +155,13 @@ def test_new_user_flow(server, tmp_path):
         steps = Steps(page, shots)
         try:
             run_flow(page, base, home, steps, tmp_path)
+            assert set(steps.checked) >= {"home", "data-3d", "train-live", "train-finished", "flow-launched",
+                                          "runs-compare", "checkpoint-normalization", "sample", "inpaint"}, steps.checked
             ok = True
         finally:
             if not ok or os.environ.get("GENESIS_KEEP_SCREENSHOTS"):
                 try:
-                    steps.shot("last-state")
+                    steps.shot("last-state", check=False)
                 except Exception:  # the page may be gone; the earlier shots still help
                     pass
                 shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -183,6 +208,7 @@ def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
     fill_number(page, "epochs", 2)
     page.get_by_role("button", name="Launch").click()
     wait_text(page, "Launched run")
+    steps.shot("flow-launched")
     wait_runs_ended(home, 2)
 
     # 5. Runs: compare the two
