@@ -1,4 +1,4 @@
-"""Command line: python -m genesis {simulate,validate,stats,train,sample,inpaint,inspect,evaluate,ui}.
+"""Command line: python -m genesis {simulate,import,validate,stats,train,sample,inpaint,inspect,evaluate,ui}.
 
 Every dashboard action has a command here calling the same package functions. Errors caused by input
 (GenesisError) print one clear line and exit 2, never a traceback.
@@ -110,6 +110,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from genesis import geometry
+    from genesis.data.importer import import_pulses, parse_column_overrides
+
+    columns = parse_column_overrides(args.column)
+    geo = geometry.load(args.geometry)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise GenesisError(f"{out}: file exists; choose another name or pass --force to overwrite")
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    report = import_pulses(args.source, out, geo, truth=args.truth, pulse_table=args.pulse_table,
+                           truth_table=args.truth_table, columns=columns, match=args.match,
+                           tolerance=args.tolerance, drop_unmatched=args.drop_unmatched,
+                           chunk_events=args.chunk_events, force=args.force, progress=_progress_bar(0, "importing"))
+    print(report.line())
+    return 0
+
+
 # --- model commands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from genesis import config
@@ -199,6 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-hits", type=int, default=8, help="trigger: minimum hit DOMs")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
     s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("import", help="convert pulse tables (SQLite, Parquet; graphnet layout) into an HDF5 file")
+    s.add_argument("source", help="SQLite database (.db), pulse .parquet file, or folder of graphnet Parquet tables")
+    s.add_argument("--out", required=True)
+    s.add_argument("--truth", help="truth .parquet for a Parquet pulse file (default: truth.parquet next to it)")
+    s.add_argument("--pulse-table", help="pulse table (default: the only table besides the truth table)")
+    s.add_argument("--truth-table", default="truth")
+    s.add_argument("--column", action="append", default=[], metavar="KEY=NAME",
+                   help="rename a column, e.g. dom_time=time or energy=primary_energy (keys: graphnet's names)")
+    s.add_argument("--match", choices=("auto", "ids", "position"), default="auto",
+                   help="pulse -> DOM by string/dom_number ids (auto: when present, positions checked) or position")
+    s.add_argument("--tolerance", type=float, default=0.5, help="position tolerance in metres")
+    s.add_argument("--drop-unmatched", action="store_true",
+                   help="skip pulses on modules the geometry lacks (e.g. IceCube Upgrade) instead of failing")
+    s.add_argument("--geometry", help="geometry CSV or HDF5 (string,dom,x,y,z); default: the built-in detector")
+    s.add_argument("--chunk-events", type=_positive_int, default=1024, help="events read and written at a time")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+    s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("validate", help="check an HDF5 event file and print a summary")
     s.add_argument("file")
