@@ -424,12 +424,14 @@ def convert_pulses(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int 
 def aggregate(event: np.ndarray, dom: np.ndarray, charge: np.ndarray, time: np.ndarray, n_events: int,
               n_doms: int) -> np.ndarray:
     """(n_events, 2, P) float32: per (event, DOM) the sum of charges and the earliest pulse time (0 if none)."""
-    flat = event.astype(np.int64) * n_doms + dom
-    npe = np.bincount(flat, weights=charge, minlength=n_events * n_doms)
-    first = np.full(n_events * n_doms, np.inf)
-    np.minimum.at(first, flat, time)
-    first[~np.isfinite(first)] = 0.0
-    return np.stack([npe.reshape(n_events, n_doms), first.reshape(n_events, n_doms)], 1).astype(np.float32)
+    cells, inverse = np.unique(event.astype(np.int64) * n_doms + dom, return_inverse=True)
+    npe = np.bincount(inverse, weights=charge, minlength=len(cells))
+    first = np.full(len(cells), np.inf)
+    np.minimum.at(first, inverse, time)
+    out = np.zeros((n_events, 2, n_doms), dtype=np.float32)
+    e, d = np.divmod(cells, n_doms)
+    out[e, 0, d], out[e, 1, d] = npe, first
+    return out
 
 
 def chunk_bounds(event_ids: np.ndarray, chunk: int) -> Iterator[tuple[int, int, int | None, int | None]]:
