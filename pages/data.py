@@ -1,4 +1,4 @@
-"""Data: pick or upload an HDF5 file, see its summary and label histograms, and look at any event in 3D."""
+"""Data: pick or upload an HDF5 file (or import pulse tables), see its summary and label histograms, and look at any event in 3D."""
 
 import shutil
 import tempfile
@@ -8,8 +8,9 @@ import numpy as np
 import streamlit as st
 
 from genesis import paths, viz
-from genesis.data import schema
+from genesis.data import importer, schema
 from genesis.errors import DataError
+from genesis.geometry import load as load_geometry
 from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
                            rel, save_upload, user_errors)
 
@@ -29,6 +30,30 @@ with st.expander("Upload an HDF5 file", icon=":material/upload:"):
                     raise DataError(str(exc).replace(str(staged), target.name)) from None
                 shutil.move(staged, target)
         st.success(f"Kept {rel(target)}")
+
+with st.expander("Import pulse tables (SQLite or Parquet)", icon=":material/database:"):
+    st.caption("graphnet layout: a pulse table `event_no, dom_x, dom_y, dom_z, dom_time, charge` (and `string, "
+               "dom_number`) and a `truth` table `event_no, energy, zenith, azimuth, position_x/y/z`. A database "
+               "holds both; for a Parquet pulse file upload its truth table as the second file. Per DOM: npe = sum "
+               "of charges, time = first pulse. The result is written to data/<name>.h5.")
+    pulses = st.file_uploader(f"SQLite database or pulse Parquet file (at most {MAX_UPLOAD_MB} MB)",
+                              type=["db", "sqlite", "sqlite3", "parquet"], key="import_pulses")
+    truth = st.file_uploader("Truth Parquet file (for a Parquet pulse file)", type=["parquet"], key="import_truth")
+    detectors = [None] + paths.list_files(paths.data_dir(), (".csv",))
+    detector = st.selectbox("Detector", detectors, format_func=lambda p: "built-in" if p is None else rel(p),
+                            help="or a string,dom,x,y,z CSV in data/")
+    pulse_table = st.text_input("Pulse table", placeholder="the only table besides truth")
+    drop = st.checkbox("Drop pulses on modules the detector lacks (e.g. IceCube Upgrade)")
+    if pulses is not None and st.button("Import"):
+        bar = st.progress(0.0, text="Importing")
+        with user_errors():
+            report = importer.import_upload(
+                pulses.name, pulses.getvalue(), paths.data_dir(), load_geometry(detector),
+                truth=truth.getvalue() if truth else None, truth_name=truth.name if truth else "truth.parquet",
+                max_bytes=MAX_UPLOAD_MB * 2**20, pulse_table=pulse_table.strip() or None, drop_unmatched=drop,
+                progress=lambda done, total: bar.progress(done / total, text=f"Importing: {done}/{total} events"))
+        st.success(f"Kept {rel(Path(report.out))}: {report.n_events} events, {report.n_pulses} pulses"
+                   + (f", {report.n_dropped} pulses dropped" if report.n_dropped else ""))
 
 path = pick_data_file()
 if path is None:

@@ -16,6 +16,7 @@ import pytest
 from conftest import SHARED_ICECUBE, require_or_skip, run_cli
 from genesis import geometry as geometry_mod
 from genesis.data import schema
+from genesis.data import importer
 from genesis.data.importer import aggregate, import_pulses, parse_column_overrides
 from genesis.errors import DataError
 
@@ -304,3 +305,73 @@ def test_ambiguous_tables_and_formats(tmp_path, geo):
     with pytest.raises(DataError, match="unknown column key 'tme'"):
         parse_column_overrides(["tme=t"])
     assert leftovers(tmp_path) == []
+
+
+# --- uploads and the Data page ------------------------------------------------------------------
+def test_import_upload_names_the_upload_not_the_staging_folder(tmp_path, geo):
+    ev = _events("oscnext_ic86")
+    pulses, truth = graphnet_tables(ev)
+    data = write_parquet(tmp_path / "pulses.parquet", pulses).read_bytes()
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"upload 'p\.parquet' is a Parquet pulse file: upload its truth table"):
+        importer.import_upload("p.parquet", data, folder, geo)
+    bad_truth = {k: v for k, v in truth.items() if k != "azimuth"}
+    bad = write_parquet(tmp_path / "t.parquet", bad_truth).read_bytes()
+    with pytest.raises(DataError, match=r"^mytruth\.parquet: table 'truth' lacks column\(s\) \['azimuth'\]") as info:
+        importer.import_upload("p.parquet", data, folder, geo, truth=bad, truth_name="mytruth.parquet")
+    assert "/tmp" not in str(info.value).replace(str(tmp_path), "")
+    with pytest.raises(DataError, match="limit is 0 MB"):
+        importer.import_upload("p.parquet", data, folder, geo, truth=bad, max_bytes=100)
+    assert leftovers(folder) == []
+    good = write_parquet(tmp_path / "t2.parquet", truth).read_bytes()
+    report = importer.import_upload("../p.parquet", data, folder, geo, truth=good)
+    assert report.out == str(folder / "p.h5") and schema.read_attrs(folder / "p.h5")["source"] == "upload:p.parquet"
+    assert_converted(folder / "p.h5", ev, geo)
+    with pytest.raises(DataError, match="p.h5 already exists"):
+        importer.import_upload("p.parquet", data, folder, geo, truth=good)
+
+
+@pytest.fixture()
+def page_home(tmp_path, monkeypatch, geo) -> Path:
+    """A project home whose data/ holds only the real IceCube-86 geometry CSV."""
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "icecube86.csv").write_bytes((SHARED_ICECUBE / "icecube86_geometry.csv").read_bytes())
+    return tmp_path
+
+
+def _data_page():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "data.py"), default_timeout=120)
+
+
+def test_data_page_imports_an_uploaded_database(page_home, geo, tmp_path_factory):
+    ev = _events("oscnext_ic86")
+    db = write_sqlite(tmp_path_factory.mktemp("up") / "oscnext.db", *graphnet_tables(ev))
+    at = _data_page().run()
+    assert not at.exception
+    at.file_uploader(key="import_pulses").set_value(("oscnext.db", db.read_bytes(), "application/octet-stream"))
+    at.selectbox[0].set_value(page_home / "data" / "icecube86.csv")
+    at = at.run()
+    at = next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Kept data/oscnext.h5: 5 events" in s.value for s in at.success)
+    assert_converted(page_home / "data" / "oscnext.h5", ev, geo)
+    assert any(m.label == "Events" and m.value == "5" for m in at.metric)  # the new file is shown
+
+
+def test_data_page_shows_bad_upload_errors(page_home, tmp_path_factory):
+    ev = _events("oscnext_ic86")
+    pulses, _ = graphnet_tables(ev)
+    lone = write_parquet(tmp_path_factory.mktemp("up") / "lone.parquet", pulses)
+    at = _data_page().run()
+    at.file_uploader(key="import_pulses").set_value(("lone.parquet", lone.read_bytes(), "application/octet-stream"))
+    at = at.run()
+    at = next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception
+    assert any("upload its truth table" in e.value for e in at.error)
+    assert leftovers(page_home / "data") == []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -108,6 +109,10 @@ class SQLiteSource:
             raise DataError(f"{path}: not a readable SQLite database ({exc})") from exc
         self.tables = sorted(r[0] for r in rows if not r[0].startswith("sqlite_"))
 
+    def where(self, table: str) -> Path:
+        """The file holding `table` (for error messages)."""
+        return self.path
+
     def columns(self, table: str) -> list[str]:
         return [r[1] for r in self.con.execute(f"PRAGMA table_info({_quote(table)})")]
 
@@ -149,6 +154,10 @@ class ParquetSource:
                 self.datasets[name] = ds.dataset(part, format="parquet")
             except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
                 raise DataError(f"{part}: not a readable Parquet file ({exc})") from exc
+
+    def where(self, table: str) -> Path:
+        """The file or folder holding `table` (for error messages)."""
+        return self.parts[table]
 
     def columns(self, table: str) -> list[str]:
         return list(self.datasets[table].schema.names)
@@ -261,7 +270,7 @@ def require_columns(source: SQLiteSource | ParquetSource, table: str, names: dic
     present = set(source.columns(table))
     missing = [names[k] for k in keys if names[k] not in present]
     if missing:
-        raise DataError(f"{source.path}: table '{table}' lacks column(s) {missing} (has: {', '.join(sorted(present))})"
+        raise DataError(f"{source.where(table)}: table '{table}' lacks column(s) {missing} (has: {', '.join(sorted(present))})"
                         f"{hint}; rename with --column KEY=NAME")
 
 
@@ -332,7 +341,7 @@ def truth_event_numbers(ctx: Context) -> np.ndarray:
     """Sorted event numbers of the truth table; DataError on NaN, non-integers or duplicates."""
     key = ctx.names["event_no"]
     ids = ctx.source.read(ctx.truth_table, [key], key, None, None)[:, 0]
-    where = f"{ctx.source.path}: table '{ctx.truth_table}' column '{key}'"
+    where = f"{ctx.source.where(ctx.truth_table)}: table '{ctx.truth_table}' column '{key}'"
     if not len(ids):
         raise DataError(f"{where}: the truth table holds no events")
     if not np.isfinite(ids).all() or (ids != np.round(ids)).any():
@@ -350,7 +359,7 @@ def check_finite(values: np.ndarray, names: list[str], ctx: Context, table: str,
     bad = ~np.isfinite(values)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"{ctx.source.path}: table '{table}' column '{names[col]}' has NaN/inf/NULL "
+        raise DataError(f"{ctx.source.where(table)}: table '{table}' column '{names[col]}' has NaN/inf/NULL "
                         f"(event_no {int(event_no[row])}); fix or drop those rows")
 
 
@@ -360,7 +369,7 @@ def convert_labels(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int 
     rows = ctx.source.read(ctx.truth_table, cols, ctx.names["event_no"], lo, hi)
     rows = rows[np.argsort(rows[:, 0], kind="stable")]
     if not np.array_equal(rows[:, 0], event_ids):
-        raise DataError(f"{ctx.source.path}: table '{ctx.truth_table}' changed while it was read; try again")
+        raise DataError(f"{ctx.source.where(ctx.truth_table)}: table '{ctx.truth_table}' changed while it was read; try again")
     check_finite(rows[:, 1:], cols[1:], ctx, ctx.truth_table, rows[:, 0])
     return rows[:, 1:]
 
@@ -378,7 +387,7 @@ def match_pulses(ctx: Context, cols: dict[str, np.ndarray]) -> np.ndarray:
         i = int(np.flatnonzero(unmatched)[0])
         what = (f"string {cols['string'][i]:g} DOM {cols['dom_number'][i]:g}" if m.mode == "ids"
                 else f"position ({xyz[i, 0]:.2f}, {xyz[i, 1]:.2f}, {xyz[i, 2]:.2f}) m (no DOM within {m.tolerance} m)")
-        raise DataError(f"{ctx.source.path}: table '{ctx.pulse_table}': {int(unmatched.sum())} pulse(s) match no DOM "
+        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}': {int(unmatched.sum())} pulse(s) match no DOM "
                         f"of geometry '{m.geometry.name}', first at event_no {int(cols['event_no'][i])}, {what}; "
                         "pass --geometry for the file's detector, or --drop-unmatched to skip modules it lacks "
                         "(e.g. IceCube Upgrade)")
@@ -388,7 +397,7 @@ def match_pulses(ctx: Context, cols: dict[str, np.ndarray]) -> np.ndarray:
         if (off > m.tolerance).any():
             j = int(np.argmax(off > m.tolerance))
             i = ok[j]
-            raise DataError(f"{ctx.source.path}: table '{ctx.pulse_table}': the pulse at event_no "
+            raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}': the pulse at event_no "
                             f"{int(cols['event_no'][i])}, string {cols['string'][i]:g} DOM {cols['dom_number'][i]:g} "
                             f"lies {off[j]:.2f} m from that DOM in geometry '{m.geometry.name}' "
                             f"(tolerance {m.tolerance} m); pass --geometry for the file's detector or --match ids")
@@ -408,12 +417,12 @@ def convert_pulses(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int 
     event = np.searchsorted(event_ids, cols["event_no"])
     orphan = (event >= len(event_ids)) | (event_ids[np.minimum(event, len(event_ids) - 1)] != cols["event_no"])
     if orphan.any():
-        raise DataError(f"{ctx.source.path}: table '{ctx.pulse_table}' has pulses of event_no "
+        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}' has pulses of event_no "
                         f"{cols['event_no'][orphan][0]:g}, which has no row in table '{ctx.truth_table}'; "
                         "every event needs its truth")
     if (cols["charge"] < 0).any():
         i = int(np.argmax(cols["charge"] < 0))
-        raise DataError(f"{ctx.source.path}: table '{ctx.pulse_table}' column '{ctx.names['charge']}' has a negative "
+        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}' column '{ctx.names['charge']}' has a negative "
                         f"charge ({cols['charge'][i]:g} at event_no {int(cols['event_no'][i])})")
     dom = match_pulses(ctx, cols)
     keep = dom >= 0
@@ -448,11 +457,13 @@ def chunk_bounds(event_ids: np.ndarray, chunk: int) -> Iterator[tuple[int, int, 
 def import_pulses(source: str | Path, out: str | Path, geometry: Geometry, *, truth: str | Path | None = None,
                   pulse_table: str | None = None, truth_table: str = "truth", columns: dict[str, str] | None = None,
                   match: str = "auto", tolerance: float = DEFAULT_TOLERANCE_M, drop_unmatched: bool = False,
-                  chunk_events: int = DEFAULT_CHUNK_EVENTS, force: bool = False, progress: Progress | None = None
-                  ) -> ImportReport:
+                  chunk_events: int = DEFAULT_CHUNK_EVENTS, force: bool = False, progress: Progress | None = None,
+                  source_label: str | None = None) -> ImportReport:
     """Convert a pulse table and its truth table into an HDF5 event file at `out` (see module docstring).
 
-    Raises DataError for bad input; on any error nothing is left at `out` (an existing file is kept).
+    `progress(done, total)` is called after each chunk of events; `source_label` is how the output
+    records its source (default: the absolute path). Raises DataError for bad input; on any error
+    nothing is left at `out` (an existing file is kept).
     """
     from genesis.data.schema import EventWriter
 
@@ -465,7 +476,7 @@ def import_pulses(source: str | Path, out: str | Path, geometry: Geometry, *, tr
     try:
         ctx = _context(src, pulse_table, truth_table, columns, geometry, match, tolerance, drop_unmatched)
         event_ids = truth_event_numbers(ctx)
-        report = ImportReport(str(out), str(Path(source).resolve()), src.format, ctx.pulse_table, ctx.truth_table,
+        report = ImportReport(str(out), source_label or str(Path(source).resolve()), src.format, ctx.pulse_table, ctx.truth_table,
                               len(event_ids), 0, 0, 0, geometry.name, ctx.matcher.mode)
         with EventWriter(out, geometry, producer=_producer(report, ctx, tolerance), force=force) as writer:
             for start, stop, lo, hi in chunk_bounds(event_ids, chunk_events):
@@ -515,7 +526,34 @@ def _finish(writer: Any, report: ImportReport, ctx: Context, tolerance: float, e
     writer.f.create_dataset("event_no", data=event_ids.astype(np.int64))
 
 
-def default_output(source: str | Path, folder: str | Path) -> Path:
-    """data/<source stem>.h5 for an import into `folder`."""
-    return Path(folder) / f"{Path(source).stem or Path(source).name}.h5"
+def import_upload(name: str, data: bytes, folder: str | Path, geometry: Geometry, *, truth: bytes | None = None,
+                  truth_name: str = "truth.parquet", max_bytes: int | None = None, progress: Progress | None = None,
+                  **options: Any) -> ImportReport:
+    """Import an uploaded SQLite database or pulse Parquet file (with its truth Parquet file as `truth`)
+    into `folder`/<name without suffix>.h5; an existing file there is refused. `options` go to
+    import_pulses. Errors name the uploaded files, never the staging folder."""
+    name = Path(name).name
+    suffix = Path(name).suffix.lower()
+    if not name or name.startswith(".") or suffix not in SQLITE_SUFFIXES + (".parquet",):
+        raise DataError(f"upload '{name}' must be an SQLite database ({', '.join(SQLITE_SUFFIXES)}) or a .parquet file")
+    for label, blob in ((name, data), (truth_name, truth)):
+        if blob is not None and max_bytes is not None and len(blob) > max_bytes:
+            raise DataError(f"upload '{label}' is {len(blob) / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+    if suffix == ".parquet" and truth is None:
+        raise DataError(f"upload '{name}' is a Parquet pulse file: upload its truth table (.parquet) too")
+    out = Path(folder) / f"{Path(name).stem}.h5"
+    if out.exists():
+        raise DataError(f"{out.name} already exists in {folder}; rename the upload or delete that file first")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged, staged_truth = Path(tmp) / "pulses" / name, Path(tmp) / "truth.parquet"
+        staged.parent.mkdir()
+        staged.write_bytes(data)
+        if truth is not None and suffix == ".parquet":
+            staged_truth.write_bytes(truth)
+        try:
+            return import_pulses(staged, out, geometry, truth=staged_truth if suffix == ".parquet" else None,
+                                 progress=progress, source_label=f"upload:{name}", **options)
+        except DataError as exc:
+            message = str(exc).replace(str(staged), name).replace(str(staged_truth), Path(truth_name).name)
+            raise DataError(message) from None
 
