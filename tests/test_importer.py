@@ -227,6 +227,15 @@ def _orphan_pulses(pulses: dict, truth: dict) -> None:
         truth[key] = truth[key][1:]  # event 1000 loses its truth row
 
 
+def _duplicate_truth(pulses: dict, truth: dict) -> None:
+    for key in truth:
+        truth[key] = np.concatenate([truth[key], truth[key][2:3]])
+
+
+def _negative_charge(pulses: dict, truth: dict) -> None:
+    pulses["charge"] = -pulses["charge"]
+
+
 def _shifted_positions(pulses: dict, truth: dict) -> None:
     pulses["dom_x"] = pulses["dom_x"] + 5.0
 
@@ -236,6 +245,8 @@ def _shifted_positions(pulses: dict, truth: dict) -> None:
     (lambda p, t: t.pop("zenith"), r"bad\.db: table 'truth' lacks column\(s\) \['zenith'\]"),
     (_nan_charge, r"bad\.db: table 'SRTInIcePulses' column 'charge' has NaN/inf/NULL \(event_no 1000\)"),
     (_orphan_pulses, r"bad\.db: table 'SRTInIcePulses' has pulses of event_no 1000, which has no row in table 'truth'"),
+    (_duplicate_truth, r"bad\.db: table 'truth' column 'event_no': event_no 1014 appears 2 times"),
+    (_negative_charge, r"bad\.db: table 'SRTInIcePulses' column 'charge' has a negative charge"),
     (_shifted_positions, r"bad\.db: table 'SRTInIcePulses': the pulse at event_no 1000.* 5\.00 m from that DOM"),
 ])
 def test_bad_input_is_refused_and_nothing_is_written(tmp_path, geo, edit, pattern):
@@ -375,3 +386,15 @@ def test_data_page_shows_bad_upload_errors(page_home, tmp_path_factory):
     assert not at.exception
     assert any("upload its truth table" in e.value for e in at.error)
     assert leftovers(page_home / "data") == []
+
+
+def test_parquet_nan_truth_names_the_truth_file(tmp_path, geo):
+    ev = _events("oscnext_ic86")
+    pulses, truth = graphnet_tables(ev)
+    truth["energy"] = truth["energy"].copy()
+    truth["energy"][1] = np.nan
+    write_parquet(tmp_path / "pulses.parquet", pulses)
+    write_parquet(tmp_path / "truth.parquet", truth)
+    with pytest.raises(DataError, match=r"truth\.parquet: table 'truth' column 'energy' has NaN/inf/NULL \(event_no 1007\)"):
+        import_pulses(tmp_path / "pulses.parquet", tmp_path / "out.h5", geo, chunk_events=1)
+    assert leftovers(tmp_path) == []
