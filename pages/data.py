@@ -1,4 +1,5 @@
-"""Data: pick or upload an HDF5 file (or import pulse tables), see its summary and label histograms, and look at any event in 3D."""
+"""Data: pick, upload or import (pulse tables) an HDF5 file, see its summary and label histograms, and look at
+any event in 3D."""
 
 import shutil
 import tempfile

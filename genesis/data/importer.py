@@ -103,7 +103,7 @@ class SQLiteSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            self.con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             rows = self.con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{path}: not a readable SQLite database ({exc})") from exc
@@ -180,6 +180,11 @@ class ParquetSource:
 
     def close(self) -> None:
         pass
+
+
+def _num(value: float) -> str:
+    """An id as people write it: 1234567 rather than 1.23457e+06 (non-integers as they are)."""
+    return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value}"
 
 
 def _quote(name: str) -> str:
@@ -270,11 +275,13 @@ def require_columns(source: SQLiteSource | ParquetSource, table: str, names: dic
     present = set(source.columns(table))
     missing = [names[k] for k in keys if names[k] not in present]
     if missing:
-        raise DataError(f"{source.where(table)}: table '{table}' lacks column(s) {missing} (has: {', '.join(sorted(present))})"
+        raise DataError(f"{source.where(table)}: table '{table}' lacks column(s) {missing} "
+                        f"(has: {', '.join(sorted(present))})"
                         f"{hint}; rename with --column KEY=NAME")
 
 
-def choose_match(source: SQLiteSource | ParquetSource, table: str, names: dict[str, str], match: str) -> tuple[str, bool]:
+def choose_match(source: SQLiteSource | ParquetSource, table: str, names: dict[str, str], match: str
+                 ) -> tuple[str, bool]:
     """(match mode 'ids' | 'position', whether positions are also checked) for the pulse table."""
     if match not in MATCH_MODES:
         raise DataError(f"match must be one of {', '.join(MATCH_MODES)}, got '{match}'")
@@ -306,7 +313,8 @@ class DomMatcher:
 
     def by_ids(self, string: np.ndarray, dom: np.ndarray) -> np.ndarray:
         """(n,) DOM index per pulse, -1 where no DOM has these ids."""
-        valid = (string >= 0) & (string == np.round(string)) & (dom == np.round(dom)) & (dom >= 0) & (dom < self.dom_base)
+        valid = (string >= 0) & (string == np.round(string)) & (dom == np.round(dom))
+        valid &= (dom >= 0) & (dom < self.dom_base)
         keys = np.where(valid, string * self.dom_base + dom, -1).astype(np.int64)
         pos = np.clip(np.searchsorted(self.sorted_keys, keys), 0, len(self.sorted_keys) - 1)
         return np.where(valid & (self.sorted_keys[pos] == keys), self.order[pos], -1)
@@ -336,12 +344,16 @@ class Context:
     matcher: DomMatcher
     drop_unmatched: bool
 
+    def at(self, table: str) -> str:
+        """'<file>: table '<name>'' for error messages."""
+        return f"{self.source.where(table)}: table '{table}'"
+
 
 def truth_event_numbers(ctx: Context) -> np.ndarray:
     """Sorted event numbers of the truth table; DataError on NaN, non-integers or duplicates."""
     key = ctx.names["event_no"]
     ids = ctx.source.read(ctx.truth_table, [key], key, None, None)[:, 0]
-    where = f"{ctx.source.where(ctx.truth_table)}: table '{ctx.truth_table}' column '{key}'"
+    where = f"{ctx.at(ctx.truth_table)} column '{key}'"
     if not len(ids):
         raise DataError(f"{where}: the truth table holds no events")
     if not np.isfinite(ids).all() or (ids != np.round(ids)).any():
@@ -359,8 +371,8 @@ def check_finite(values: np.ndarray, names: list[str], ctx: Context, table: str,
     bad = ~np.isfinite(values)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"{ctx.source.where(table)}: table '{table}' column '{names[col]}' has NaN/inf/NULL "
-                        f"(event_no {int(event_no[row])}); fix or drop those rows")
+        raise DataError(f"{ctx.at(table)} column '{names[col]}' has NaN/inf/NULL "
+                        f"(event_no {_num(event_no[row])}); fix or drop those rows")
 
 
 def convert_labels(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int | None) -> np.ndarray:
@@ -369,7 +381,7 @@ def convert_labels(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int 
     rows = ctx.source.read(ctx.truth_table, cols, ctx.names["event_no"], lo, hi)
     rows = rows[np.argsort(rows[:, 0], kind="stable")]
     if not np.array_equal(rows[:, 0], event_ids):
-        raise DataError(f"{ctx.source.where(ctx.truth_table)}: table '{ctx.truth_table}' changed while it was read; try again")
+        raise DataError(f"{ctx.at(ctx.truth_table)} changed while it was read; try again")
     check_finite(rows[:, 1:], cols[1:], ctx, ctx.truth_table, rows[:, 0])
     return rows[:, 1:]
 
@@ -378,30 +390,36 @@ def match_pulses(ctx: Context, cols: dict[str, np.ndarray]) -> np.ndarray:
     """(n,) DOM index per pulse, -1 for pulses dropped as unmatched; DataError for the rest."""
     m = ctx.matcher
     xyz = np.column_stack([cols[k] for k in POSITION_KEYS]) if "dom_x" in cols else None
-    if m.mode == "ids":
-        index = m.by_ids(cols["string"], cols["dom_number"])
-    else:
-        index = m.by_position(xyz)
+    index = m.by_ids(cols["string"], cols["dom_number"]) if m.mode == "ids" else m.by_position(xyz)
     unmatched = index < 0
     if unmatched.any() and not ctx.drop_unmatched:
         i = int(np.flatnonzero(unmatched)[0])
-        what = (f"string {cols['string'][i]:g} DOM {cols['dom_number'][i]:g}" if m.mode == "ids"
-                else f"position ({xyz[i, 0]:.2f}, {xyz[i, 1]:.2f}, {xyz[i, 2]:.2f}) m (no DOM within {m.tolerance} m)")
-        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}': {int(unmatched.sum())} pulse(s) match no DOM "
-                        f"of geometry '{m.geometry.name}', first at event_no {int(cols['event_no'][i])}, {what}; "
+        what = (_ids_of(cols, i) if m.mode == "ids" else
+                f"position ({xyz[i, 0]:.2f}, {xyz[i, 1]:.2f}, {xyz[i, 2]:.2f}) m (no DOM within {m.tolerance} m)")
+        raise DataError(f"{ctx.at(ctx.pulse_table)}: {int(unmatched.sum())} pulse(s) match no DOM "
+                        f"of geometry '{m.geometry.name}', first at event_no {_num(cols['event_no'][i])}, {what}; "
                         "pass --geometry for the file's detector, or --drop-unmatched to skip modules it lacks "
                         "(e.g. IceCube Upgrade)")
-    if m.check_positions and (~unmatched).any():
-        ok = np.flatnonzero(~unmatched)
-        off = m.position_mismatch(index[ok], xyz[ok])
-        if (off > m.tolerance).any():
-            j = int(np.argmax(off > m.tolerance))
-            i = ok[j]
-            raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}': the pulse at event_no "
-                            f"{int(cols['event_no'][i])}, string {cols['string'][i]:g} DOM {cols['dom_number'][i]:g} "
-                            f"lies {off[j]:.2f} m from that DOM in geometry '{m.geometry.name}' "
-                            f"(tolerance {m.tolerance} m); pass --geometry for the file's detector or --match ids")
+    if m.check_positions:
+        check_id_positions(ctx, cols, index, xyz)
     return index
+
+
+def check_id_positions(ctx: Context, cols: dict[str, np.ndarray], index: np.ndarray, xyz: np.ndarray) -> None:
+    """DataError when an id-matched pulse lies farther than the tolerance from its DOM in the geometry."""
+    m = ctx.matcher
+    ok = np.flatnonzero(index >= 0)
+    off = m.position_mismatch(index[ok], xyz[ok])
+    far = off > m.tolerance
+    if far.any():
+        j = int(np.argmax(far))
+        raise DataError(f"{ctx.at(ctx.pulse_table)}: the pulse at event_no {_num(cols['event_no'][ok[j]])}, "
+                        f"{_ids_of(cols, ok[j])} lies {off[j]:.2f} m from that DOM in geometry '{m.geometry.name}' "
+                        f"(tolerance {m.tolerance} m); pass --geometry for the file's detector or --match ids")
+
+
+def _ids_of(cols: dict[str, np.ndarray], i: int) -> str:
+    return f"string {_num(cols['string'][i])} DOM {_num(cols['dom_number'][i])}"
 
 
 def convert_pulses(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int | None
@@ -417,13 +435,13 @@ def convert_pulses(ctx: Context, event_ids: np.ndarray, lo: int | None, hi: int 
     event = np.searchsorted(event_ids, cols["event_no"])
     orphan = (event >= len(event_ids)) | (event_ids[np.minimum(event, len(event_ids) - 1)] != cols["event_no"])
     if orphan.any():
-        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}' has pulses of event_no "
-                        f"{cols['event_no'][orphan][0]:g}, which has no row in table '{ctx.truth_table}'; "
+        raise DataError(f"{ctx.at(ctx.pulse_table)} has pulses of event_no "
+                        f"{_num(cols['event_no'][orphan][0])}, which has no row in table '{ctx.truth_table}'; "
                         "every event needs its truth")
     if (cols["charge"] < 0).any():
         i = int(np.argmax(cols["charge"] < 0))
-        raise DataError(f"{ctx.source.where(ctx.pulse_table)}: table '{ctx.pulse_table}' column '{ctx.names['charge']}' has a negative "
-                        f"charge ({cols['charge'][i]:g} at event_no {int(cols['event_no'][i])})")
+        raise DataError(f"{ctx.at(ctx.pulse_table)} column '{ctx.names['charge']}' has a negative "
+                        f"charge ({cols['charge'][i]:g} at event_no {_num(cols['event_no'][i])})")
     dom = match_pulses(ctx, cols)
     keep = dom >= 0
     return aggregate(event[keep], dom[keep], cols["charge"][keep], cols["dom_time"][keep], len(event_ids),
@@ -476,22 +494,29 @@ def import_pulses(source: str | Path, out: str | Path, geometry: Geometry, *, tr
     try:
         ctx = _context(src, pulse_table, truth_table, columns, geometry, match, tolerance, drop_unmatched)
         event_ids = truth_event_numbers(ctx)
-        report = ImportReport(str(out), source_label or str(Path(source).resolve()), src.format, ctx.pulse_table, ctx.truth_table,
-                              len(event_ids), 0, 0, 0, geometry.name, ctx.matcher.mode)
+        report = ImportReport(str(out), source_label or str(Path(source).resolve()), src.format,
+                              ctx.pulse_table, ctx.truth_table, len(event_ids), 0, 0, 0, geometry.name,
+                              ctx.matcher.mode)
         with EventWriter(out, geometry, producer=_producer(report, ctx, tolerance), force=force) as writer:
-            for start, stop, lo, hi in chunk_bounds(event_ids, chunk_events):
-                labels = convert_labels(ctx, event_ids[start:stop], lo, hi)
-                signal, n_pulses, n_dropped = convert_pulses(ctx, event_ids[start:stop], lo, hi)
-                writer.append(signal, labels)
-                report.n_pulses += n_pulses
-                report.n_dropped += n_dropped
-                report.n_empty_events += int(((signal[:, 0] > 0).sum(1) == 0).sum())
-                if progress:
-                    progress(stop, len(event_ids))
+            _convert_chunks(ctx, event_ids, chunk_events, writer, report, progress)
             _finish(writer, report, ctx, tolerance, event_ids)
     finally:
         src.close()
     return report
+
+
+def _convert_chunks(ctx: Context, event_ids: np.ndarray, chunk_events: int, writer: Any, report: ImportReport,
+                    progress: Progress | None) -> None:
+    """Convert and append the events chunk by chunk, counting pulses into `report`."""
+    for start, stop, lo, hi in chunk_bounds(event_ids, chunk_events):
+        labels = convert_labels(ctx, event_ids[start:stop], lo, hi)
+        signal, n_pulses, n_dropped = convert_pulses(ctx, event_ids[start:stop], lo, hi)
+        writer.append(signal, labels)
+        report.n_pulses += n_pulses
+        report.n_dropped += n_dropped
+        report.n_empty_events += int(((signal[:, 0] > 0).sum(1) == 0).sum())
+        if progress:
+            progress(stop, len(event_ids))
 
 
 def _context(src: SQLiteSource | ParquetSource, pulse_table: str | None, truth_table: str,
