@@ -117,6 +117,13 @@ def clean_signal(raw: np.ndarray) -> np.ndarray:
     return x
 
 
+def is_clean(x: np.ndarray) -> bool:
+    """True when x (n, 2, P) float32 is already what clean_signal returns: finite, npe >= 0, time 0 at
+    every DOM with npe 0 (three passes, no copy)."""
+    npe, time = x[:, 0], x[:, 1]
+    return bool(np.isfinite(x).all() and (npe >= 0).all() and ((npe > 0) | (time == 0)).all())
+
+
 def file_info(path: str | Path) -> tuple[int, int, bool]:
     """(n_events, n_doms, has_info) after checking the structure."""
     path = Path(path)
@@ -255,11 +262,13 @@ class EventWriter:
 
     def append(self, signal: np.ndarray, labels: np.ndarray, info: np.ndarray | None = None) -> None:
         """signal (n, 2, P) physical, labels (n, 6), info (n, info_dim) when the writer has info."""
-        signal = clean_signal(signal)
+        signal = np.asarray(signal, dtype=np.float32)
         n = len(signal)
         if signal.shape[1:] != (2, self.geometry.n_doms) or np.shape(labels) != (n, 6):
             raise DataError(f"{self.path}: cannot append signal {signal.shape} / labels {np.shape(labels)}; "
                             f"expected (n, 2, {self.geometry.n_doms}) and (n, 6)")
+        if not is_clean(signal):  # a clean signal (e.g. from the simulator) is written without a copy
+            signal = clean_signal(signal)
         keys = [("input", signal), ("label", labels)] + ([("info", info)] if self.info_dim else [])
         for key, arr in keys:
             ds = self.f[key]

@@ -32,7 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -42,6 +44,12 @@ from genesis.geometry import Geometry
 C_VACUUM = 0.299792458  # m/ns
 MAX_EVENTS = 10_000_000  # per call (~400 GB uncompressed at P = 5160): larger requests are refused, not attempted
 MAX_ENERGY_GEV = 1e12  # above the highest cosmic-ray energies; far beyond it the Poisson charges overflow
+A_DEDX, B_DEDX = 0.24, 3.3e-4  # muon energy loss dE/dx = a + b E: GeV/m, 1/m
+THIN_MU = 0.01  # DOMs with a lower expected charge are hit-tested by thinning (see draw_hits)
+MAX_PHOTONS = 8  # the first-hit delay is the earliest of min(npe, MAX_PHOTONS) photons
+BATCH_EVENTS = 32  # events simulated together: (32, P) float32 temporaries stay in cache
+SIM_WORKERS = 2  # threads simulating batches in parallel
+WRITE_EVENTS = 1024  # events per append to the HDF5 writer (a multiple of its chunk of 64 events)
 
 
 @dataclass(frozen=True)
@@ -90,76 +98,247 @@ def draw_labels(n: int, rng: np.random.Generator, cfg: SimConfig = SimConfig()) 
     return np.stack([energy, zenith, azimuth, r * np.cos(phi), r * np.sin(phi), z], -1).astype(np.float32)
 
 
-def _acceptance(photon_dir_z: np.ndarray) -> np.ndarray:
-    return 0.3 + 0.7 * (1.0 + photon_dir_z) / 2.0
+def _col(values: np.ndarray) -> np.ndarray:
+    """(n,) per-event values -> (n, 1) float32 column that broadcasts against (n, P)."""
+    return np.asarray(values, dtype=np.float32)[:, None]
 
 
-def _track_light(rel: np.ndarray, d: np.ndarray, e_mu: np.ndarray, cfg: SimConfig):
-    """Expected charge and direct time (after the vertex) of the muon track. rel (n, P, 3)."""
-    a, b = 0.24, 3.3e-4
-    length = np.minimum(np.log1p(e_mu * b / a) / b, cfg.max_track_m)[:, None]
+@dataclass(frozen=True)
+class Light:
+    """Expected light of n events on P DOMs; every field is (n, P) float32.
+
+    mu_track, mu_cascade: expected photoelectrons from the muon track and the cascade.
+    s_emit: where along the track (m from the vertex) the track's photon is emitted.
+    dist_track, dist_cascade: photon path length (m) from the emission point / from the vertex.
+    """
+
+    mu_track: np.ndarray
+    mu_cascade: np.ndarray
+    s_emit: np.ndarray
+    dist_track: np.ndarray
+    dist_cascade: np.ndarray
+
+
+def expected_light(labels: np.ndarray, y: np.ndarray, geometry: Geometry, cfg: SimConfig = SimConfig()) -> Light:
+    """Expected charges of the track and the cascade (see the module doc) for labels (n, 6) and the
+    cascade energy fractions y (n,), on every DOM of the geometry: (n, P) float32 arrays.
+
+    Works on separate x, y, z planes in float32 with in-place operations, so that the temporaries of a
+    batch stay in cache; the perpendicular distance comes from the perpendicular vector itself (no
+    r^2 - s^2 cancellation), and the photon path from the identity |path|^2 = rho^2 + (s - s_emit)^2.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    energy, vertex = labels[:, 0], labels[:, 3:6]
+    e_mu, e_casc = energy * (1.0 - y), energy * y
+    d = travel_direction(labels[:, 1], labels[:, 2])
+    planes = np.ascontiguousarray(geometry.positions.T)  # (3, P): contiguous x, y, z rows
+    rx, ry, rz = (planes[k] - _col(vertex[:, k]) for k in range(3))
+    dx, dy, dz = (_col(d[:, k]) for k in range(3))
+    s = rx * dx
+    s += ry * dy
+    s += rz * dz
+    px, py = rx - s * dx, ry - s * dy
+    pz = rz - s * dz
+    rho2 = px * px
+    rho2 += py * py
+    rho2 += pz * pz
+    mu_c, r = _cascade_light(rz, s, rho2, e_casc, cfg)
+    mu_t, s_emit, dist = _track_light(s, rho2, pz, dz, e_mu, cfg)
+    return Light(mu_t, mu_c, s_emit, dist, r)
+
+
+def _cascade_light(rz: np.ndarray, s: np.ndarray, rho2: np.ndarray, e_casc: np.ndarray, cfg: SimConfig):
+    """(mu, r) of the cascade at the vertex, (n, P) float32; rz, s, rho2 (n, P) are left unchanged.
+
+    mu = yield E (0.3 + 0.7 (1 + rz / r) / 2) exp(-r / att) / max((r / 10)^2, 0.25)
+       = [35 yield E] (rz / r + 0.65 / 0.35) exp(-r / att) / max(r^2, 25): constants folded per event.
+    """
+    f32 = np.float32
+    r2 = s * s
+    r2 += rho2
+    r = np.sqrt(r2)
+    np.maximum(r, f32(1e-3), out=r)
+    mu = np.divide(rz, r)
+    mu += f32(0.65 / 0.35)
+    arg = np.multiply(r, f32(-1.0 / cfg.att_len))
+    mu *= np.exp(arg, out=arg)
+    np.maximum(r2, f32(25.0), out=r2)
+    mu /= r2
+    mu *= _col(35.0 * cfg.cascade_yield * e_casc)
+    return mu, r
+
+
+def _track_light(s: np.ndarray, rho2: np.ndarray, pz: np.ndarray, dz: np.ndarray, e_mu: np.ndarray,
+                 cfg: SimConfig):
+    """(mu, s_emit, dist) of the muon track, (n, P) float32. Consumes s and pz (overwritten).
+
+    The photon path from the emission point is the perpendicular offset plus d (s - s_emit), so
+    dist^2 = rho^2 + (s - s_emit)^2 and its vertical component is pz + dz (s - s_emit). As for the
+    cascade, 0.35 and 1 / max(dist / 10, 0.5) = 10 / max(dist, 5) are folded into a per-event factor.
+    """
+    f32 = np.float32
+    length = _col(np.minimum(np.log1p(e_mu * B_DEDX / A_DEDX) / B_DEDX, cfg.max_track_m))
     theta_c = math.acos(1.0 / cfg.refractive_index)
-    s = np.einsum("npk,nk->np", rel, d)
-    rho = np.sqrt(np.maximum((rel ** 2).sum(-1) - s ** 2, 1e-6))
-    s_c = s - rho / math.tan(theta_c)
-    dist = rho / math.sin(theta_c)
+    s_c = np.maximum(rho2, f32(1e-6))
+    np.sqrt(s_c, out=s_c)
+    s_c *= f32(-1.0 / math.tan(theta_c))
+    s_c += s
     # Emission points outside [0, length] see no direct Cherenkov light: fade over a scattering length.
-    outside = np.maximum(-s_c, 0.0) + np.maximum(s_c - length, 0.0)
-    s_emit = np.clip(s_c, 0.0, length)
-    emit = d[:, None, :] * s_emit[..., None]
-    path = rel - emit
-    dist = np.maximum(np.sqrt((path ** 2).sum(-1)), 1e-3)
-    photon_z = path[..., 2] / dist
-    dedx = (a + b * e_mu[:, None]) / a
-    mu = cfg.track_yield * dedx * _acceptance(photon_z) * np.exp(-dist / cfg.att_len - outside / cfg.scatter_len)
-    mu = mu / np.maximum(dist / 10.0, 0.5)
-    t = s_emit / C_VACUUM + dist * cfg.refractive_index / C_VACUUM
-    return mu, t, dist
+    s_emit = np.maximum(s_c, f32(0.0))
+    np.minimum(s_emit, length, out=s_emit)
+    outside = s_c
+    outside -= s_emit
+    np.abs(outside, out=outside)
+    behind = s
+    behind -= s_emit
+    pz += behind * dz
+    dist = np.multiply(behind, behind, out=behind)
+    dist += rho2
+    np.sqrt(dist, out=dist)
+    np.maximum(dist, f32(1e-3), out=dist)
+    mu = np.divide(pz, dist, out=pz)
+    mu += f32(0.65 / 0.35)
+    arg = np.multiply(dist, f32(-1.0 / cfg.att_len))
+    outside *= f32(-1.0 / cfg.scatter_len)
+    arg += outside
+    mu *= np.exp(arg, out=arg)
+    mu /= np.maximum(dist, f32(5.0), out=outside)
+    mu *= _col(3.5 * cfg.track_yield * (A_DEDX + B_DEDX * e_mu) / A_DEDX)
+    return mu, s_emit, dist
 
 
-def _cascade_light(rel: np.ndarray, e_casc: np.ndarray, cfg: SimConfig):
-    r = np.maximum(np.sqrt((rel ** 2).sum(-1)), 1e-3)
-    mu = cfg.cascade_yield * e_casc[:, None] * _acceptance(rel[..., 2] / r) * np.exp(-r / cfg.att_len)
-    mu = mu / np.maximum((r / 10.0) ** 2, 0.25)
-    return mu, r * cfg.refractive_index / C_VACUUM, r
+def direct_times(light: Light, index: tuple[np.ndarray, np.ndarray], cfg: SimConfig = SimConfig()):
+    """Direct arrival time after the vertex (ns) and photon path (m) of the brighter source at the DOMs
+    light.*[index] (index = (event ids, DOM ids), each (h,)) -> two (h,) float64 arrays."""
+    mu_t, mu_c = light.mu_track[index], light.mu_cascade[index]
+    dist_t = light.dist_track[index].astype(np.float64)
+    dist_c = light.dist_cascade[index].astype(np.float64)
+    t_t = light.s_emit[index] / C_VACUUM + dist_t * cfg.refractive_index / C_VACUUM
+    t_c = dist_c * cfg.refractive_index / C_VACUUM
+    track_wins = mu_t >= mu_c
+    return np.where(track_wins, t_t, t_c), np.where(track_wins, dist_t, dist_c)
 
 
-def _first_photon_delay(dist: np.ndarray, npe: np.ndarray, rng: np.random.Generator, cfg: SimConfig) -> np.ndarray:
-    """Pandel-like scattering delay (ns) of the first of min(npe, 8) photons; dist, npe (h,)."""
-    shape = np.maximum(dist / cfg.scatter_len, 0.05)
+def hit_probability(lam: np.ndarray) -> np.ndarray:
+    """P(Poisson(lam) > 0) = 1 - exp(-lam), float64, accurate for small lam; lam (...,) -> (...,)."""
+    p = np.negative(lam, dtype=np.float64)
+    np.expm1(p, out=p)
+    return np.negative(p, out=p)
+
+
+def draw_hits(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices (sorted) of the entries of lam (n, P) where Poisson(lam) > 0, (h,) int64.
+
+    Exact, at a cost that scales with the bright DOMs rather than all n * P: entries with lam >= THIN_MU
+    each get a uniform; the rest are thinned: candidates are Bernoulli(q) trials over all entries
+    (q = 1 - exp(-THIN_MU), drawn as geometric gaps), and a candidate with lam < THIN_MU is kept with
+    probability (1 - exp(-lam)) / q, so that it is hit with probability exactly 1 - exp(-lam).
+    """
+    flat = lam.reshape(-1)
+    bright = np.flatnonzero(flat >= THIN_MU)
+    bright = bright[rng.random(len(bright)) < hit_probability(flat[bright])]
+    q = -math.expm1(-THIN_MU)
+    cand = bernoulli_positions(flat.size, q, rng)
+    cand = cand[flat[cand] < THIN_MU]
+    faint = cand[rng.random(len(cand)) * q < hit_probability(flat[cand])]
+    return np.union1d(bright, faint)
+
+
+def zero_truncated_poisson(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws of Poisson(lam) given >= 1, (h,) int64 for lam (h,) > 0.
+
+    lam < 1: inversion of the conditional CDF (a few steps); lam >= 1: Poisson(lam) redrawn until > 0
+    (acceptance >= 63%).
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    out = np.ones(len(lam), dtype=np.int64)
+    big = np.flatnonzero(lam >= 1.0)
+    while big.size:
+        draw = rng.poisson(lam[big])
+        ok = draw > 0
+        out[big[ok]] = draw[ok]
+        big = big[~ok]
+    small = np.flatnonzero(lam < 1.0)
+    lam_s = lam[small]
+    u = rng.random(len(small)) * hit_probability(lam_s)  # U(0, P(N >= 1))
+    term = lam_s * np.exp(-lam_s)  # P(N = 1)
+    cdf = term.copy()
+    todo = np.flatnonzero(cdf < u)
+    k = 1
+    while todo.size and k < 100:
+        k += 1
+        term[todo] *= lam_s[todo] / k
+        cdf[todo] += term[todo]
+        out[small[todo]] = k
+        todo = todo[cdf[todo] < u[todo]]
+    return out
+
+
+def first_photon_delay(dist: np.ndarray, npe: np.ndarray, rng: np.random.Generator,
+                       cfg: SimConfig = SimConfig()) -> np.ndarray:
+    """Pandel-like scattering delay (ns) of the first of min(npe, 8) photons; dist, npe (h,) -> (h,).
+
+    Draws exactly min(npe, 8) gamma variates per DOM (not 8), then takes the minimum per DOM.
+    """
+    shape = np.maximum(np.asarray(dist, dtype=np.float64) / cfg.scatter_len, 0.05)
     rate = 1.0 / cfg.pandel_tau + (C_VACUUM / cfg.refractive_index) / cfg.abs_len
-    k = np.minimum(npe, 8).astype(int)
-    draws = rng.gamma(shape[:, None], 1.0 / rate, size=(len(dist), 8))
-    draws = np.where(np.arange(8)[None, :] < k[:, None], draws, np.inf)
-    return draws.min(1)
+    k = np.minimum(np.asarray(npe), MAX_PHOTONS).astype(np.int64)
+    if not len(k):
+        return np.zeros(0)
+    draws = rng.gamma(np.repeat(shape, k), 1.0 / rate)
+    return np.minimum.reduceat(draws, np.concatenate([[0], np.cumsum(k)[:-1]]))
+
+
+def bernoulli_positions(size: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted flat indices in range(size) where independent Bernoulli(p) trials succeed, drawn as
+    geometric gaps (cost ~ the number of successes, not size)."""
+    if p <= 0.0 or size <= 0:
+        return np.zeros(0, dtype=np.int64)
+    chunks, last = [], -1
+    while last < size - 1:
+        expect = (size - 1 - last) * p
+        gaps = rng.geometric(p, int(expect + 6.0 * math.sqrt(expect) + 16))
+        pos = last + np.cumsum(gaps)
+        chunks.append(pos[pos < size])
+        last = int(pos[-1])
+    return np.concatenate(chunks)
 
 
 def simulate_at_labels(labels: np.ndarray, geometry: Geometry, rng: np.random.Generator,
                        cfg: SimConfig = SimConfig()) -> np.ndarray:
     """Simulate one event per label row. labels (n, 6) -> signal (n, 2, P) [npe, time ns], time 0 = no hit."""
+    return _simulate_events(labels, geometry, rng, cfg)[0]
+
+
+def _simulate_events(labels: np.ndarray, geometry: Geometry, rng: np.random.Generator,
+                     cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """labels (n, 6) -> (signal (n, 2, P), number of hit DOMs per event (n,)); see simulate_at_labels.
+
+    Charges are exactly Poisson(mu): which DOMs are hit comes from `draw_hits`, and a hit DOM's npe from
+    Poisson(mu) given npe >= 1. Times and delays are computed for hit DOMs only.
+    """
     labels = np.asarray(labels, dtype=np.float64)
-    n = len(labels)
-    pos = geometry.positions.astype(np.float64)
-    energy, vertex = labels[:, 0], labels[:, 3:6]
-    d = travel_direction(labels[:, 1], labels[:, 2])
+    n, p = len(labels), geometry.n_doms
     y = rng.uniform(0.1, 0.5, n)
-    rel = pos[None, :, :] - vertex[:, None, :]
-    mu_t, t_t, dist_t = _track_light(rel, d, energy * (1 - y), cfg)
-    mu_c, t_c, dist_c = _cascade_light(rel, energy * y, cfg)
-    npe = rng.poisson(mu_t + mu_c).astype(np.float64)
-    track_wins = mu_t >= mu_c
-    direct = np.where(track_wins, t_t, t_c)
-    dist = np.where(track_wins, dist_t, dist_c)
+    light = expected_light(labels, y, geometry, cfg)
+    lam = light.mu_track + light.mu_cascade
+    hits = draw_hits(lam, rng)
+    index = np.divmod(hits, p)
+    npe = zero_truncated_poisson(lam[index], rng)
+    direct, dist = direct_times(light, index, cfg)
     t0 = cfg.trigger_time + rng.uniform(-50.0, 50.0, n)
-    time = np.zeros_like(npe)
-    hit = npe > 0
-    delay = _first_photon_delay(dist[hit], npe[hit], rng, cfg)
-    time[hit] = (t0[:, None] + direct)[hit] + delay + rng.normal(0.0, cfg.jitter_ns, hit.sum())
+    delay = first_photon_delay(dist, npe, rng, cfg)
+    time = t0[index[0]] + direct + delay + rng.normal(0.0, cfg.jitter_ns, len(npe))
+    out = np.zeros((n, 2, p), dtype=np.float32)
+    out[index[0], 0, index[1]] = npe
+    out[index[0], 1, index[1]] = time
     # Noise hits land on DOMs without a physics hit, 1 pe at a uniform time in the readout window.
-    noise = (rng.random(npe.shape) < cfg.noise_rate) & ~hit
-    npe[noise] = 1.0
-    time[noise] = rng.uniform(cfg.trigger_time - cfg.window_before, cfg.trigger_time + cfg.window_after, noise.sum())
-    return np.stack([npe, time], 1).astype(np.float32)
+    noise = bernoulli_positions(n * p, cfg.noise_rate, rng)
+    noise = noise[~np.isin(noise, hits, assume_unique=True)]
+    ev, dom = np.divmod(noise, p)
+    out[ev, 0, dom] = 1.0
+    out[ev, 1, dom] = rng.uniform(cfg.trigger_time - cfg.window_before, cfg.trigger_time + cfg.window_after, len(noise))
+    return out, np.bincount(index[0], minlength=n) + np.bincount(ev, minlength=n)
 
 
 def check_request(n: int, geometry: Geometry, cfg: SimConfig = SimConfig()) -> None:
@@ -173,37 +352,90 @@ def check_request(n: int, geometry: Geometry, cfg: SimConfig = SimConfig()) -> N
                         f"'{geometry.name}'; no event could ever trigger")
 
 
-def simulate(n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(), batch: int = 32,
-             progress: Callable[[int, int], None] | None = None):
+def _triggered_batch(seed: int, k: int, batch: int, geometry: Geometry, cfg: SimConfig
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Batch number k of a simulation: (signal (b, 2, P), labels (b, 6)) of its triggered events, b <= batch.
+
+    Its generator is seeded by (seed, k), so batches can run in any order or thread with the same result.
+    """
+    rng = np.random.default_rng([seed, k])
+    labels = draw_labels(batch, rng, cfg)
+    signal, n_hit = _simulate_events(labels, geometry, rng, cfg)
+    keep = n_hit >= cfg.min_hits
+    return signal[keep], labels[keep]
+
+
+def simulate(n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(), batch: int = BATCH_EVENTS,
+             progress: Callable[[int, int], None] | None = None, workers: int = SIM_WORKERS
+             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (signal (b, 2, P), labels (b, 6)) batches of triggered events until n are produced.
 
-    Small batches keep the (batch, P, 3) temporaries in cache: 32 is ~2x faster than 256 here.
+    Batches run on `workers` threads (numpy releases the GIL in its array loops) and are yielded in
+    order, so the events depend only on the seed, not on the number of workers.
     """
     check_request(n, geometry, cfg)
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < n:
-        labels = draw_labels(batch, rng, cfg)
-        signal = simulate_at_labels(labels, geometry, rng, cfg)
-        keep = (signal[:, 0] > 0).sum(1) >= cfg.min_hits
-        signal, labels = signal[keep][: n - done], labels[keep][: n - done]
-        done += len(signal)
-        if len(signal):
-            yield signal, labels
-        if progress:
-            progress(done, n)
+    done, k = 0, 0
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        try:
+            while done < n:
+                while len(pending) < 2 * max(1, workers):
+                    pending.append(pool.submit(_triggered_batch, seed, k, batch, geometry, cfg))
+                    k += 1
+                signal, labels = pending.popleft().result()
+                signal, labels = signal[: n - done], labels[: n - done]
+                done += len(signal)
+                if len(signal):
+                    yield signal, labels
+                if progress:
+                    progress(done, n)
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int = WRITE_EVENTS
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Regroup (signal (b, 2, P), labels (b, 6)) batches into batches of exactly `size` events (the last
+    one smaller), holding at most about 2 * size events at a time."""
+    sig: list[np.ndarray] = []
+    lab: list[np.ndarray] = []
+    held = 0
+    for s, l in batches:
+        sig.append(s)
+        lab.append(l)
+        held += len(s)
+        if held >= size:
+            s_all, l_all = np.concatenate(sig), np.concatenate(lab)
+            cut = held - held % size
+            for start in range(0, cut, size):
+                yield s_all[start:start + size], l_all[start:start + size]
+            sig, lab, held = [s_all[cut:]], [l_all[cut:]], held - cut
+    if held:
+        yield np.concatenate(sig), np.concatenate(lab)
 
 
 def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(),
-                     force: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Simulate n events into an HDF5 file in the training schema, written in chunks."""
+                     force: bool = False, progress: Callable[[int, int], None] | None = None,
+                     write_events: int = WRITE_EVENTS) -> Path:
+    """Simulate n events into an HDF5 file in the training schema.
+
+    Events go to the writer in appends of `write_events` (aligned with its 64-event chunks), so memory
+    holds about 3 * write_events events whatever n is; the file appears at `path` only when complete.
+    """
     from dataclasses import asdict
 
     from genesis.data.schema import EventWriter
 
     check_request(n, geometry, cfg)  # before the writer opens a temporary file
     producer = {"producer": "genesis simulator", "seed": seed, "geometry": geometry.name, **asdict(cfg)}
-    with EventWriter(path, geometry, producer=producer, force=force) as writer:
-        for signal, labels in simulate(n, geometry, seed, cfg, progress=progress):
-            writer.append(signal, labels)
+    # One append in flight on a writer thread: h5py releases the GIL while HDF5 compresses and writes.
+    with EventWriter(path, geometry, producer=producer, force=force) as writer, ThreadPoolExecutor(1) as io:
+        pending: Future | None = None
+        for signal, labels in rebatch(simulate(n, geometry, seed, cfg, progress=progress), write_events):
+            if pending is not None:
+                pending.result()
+            pending = io.submit(writer.append, signal, labels)
+        if pending is not None:
+            pending.result()
     return Path(path)
