@@ -81,3 +81,55 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """Run `python -m genesis ...` as a real subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# --- trained models shared by the whole session ---------------------------------------------------------
+TRAINED_EVENTS = 300
+TINY_FLOW = ["flow.num_couplings=2", "flow.hidden_size=32", "train.device=cpu", "train.batch_size=16"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, geometry):
+    """One tiny diffusion run (5 steps, end-of-training evaluation on 30 test events) and one tiny flow run
+    (4 steps), trained once for the whole session into their own project home (data/demo.h5 of 300 events,
+    MLflow store in mlruns/). Also keeps the diffusion Trainer as the end-of-training evaluation saw it, so
+    tests can compare checkpoints with the trainer's in-memory EMA model. Tests must not add runs here."""
+    from types import SimpleNamespace
+
+    from genesis import config, evaluate
+    from genesis.data.simulate import simulate_to_file
+    from genesis.train import train
+
+    root = tmp_path_factory.mktemp("trained_home")
+    (root / "data").mkdir()
+    data = simulate_to_file(root / "data" / "demo.h5", TRAINED_EVENTS, geometry, seed=11)
+    seen = []
+    original = evaluate.evaluate_model
+
+    def keep_trainer(trainer, n_events):
+        seen.append(trainer)
+        return original(trainer, n_events)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENESIS_HOME", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setattr(evaluate, "evaluate_model", keep_trainer)
+        diff = train(config.load(ROOT / "configs" / "tiny.yaml", [
+            f"data.path={data}", *TINY_DIT, "train.epochs=1", "train.max_steps=5", "train.batch_size=16",
+            "train.log_every=1", "train.warmup_steps=1", "train.eval_events=30", "diffusion.sampling_steps=5"]))
+        flow = train(config.load(ROOT / "configs" / "flow_tiny.yaml", [
+            f"data.path={data}", *TINY_FLOW, "train.max_steps=4"]))
+    assert diff["status"] == flow["status"] == "FINISHED", (diff, flow)
+    assert len(seen) == 1, "the end-of-training evaluation did not run (train.eval_events)"
+    return SimpleNamespace(root=root, data=data, n_events=TRAINED_EVENTS,
+                           diffusion=Path(diff["checkpoint_dir"]) / "last.pt", diffusion_run=diff["run_id"],
+                           flow=Path(flow["checkpoint_dir"]) / "last.pt", flow_run=flow["run_id"],
+                           diffusion_trainer=seen[0], diffusion_result=diff, flow_result=flow)
+
+
+@pytest.fixture()
+def trained_home(trained, monkeypatch):
+    """GENESIS_HOME set to the shared trained home for one test."""
+    monkeypatch.setenv("GENESIS_HOME", str(trained.root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return trained
