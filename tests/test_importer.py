@@ -58,12 +58,14 @@ def graphnet_tables(ev: dict[str, np.ndarray], extra_truth: int = 0) -> tuple[di
 def write_sqlite(path: Path, pulses: dict, truth: dict, pulse_table: str = "SRTInIcePulses") -> Path:
     """An SQLite database as graphnet writes it (truth keyed by event_no, pulses indexed on event_no)."""
     con = sqlite3.connect(path)
-    for table, cols in ((pulse_table, pulses), ("truth", truth)):
+    unique = len(set(truth["event_no"])) == len(truth["event_no"])  # else a bad-input test: no primary key
+    for table, cols, key in ((pulse_table, pulses, "INTEGER NOT NULL"),
+                             ("truth", truth, "INTEGER PRIMARY KEY NOT NULL" if unique else "INTEGER")):
         names = list(cols)
-        con.execute(f'CREATE TABLE "{table}" ({", ".join(n + (" INTEGER" if n == "event_no" else " REAL") for n in names)})')
+        con.execute(f'CREATE TABLE "{table}" ({", ".join(n + (" " + key if n == "event_no" else " REAL") for n in names)})')
         rows = zip(*[[int(v) if n == "event_no" else float(v) for v in cols[n]] for n in names])
         con.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(names))})', rows)
-    con.execute(f'CREATE INDEX event_no_pulses ON "{pulse_table}" (event_no)')
+    con.execute(f'CREATE INDEX "event_no_{pulse_table}" ON "{pulse_table}" (event_no)')
     con.commit()
     con.close()
     return path
