@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", type=_positive_int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--geometry", help="geometry CSV (string,dom,x,y,z); default: IceCube-86-like")
+    s.add_argument("--geometry", help="geometry CSV (string,dom,x,y,z), HDF5 data file, or a built-in name: "
+                                      "icecube86 (default, the real IceCube-86), icecube86-grid (procedural)")
     s.add_argument("--energy-min", type=float, default=1e3)
     s.add_argument("--energy-max", type=float, default=1e7)
     s.add_argument("--noise-rate", type=float, default=1e-3, help="noise-hit probability per DOM")

@@ -1,16 +1,21 @@
 """Detector geometry: DOM positions with string and DOM ids.
 
-A `Geometry` holds P modules in the order of the data's DOM axis. The built-in default is an
-IceCube-86-like detector generated procedurally (78 strings on a 125 m triangular grid plus 8 DeepCore
-strings); lab geometries come from a CSV (`string,dom,x,y,z`) or from an HDF5 file's xpmt/ypmt/zpmt.
+A `Geometry` holds P modules in the order of the data's DOM axis. The built-in default is the real
+IceCube-86 detector (`icecube86()`: the public geometry table shipped in genesis/resources/, 86 strings
+x 60 DOMs, DeepCore strings 79-86 dense below the dust layer). The procedural IceCube-86-like grid
+(`icecube86_grid()`) stays available by name for tests and other detectors. Lab geometries come from a
+CSV (`string,dom,x,y,z`) or from an HDF5 file's xpmt/ypmt/zpmt. `load()` accepts a path or a built-in
+name (`BUILTIN`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +26,7 @@ ICECUBE_STRINGS = 86
 ICECUBE_P = ICECUBE_STRINGS * DOMS_PER_STRING
 GRID_SPACING_M = 125.0
 DOM_SPACING_M = 17.0
+ICECUBE86_CSV = Path(__file__).resolve().parent / "resources" / "icecube86_geometry.csv"
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,8 +154,8 @@ def _triangular_grid_strings(n: int, spacing: float) -> np.ndarray:
     return chosen[rows]
 
 
-def icecube86_like() -> Geometry:
-    """Procedural IceCube-86-like detector: P = 5160, index = (string - 1) * 60 + (dom - 1).
+def icecube86_grid() -> Geometry:
+    """Procedural IceCube-86-like detector ("icecube86-grid"): P = 5160, index = (string - 1) * 60 + (dom - 1).
 
     Strings 1-78 stand on a 125 m triangular grid with 60 DOMs 17 m apart from z = +500 m down to
     -503 m. Strings 79-86 (DeepCore) stand at the centres of the central grid triangles (~72 m from
@@ -170,7 +176,54 @@ def icecube86_like() -> Geometry:
         positions.append(np.column_stack([np.full(60, xy[0]), np.full(60, xy[1]), z]))
         strings.append(np.full(60, s))
         doms.append(np.arange(1, 61))
-    return Geometry(np.concatenate(positions), np.concatenate(strings), np.concatenate(doms), "icecube86-like")
+    return Geometry(np.concatenate(positions), np.concatenate(strings), np.concatenate(doms), "icecube86-grid")
+
+
+@functools.lru_cache(maxsize=1)
+def _icecube86_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    geo = from_csv(ICECUBE86_CSV)
+    return geo.positions, geo.string, geo.dom
+
+
+def icecube86() -> Geometry:
+    """The real IceCube-86 detector ("icecube86", the built-in default): P = 5160 DOMs ordered by string
+    then DOM, index = (string - 1) * 60 + (dom - 1).
+
+    Positions from the public geometry table in genesis/resources/icecube86_geometry.csv (its header
+    names the source): strings 1-78 with DOMs ~17 m apart from z ~ +525 to -513 m; DeepCore strings
+    79-86 with 10 DOMs ~10 m apart above the dust layer (z ~ +191..+96 m) and 50 DOMs ~7 m apart below
+    it (z ~ -156..-505 m).
+    """
+    pos, string, dom = _icecube86_table()
+    return Geometry(pos.copy(), string.copy(), dom.copy(), "icecube86")
+
+
+def icecube86_like() -> Geometry:
+    """The built-in default detector, under its historical name: now the real IceCube-86 (`icecube86()`).
+    The procedural grid this name used to build is `icecube86_grid()`."""
+    return icecube86()
+
+
+BUILTIN: dict[str, Callable[[], Geometry]] = {"icecube86": icecube86, "icecube86-grid": icecube86_grid}
+DEFAULT_NAME = "icecube86"
+
+
+def require_string_order(geometry: Geometry, source: str) -> None:
+    """DataError unless the DOM axis is ordered by string, then by DOM number along the string.
+
+    Models group `patch_size` consecutive DOMs into one token (60 = one IceCube string), so a token holds
+    one string's DOMs only in this order. source names the file or setting the geometry came from.
+    """
+    string, dom = geometry.string, geometry.dom
+    bad = np.flatnonzero((np.diff(string) < 0) | ((np.diff(string) == 0) & (np.diff(dom) <= 0)))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"{source}: DOMs are not ordered by string then DOM (index {i} is string {int(string[i])} DOM "
+            f"{int(dom[i])}, index {i + 1} is string {int(string[i + 1])} DOM {int(dom[i + 1])}), so a token of "
+            f"consecutive DOMs would mix strings; rewrite the file with its DOM axis (input[:, :, P], xpmt, ypmt, "
+            f"zpmt, string, dom) sorted by string then DOM, e.g. order = numpy.lexsort((dom, string))"
+        )
 
 
 def default_ids(n_doms: int, xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -193,13 +246,14 @@ def default_ids(n_doms: int, xy: np.ndarray | None = None) -> tuple[np.ndarray, 
 
 
 def from_csv(path: str | Path) -> Geometry:
-    """Read a `string,dom,x,y,z` CSV (header required), keeping the file's row order."""
+    """Read a `string,dom,x,y,z` CSV (header required; lines starting with '#' are comments), keeping the
+    file's row order."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: geometry file not found")
     try:
         with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+            rows = [r for r in csv.reader(f) if not (r and r[0].lstrip().startswith("#"))]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read geometry CSV ({exc})") from exc
     if not rows:
@@ -245,8 +299,14 @@ def from_hdf5(path: str | Path) -> Geometry:
 
 
 def load(path: str | Path | None) -> Geometry:
-    """Geometry from a CSV or HDF5 path, or the IceCube-86-like default when path is None."""
-    if path is None:
-        return icecube86_like()
+    """Geometry from a built-in name (`BUILTIN`: icecube86, icecube86-grid), a CSV or HDF5 path, or the
+    built-in default (the real IceCube-86) when path is None or empty."""
+    if path is None or str(path) == "":
+        return BUILTIN[DEFAULT_NAME]()
+    if str(path) in BUILTIN:
+        return BUILTIN[str(path)]()
+    if not Path(path).is_file():
+        raise DataError(f"{path}: geometry file not found; give a CSV (string,dom,x,y,z) or HDF5 file, "
+                        f"or a built-in name: {', '.join(BUILTIN)}")
     suffix = Path(path).suffix.lower()
     return from_hdf5(path) if suffix in (".h5", ".hdf5", ".hdf") else from_csv(path)

@@ -49,13 +49,16 @@ def fingerprint(path: str | Path) -> str:
 
 
 def resolve_geometry(cfg: DataConfig) -> Geometry:
-    """The geometry CSV named in the config, else the positions stored in the data file."""
+    """The geometry named in the config (CSV path or built-in name), else the positions stored in the
+    data file. DataError when its P differs from the data's or its DOMs are not ordered by string then
+    DOM (string-patch tokens would mix strings)."""
     from genesis import geometry
 
-    geo = geometry.from_csv(cfg.geometry) if cfg.geometry else schema.read_geometry(cfg.path)
+    geo = geometry.load(cfg.geometry) if cfg.geometry else schema.read_geometry(cfg.path)
     _, p, _ = schema.file_info(cfg.path)
     if geo.n_doms != p:
         raise DataError(f"{cfg.path}: dataset 'input' has P = {p} DOMs but geometry '{geo.name}' has {geo.n_doms}")
+    geometry.require_string_order(geo, str(cfg.geometry or cfg.path))
     return geo
 
 
