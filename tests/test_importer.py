@@ -387,7 +387,14 @@ def test_data_page_shows_bad_upload_errors(page_home, tmp_path_factory):
     at = next(b for b in at.button if b.label == "Import").click().run()
     assert not at.exception
     assert any("upload its truth table" in e.value for e in at.error)
-    assert leftovers(page_home / "data") == []
+    pulses.pop("charge")
+    db = write_sqlite(tmp_path_factory.mktemp("up") / "nocharge.db", pulses, graphnet_tables(ev)[1])
+    at.file_uploader(key="import_pulses").set_value(("nocharge.db", db.read_bytes(), "application/octet-stream"))
+    at = next(b for b in at.run().button if b.label == "Import").click().run()
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("nocharge.db: table 'SRTInIcePulses' lacks column(s) ['charge']") for e in errors), errors
+    assert not any("/tmp" in e or str(page_home) in e for e in errors), ("staging path shown", errors)
+    assert not at.success and leftovers(page_home / "data") == []
 
 
 def test_parquet_nan_truth_names_the_truth_file(tmp_path, geo):
