@@ -146,3 +146,25 @@ def test_ids_for_custom_geometry():
     xy = np.repeat(np.array([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]]), 4, axis=0)
     string, dom = geometry.default_ids(12, xy)
     assert list(string) == [1] * 4 + [2] * 4 + [3] * 4 and list(dom) == [1, 2, 3, 4] * 3
+
+
+def test_training_refuses_data_in_shuffled_dom_order(tmp_path, geometry):
+    """A data file (and a geometry CSV) whose DOM axis is not ordered by string is refused before training."""
+    from genesis.config import DataConfig
+    from genesis.data import dataset, schema
+
+    perm = np.random.default_rng(1).permutation(geometry.n_doms)
+    shuffled = geometry_module.Geometry(geometry.positions[perm], geometry.string[perm], geometry.dom[perm], "shuf")
+    signal = np.zeros((3, 2, geometry.n_doms), np.float32)
+    signal[:, 0, :10] = 1.0
+    signal[:, 1, :10] = 1e4
+    labels = np.tile([[1e4, 1.0, 1.0, 0.0, 0.0, 0.0]], (3, 1)).astype(np.float32)
+    ordered = schema.write_events(tmp_path / "ordered.h5", signal, labels, geometry)
+    assert dataset.resolve_geometry(DataConfig(path=str(ordered))).fingerprint() == geometry.fingerprint()
+    data = schema.write_events(tmp_path / "shuffled.h5", signal, labels, shuffled)
+    with pytest.raises(DataError, match="shuffled.h5: DOMs are not ordered by string then DOM"):
+        dataset.resolve_geometry(DataConfig(path=str(data)))
+    shuffled.to_csv(tmp_path / "shuffled.csv")
+    with pytest.raises(DataError, match="shuffled.csv: DOMs are not ordered by string then DOM"):
+        dataset.resolve_geometry(DataConfig(path=str(ordered), geometry=str(tmp_path / "shuffled.csv")))
+    assert dataset.resolve_geometry(DataConfig(path=str(ordered), geometry="icecube86")).name == "icecube86"
