@@ -3,7 +3,8 @@
 A pulse table has one row per pulse: event number, DOM position and/or string/DOM ids, time, charge.
 A truth table has one row per event: event number, energy, zenith, azimuth, vertex x/y/z. Per DOM the
 importer writes npe = sum of the pulse charges and first-hit time = the earliest pulse time; events of the
-truth table without pulses become events with no hit.
+truth table without pulses become events with no hit. Hit/no-hit is npe > 0 as everywhere, so a DOM whose
+pulses carry zero charge in all has no hit; negative charges are refused.
 
 Defaults follow graphnet: pulse columns `event_no, dom_x, dom_y, dom_z, dom_time, charge` (plus
 `string, dom_number` when present), truth columns `event_no, energy, zenith, azimuth, position_x,
@@ -171,11 +172,9 @@ class ParquetSource:
             if bound is not None:
                 term = getattr(pc.field(key), op)(bound)
                 condition = term if condition is None else condition & term
-        parts = []
-        for batch in self.datasets[table].to_batches(columns=columns, filter=condition, batch_size=FETCH_ROWS):
-            parts.append(np.column_stack([_arrow_float(batch.column(i), self.parts[table], c)
-                                          for i, c in enumerate(columns)]) if batch.num_rows else None)
-        parts = [p for p in parts if p is not None]
+        parts = [np.column_stack([_arrow_float(batch.column(i), self.parts[table], c) for i, c in enumerate(columns)])
+                 for batch in self.datasets[table].to_batches(columns=columns, filter=condition, batch_size=FETCH_ROWS)
+                 if batch.num_rows]
         return np.concatenate(parts) if parts else np.empty((0, len(columns)))
 
     def close(self) -> None:
