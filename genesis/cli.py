@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=0.5, help="position tolerance in metres")
     s.add_argument("--drop-unmatched", action="store_true",
                    help="skip pulses on modules the geometry lacks (e.g. IceCube Upgrade) instead of failing")
-    s.add_argument("--geometry", help="geometry CSV or HDF5 (string,dom,x,y,z); default: the built-in detector")
+    s.add_argument("--geometry", help="geometry CSV (string,dom,x,y,z), HDF5 data file, or a built-in name "
+                   "(icecube86, icecube86-grid); default: the real IceCube-86")
     s.add_argument("--chunk-events", type=_positive_int, default=1024, help="events read and written at a time")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
     s.set_defaults(func=cmd_import)

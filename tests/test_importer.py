@@ -132,6 +132,16 @@ def test_cli_converts_graphnet_sqlite_exactly(tmp_path, geo):
         ev["pulse_event_index"], ev["string"], ev["dom"])})  # several pulses share DOMs in this file
 
 
+def test_cli_graphnet_database_needs_no_options(tmp_path, geo):
+    """The built-in detector is the real IceCube-86: a graphnet database converts with no options at all."""
+    ev = _events("oscnext_ic86")
+    db = write_sqlite(tmp_path / "plain.db", *graphnet_tables(ev))
+    result = run_cli("import", str(db), "--out", str(tmp_path / "plain.h5"))
+    assert result.returncode == 0, result.stderr
+    assert_converted(tmp_path / "plain.h5", ev, geo)
+    np.testing.assert_array_equal(schema.read_geometry(tmp_path / "plain.h5").positions, geo.positions)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 1024])
 def test_sqlite_chunks_give_the_same_file(tmp_path, geo, chunk):
     ev = _events("oscnext_ic86")
