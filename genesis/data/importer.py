@@ -567,7 +567,7 @@ def import_upload(name: str, data: bytes, folder: str | Path, geometry: Geometry
         raise DataError(f"upload '{name}' is a Parquet pulse file: upload its truth table (.parquet) too")
     out = Path(folder) / f"{Path(name).stem}.h5"
     if out.exists():
-        raise DataError(f"{out.name} already exists in {folder}; rename the upload or delete that file first")
+        raise DataError(f"{out.name} already exists; rename the upload or delete that file first")
     with tempfile.TemporaryDirectory() as tmp:
         staged, staged_truth = Path(tmp) / "pulses" / name, Path(tmp) / "truth.parquet"
         staged.parent.mkdir()
