@@ -6,8 +6,8 @@ from genesis.data.simulate import SimConfig, draw_labels, simulate, simulate_at_
 from genesis.errors import DataError
 
 
-def collect(n, geo, seed, cfg=SimConfig()):
-    parts = list(simulate(n, geo, seed, cfg))
+def collect(n, geo, seed, cfg=SimConfig(), workers=2):
+    parts = list(simulate(n, geo, seed, cfg, workers=workers))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -83,3 +83,103 @@ def test_any_geometry_size():
     geo = geometry_module.Geometry(pos, string, dom, "cube")
     sig, _ = collect(10, geo, 0, SimConfig(min_hits=1, energy_min=1e4, energy_max=1e5, radius=100, half_height=100))
     assert sig.shape == (10, 2, 250)
+
+
+# --- the fast implementation against the original one (genesis.data.simulate_reference) -----------------
+def test_expected_light_matches_reference(geometry):
+    from genesis.data import simulate_reference as ref
+    from genesis.data.simulate import direct_times, expected_light
+
+    cfg, rng = SimConfig(), np.random.default_rng(5)
+    labels = draw_labels(40, rng).astype(np.float64)
+    labels[:5, 3:] = [[0, 0, 0], [-300, 0, 0], [200, -100, -400], [500, 500, 500], [46.3, -34.9, 200]]
+    y = rng.uniform(0.1, 0.5, 40)
+    light = expected_light(labels, y, geometry, cfg)
+    rel = geometry.positions.astype(np.float64)[None] - labels[:, None, 3:]
+    d = travel_direction(labels[:, 1], labels[:, 2])
+    mu_t, t_t, _ = ref.track_light(rel, d, labels[:, 0] * (1 - y), cfg)
+    mu_c, t_c, _ = ref.cascade_light(rel, labels[:, 0] * y, cfg)
+    for new, old in ((light.mu_track, mu_t), (light.mu_cascade, mu_c)):
+        assert new.shape == (40, geometry.n_doms) and new.dtype == np.float32
+        assert np.allclose(new, old, rtol=1e-4, atol=1e-30)
+    seen = np.nonzero(mu_t + mu_c > 1e-3)
+    t_new, _ = direct_times(light, seen, cfg)
+    assert len(t_new) > 1000 and np.abs(t_new - np.where(mu_t >= mu_c, t_t, t_c)[seen]).max() < 0.01  # ns
+
+
+def test_hits_and_charges_are_exactly_poisson():
+    from genesis.data.simulate import THIN_MU, bernoulli_positions, draw_hits, zero_truncated_poisson
+
+    rng = np.random.default_rng(0)
+    for lam in (1e-4, 0.5 * THIN_MU, 2 * THIN_MU, 0.3, 3.0):
+        hits = draw_hits(np.full((100, 4000), lam, np.float32), rng)
+        p = -np.expm1(-lam)
+        assert abs(len(hits) / 4e5 - p) < 5 * np.sqrt(p * (1 - p) / 4e5), lam
+        assert np.all(np.diff(hits) > 0)
+        npe = zero_truncated_poisson(np.full(100_000, lam), rng)
+        assert npe.min() >= 1 and abs(npe.mean() - lam / p) < 5 * np.sqrt(lam * 2 / 1e5 + 1e-10), lam
+    # small-lam inversion: P(N = 2 | N >= 1) = (lam / 2) / (1 - e^-lam) e^-lam ~ 0.1575 at lam = 0.3
+    npe = zero_truncated_poisson(np.full(200_000, 0.3), rng)
+    assert abs((npe == 2).mean() - 0.3 ** 2 / 2 * np.exp(-0.3) / -np.expm1(-0.3)) < 0.003
+    pos = bernoulli_positions(1_000_000, 1e-3, rng)
+    assert np.all(np.diff(pos) > 0) and pos.max() < 1_000_000 and abs(len(pos) - 1000) < 5 * np.sqrt(1000)
+    assert len(bernoulli_positions(1000, 0.0, rng)) == 0
+
+
+def _feature_w1(signal_a, signal_b, labels, geo):
+    """Normalized W1 between the genesis.metrics features of two simulations at the same labels, (F,)."""
+    from genesis import metrics
+
+    fa, fb = (metrics.event_features(s[:, 0], s[:, 1], geo.positions, geo.string, labels) for s in (signal_a, signal_b))
+    return np.array([metrics.normalized_w1(fb[k], fa[k]) for k in metrics.FEATURES])
+
+
+def test_same_feature_distributions_as_reference(geometry):
+    """At the same labels, new-vs-old feature distances stay within the old-vs-old floor, while a
+    simulator with different physics (brighter tracks, shorter scattering) does not."""
+    from dataclasses import replace
+
+    from genesis.data.simulate_reference import simulate_at_labels_reference as reference
+
+    labels = np.concatenate([lab for _, lab in simulate(200, geometry, 11)])
+    old = [reference(labels, geometry, np.random.default_rng(k)) for k in (1, 2, 3)]
+    floor = np.maximum(_feature_w1(old[0], old[1], labels, geometry), _feature_w1(old[0], old[2], labels, geometry))
+    bound = 2 * floor + 0.02
+    new = simulate_at_labels(labels, geometry, np.random.default_rng(4))
+    assert (_feature_w1(old[0], new, labels, geometry) <= bound).all()
+    for changed in (dict(track_yield=9.0), dict(scatter_len=16.0)):
+        cfg = replace(SimConfig(), **changed)
+        other = simulate_at_labels(labels, geometry, np.random.default_rng(4), cfg)
+        assert (_feature_w1(old[0], other, labels, geometry) > bound).any(), changed
+
+
+def test_workers_and_batches_run_in_any_order(geometry):
+    one, l1 = collect(70, geometry, 5, workers=1)
+    two, l2 = collect(70, geometry, 5, workers=2)
+    assert np.array_equal(one, two) and np.array_equal(l1, l2)
+
+
+def test_rebatch_sizes():
+    from genesis.data.simulate import rebatch
+
+    parts = [(np.full((k, 2, 3), k, np.float32), np.zeros((k, 6), np.float32)) for k in (5, 7, 1, 0, 9, 4)]
+    out = list(rebatch(iter(parts), 8))
+    assert [len(s) for s, _ in out] == [8, 8, 8, 2] and [len(l) for _, l in out] == [8, 8, 8, 2]
+    assert np.array_equal(np.concatenate([s for s, _ in out]), np.concatenate([s for s, _ in parts]))
+
+
+def test_file_written_in_chunks_is_valid_and_complete(tmp_path, geometry):
+    from genesis.data import schema
+    from genesis.data.simulate import simulate_to_file
+
+    calls = []
+    small = simulate_to_file(tmp_path / "small.h5", 150, geometry, seed=2, write_events=64,
+                             progress=lambda done, n: calls.append((done, n)))
+    whole = simulate_to_file(tmp_path / "whole.h5", 150, geometry, seed=2)
+    summary = schema.validate(small, geometry)
+    assert summary.n_events == 150 and calls[-1] == (150, 150)
+    sig, lab, _ = schema.read_events(small)
+    ref_sig, ref_lab = collect(150, geometry, 2)
+    assert np.array_equal(sig, ref_sig) and np.array_equal(lab, ref_lab)
+    assert np.array_equal(schema.read_events(whole)[0], sig)
+    assert schema.read_geometry(small).fingerprint() == geometry.fingerprint()
