@@ -169,11 +169,16 @@ def load_model(path: str | Path, use_ema: bool = True, device: str | torch.devic
     return LoadedModel(path, state, model)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' as a torch.device; under torchrun a plain 'cuda' (or 'auto' on a
+    GPU machine) means this process's GPU, `local_rank`."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+        raise CheckpointError("device 'cuda' requested but no CUDA GPU is available; use --device cpu "
+                              "(train.device=cpu for training)")
+    if name == "cuda" and local_rank is not None:
+        return torch.device("cuda", local_rank)
     try:
         return torch.device(name)
     except RuntimeError:

@@ -107,6 +107,8 @@ class TrainConfig:
     patience: int = option(0, "early stop after this many epochs without improvement (0 = off)", minimum=0)
     seed: int = option(0, "random seed", minimum=0)
     amp: bool = option(True, "bf16 autocast on CUDA")
+    val_weights: str = option("ema", "weights scored by validation and best.pt: ema (those sampling uses) or raw",
+                              choices=("ema", "raw"))
     eval_events: int = option(0, "evaluate physics quality on this many test events at the end (0 = off)", minimum=0)
     fail_at_step: int = option(0, "testing aid: make the loss NaN at this step (0 = off)", minimum=0)
 

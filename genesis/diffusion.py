@@ -53,12 +53,22 @@ class GaussianDiffusion:
         self.alphas_cumprod = np.cumprod(self.alphas)
         # alpha_bar at index t + 1, with alpha_bar(-1) = 1 (clean data): lets strided schedules end at x0.
         self._alpha_bar = torch.from_numpy(np.concatenate([[1.0], self.alphas_cumprod]))
+        self._tables: dict[torch.device, Tensor] = {}
 
     # --- schedule lookup ------------------------------------------------------------------------
+    def table(self, device: torch.device) -> Tensor:
+        """The alpha_bar table (T + 1,) on `device`, copied once: looking up steps on the device they live
+        on never makes the GPU wait for the host. float64 where the device has it (not on MPS)."""
+        device = torch.device(device)
+        if device not in self._tables:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            self._tables[device] = self._alpha_bar.to(device, dtype)
+        return self._tables[device]
+
     def alpha_bar(self, t: Tensor, like: Tensor) -> Tensor:
         """alpha_bar[t] for step indices t (B,) (-1 = clean data), shaped (B, 1, 1) like `like`."""
-        # Index the float64 table on the CPU (some devices have no float64), then move.
-        return self._alpha_bar[t.long().cpu() + 1].to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        a = self.table(t.device)[t.long() + 1]
+        return a.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     # --- forward process ------------------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
@@ -97,16 +107,18 @@ class GaussianDiffusion:
 
     # --- training -------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, x0: Tensor, labels: Tensor, geometry: Tensor,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, label_dropout: float = 0.0) -> Tensor:
         """Scalar MSE between the network output and its target, for t ~ U{0..T-1} and eps ~ N(0, I).
 
         x0: (B, 2, P) normalized signal; labels (B, 6); geometry (3, P) or (B, 3, P) (kept clean).
-        Label dropout for guidance happens inside the model in training mode.
+        Labels are dropped (null embedding, for guidance) with probability label_dropout; every random
+        draw comes from `generator`, so a seeded generator makes the loss reproducible.
         """
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        out = model(self.q_sample(x0, t, noise), t, labels, geometry)
+        drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout
+        out = model(self.q_sample(x0, t, noise), t, labels, geometry, drop_labels=drop)
         return F.mse_loss(out.float(), self.target(x0, t, noise).float())
 
     def predict_x0_and_eps(self, model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,

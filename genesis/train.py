@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from genesis import checkpoint, config, paths, tracking
+from genesis.checkpoint import resolve_device
 from genesis.data import dataset, schema
 from genesis.errors import DataError, GenesisError
 
@@ -65,56 +68,75 @@ class EMA:
 
 
 class StopRequested:
-    """SIGTERM/SIGINT set a flag; the loop saves last.pt and ends the run KILLED."""
+    """SIGTERM/SIGINT set a flag; the loop saves last.pt and ends the run KILLED.
+
+    Installing the handlers is undone by `restore()` (or leaving the `with` block), so a process that
+    goes on after training (an evaluation, a benchmark) can be stopped with a plain kill again."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signal: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, _frame) -> None:
         self.signal = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self) -> "StopRequested":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.restore()
 
     def __bool__(self) -> bool:
         return self.signal is not None
 
 
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up then cosine decay to 10% of the peak."""
+def lr_lambda(warmup: int, total: int, budget_fraction=lambda: 0.0):
+    """Linear warm-up, then cosine decay to 10% of the peak over the run's real length: progress is the
+    larger of the step fraction and `budget_fraction()` (the share of a wall-time budget already used),
+    so a run ended by `train.max_minutes` anneals too."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = min(1.0, max((step - warmup) / max(1, total - warmup), budget_fraction()))
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise GenesisError("train.device is 'cuda' but no CUDA GPU is available; use train.device=cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one rank's randomness at one step: reseeding every step makes resume exact without
+    saving generator states, and gives every DDP rank its own noise."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Objective:
-    """Loss for one batch of normalized events, for either model kind."""
+    """Loss for one batch of normalized events, for either model kind.
+
+    The network is always called through `net`, which under torchrun is the DistributedDataParallel
+    wrapper: only DDP's own forward arms the gradient all-reduce, so calling `net.module` would leave
+    every rank training on its own shard."""
 
     def __init__(self, cfg: config.RunConfig) -> None:
         self.kind = cfg.kind
+        self.label_dropout = cfg.model.label_dropout
         if cfg.kind == "diffusion":
             from genesis.diffusion import GaussianDiffusion
 
             self.diffusion = GaussianDiffusion(cfg.diffusion)
 
-    def __call__(self, model, signal, labels, geometry, generator=None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, net, signal, labels, geometry, generator=None, train: bool = True
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """signal (B, 2, P), labels (B, 6), geometry (3, P) -> (scalar loss, detached extras)."""
         if self.kind == "diffusion":
-            loss = self.diffusion.training_loss(model, signal, labels, geometry, generator=generator)
-            return loss, {}
-        flow = model.module if hasattr(model, "module") else model
-        loss, extra = flow.training_loss(signal, labels, geometry, generator=generator)
+            dropout = self.label_dropout if train else 0.0
+            return self.diffusion.training_loss(net, signal, labels, geometry, generator, label_dropout=dropout), {}
+        flow = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+        loss, extra = flow.training_loss(signal, labels, geometry, generator=generator, forward=net)
         return loss, {"bits_per_dim": extra["bits_per_dim"]}
 
 
@@ -132,6 +154,8 @@ class Trainer:
         self.val_data = dataset.open_split(cfg.data, "val", self.norm, self.geometry, device, ctx.rank, ctx.world)
         self.geo_n = self.norm.normalize_geometry(torch.from_numpy(self.geometry.positions)).to(device)
         self.step, self.epoch, self.best_val, self.bad_epochs = 0, 0, float("inf"), 0
+        self.seconds_before = 0.0  # training time of earlier sessions of this run (resume)
+        self.fit_start = time.time()
         self.nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
         self.model = checkpoint.build_model(cfg, self.geometry.n_doms, self.norm).to(device)
         if cfg.kind == "flow":
@@ -146,8 +170,9 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / tc.batch_size))
         total = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.total_steps = min(total, tc.epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(tc.warmup_steps, self.total_steps))
-        self.generator = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(tc.warmup_steps, self.total_steps, self.budget_fraction))
+        self.generator = torch.Generator(device=device)  # reseeded every step, see step_seed
         self.ckpt_dir = checkpoint_dir(store, run_id) if ctx.is_main else None
         if self.ckpt_dir is not None:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +186,15 @@ class Trainer:
         signal, labels = next(iter(self.batches(self.train_data, shuffle=True)))
         self.model(self.model.dequantize(signal), labels, self.geo_n)
 
+    # --- time budget -----------------------------------------------------------------------------
+    def seconds_trained(self) -> float:
+        return self.seconds_before + time.time() - self.fit_start
+
+    def budget_fraction(self) -> float:
+        """Share of train.max_minutes used so far (0 without a time budget); drives the LR schedule."""
+        budget = self.cfg.train.max_minutes * 60
+        return self.seconds_trained() / budget if budget else 0.0
+
     # --- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         data = {"path": str(self.cfg.data.path), "size": len(self.train_data) * self.ctx.world,
@@ -168,7 +202,7 @@ class Trainer:
         mlflow_info = {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id} if self.store else {}
         return checkpoint.make_state(self.cfg, self.model, self.ema.module, self.geometry, self.step, self.epoch,
                                      self.best_val, self.optimizer, self.scheduler, data, mlflow_info,
-                                     extra={"bad_epochs": self.bad_epochs, "rng": self.generator.get_state()})
+                                     extra={"bad_epochs": self.bad_epochs, "train_seconds": self.seconds_trained()})
 
     def save(self, name: str) -> Path | None:
         if not self.ctx.is_main or self.ckpt_dir is None:
@@ -179,6 +213,8 @@ class Trainer:
         return path
 
     def resume_from(self, path: str | Path) -> None:
+        """Continue exactly where `path` ended: weights, EMA, optimiser, LR schedule, counters, and the
+        position inside the epoch (the next batch is the one the stopped run would have drawn)."""
         state = checkpoint.load_state(path, map_location=self.device)
         if state["kind"] != self.cfg.kind or state["n_doms"] != self.geometry.n_doms:
             raise GenesisError(f"{path}: cannot resume a {state['kind']} model of P={state['n_doms']} "
@@ -189,26 +225,33 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.best_val = state["step"], state["epoch"], state["best_val_loss"]
         self.bad_epochs = state.get("bad_epochs", 0)
-        if "rng" in state:
-            self.generator.set_state(state["rng"].cpu())  # generator state is a CPU byte tensor on every device
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # --- loop ----------------------------------------------------------------------------------------
-    def batches(self, data, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, data, shuffle: bool, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches (the order depends only on seed and epoch), from batch `skip` on."""
         if isinstance(data, dataset.InMemoryEvents):
             gen = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + self.epoch)
-            return data.batches(self.cfg.train.batch_size, shuffle, gen)
+            return data.batches(self.cfg.train.batch_size, shuffle, gen, skip=skip)
         data.set_epoch(self.epoch)
-        return dataset.stream_batches(data, self.cfg.train.batch_size, self.cfg.data.num_workers, self.device)
+        stream = dataset.stream_batches(data, self.cfg.train.batch_size, self.cfg.data.num_workers, self.device)
+        return itertools.islice(stream, skip, None)
 
     def autocast(self):
         use_bf16 = self.device.type == "cuda" and self.cfg.train.amp
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
+    def seed_step(self) -> None:
+        seed = step_seed(self.cfg.train.seed, self.ctx.rank, self.step)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)  # dropout layers draw from the global generator
+
     def train_step(self, signal: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One optimisation step. Returns device tensors (loss, grad norm, extras): no host sync here,
         so the GPU never waits for Python; `check_finite()` syncs at log and checkpoint steps."""
         self.net.train()
+        self.seed_step()
         with self.autocast():
             loss, extra = self.objective(self.net, signal, labels, self.geo_n, self.generator)
         if self.cfg.train.fail_at_step and self.step + 1 == self.cfg.train.fail_at_step:
@@ -230,16 +273,25 @@ class Trainer:
         if bad:
             raise TrainingFailed(f"non-finite loss at step {bad}; lower train.lr or check the data")
 
+    @property
+    def val_model(self) -> torch.nn.Module:
+        """The weights validation scores: the EMA weights (those best.pt is chosen for and sampling uses)
+        unless train.val_weights = 'raw'."""
+        return self.ema.module if self.cfg.train.val_weights == "ema" else self.model
+
     @torch.no_grad()
     def validate(self) -> float:
-        self.net.eval()
+        model = self.val_model
+        was_training = model.training
+        model.eval()
         gen = torch.Generator(device=self.device).manual_seed(12345)
         total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
         for events, labels in self.batches(self.val_data, shuffle=False):
             with self.autocast():
-                loss, _ = self.objective(self.model, events, labels, self.geo_n, gen)
+                loss, _ = self.objective(model, events, labels, self.geo_n, gen, train=False)
             total += loss.double() * len(events)
             count += len(events)
+        model.train(was_training)
         stats = torch.stack([total, torch.tensor(float(count), device=self.device, dtype=torch.float64)])
         if self.ctx.world > 1:
             dist.all_reduce(stats)
@@ -249,10 +301,28 @@ class Trainer:
         if self.ctx.is_main and self.store:
             self.store.log_metrics(self.run_id, metrics, self.step)
 
+    def stop_reason(self, stop: StopRequested, deadline: float) -> str | None:
+        """Why the loop must end after this step: 'steps', 'signal', 'budget', or None.
+
+        Under DDP a signal or a passed deadline is agreed on by all ranks (one all-reduce every
+        train.log_every steps), so no rank leaves the loop while another waits in a collective."""
+        if self.step >= self.total_steps:
+            return "steps"
+        flags = [int(bool(stop)), int(time.time() > deadline)]
+        if self.ctx.world > 1:
+            if self.step % self.cfg.train.log_every:
+                return None
+            agreed = torch.tensor(flags, dtype=torch.int32, device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            flags = agreed.tolist()
+        return "signal" if flags[0] else "budget" if flags[1] else None
+
     def fit(self, stop: StopRequested) -> str:
         """Train until done; returns the end status: FINISHED or KILLED."""
         tc = self.cfg.train
-        t_start, deadline = time.time(), time.time() + tc.max_minutes * 60 if tc.max_minutes else float("inf")
+        self.fit_start = time.time()
+        budget = tc.max_minutes * 60 - self.seconds_before if tc.max_minutes else float("inf")
+        deadline = self.fit_start + budget
         window_events, window_start = 0, time.time()
         if self.ctx.is_main and self.store:
             self.store.set_tags(self.run_id, {"genesis.total_steps": str(self.total_steps),
@@ -260,8 +330,9 @@ class Trainer:
         log.info("training %s: %d train / %d val events, %d steps/epoch, %d steps in all, device %s",
                  self.cfg.kind, len(self.train_data), len(self.val_data), self.steps_per_epoch, self.total_steps, self.device)
         while self.epoch < tc.epochs and self.step < self.total_steps:
-            epoch_complete = True
-            for events, labels in self.batches(self.train_data, shuffle=True):
+            reason = None
+            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
+            for events, labels in self.batches(self.train_data, shuffle=True, skip=done_in_epoch):
                 loss, grad_norm, extra = self.train_step(events, labels)
                 window_events += len(events) * self.ctx.world
                 if self.step % tc.log_every == 0:
@@ -272,20 +343,21 @@ class Trainer:
                 if self.step % tc.checkpoint_every == 0:
                     self.check_finite()  # never save NaN weights as last.pt
                     self.save("last.pt")
-                if stop or self.step >= self.total_steps or time.time() > deadline:
-                    epoch_complete = False
+                reason = self.stop_reason(stop, deadline)
+                if reason:
                     break
-            if time.time() > deadline:
-                log.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
-            if stop:
+            if reason == "signal":
                 self.check_finite()
                 self.save("last.pt")
                 log.info("stopped by signal %s at step %d; saved last.pt", stop.signal, self.step)
                 return "KILLED"
-            if self.end_epoch() or not epoch_complete:
+            if reason == "budget":
+                log.info("time budget of %.1f min reached at step %d", tc.max_minutes, self.step)
+            complete = self.step == (self.epoch + 1) * self.steps_per_epoch
+            if self.end_epoch(complete) or not complete:
                 break
         self.save("last.pt")
-        log.info("done: %d steps in %.1f s, best val loss %.5f", self.step, time.time() - t_start, self.best_val)
+        log.info("done: %d steps in %.1f s, best val loss %.5f", self.step, time.time() - self.fit_start, self.best_val)
         return "FINISHED"
 
     def log_step(self, loss: float, grad_norm: float, rate: float, extra: dict[str, float]) -> None:
@@ -294,11 +366,14 @@ class Trainer:
                           "train/events_per_s": rate, **{f"train/{k}": v for k, v in extra.items()}})
         log.info("step %d/%d epoch %d loss %.5f lr %.2e %.0f ev/s", self.step, self.total_steps, self.epoch, loss, lr, rate)
 
-    def end_epoch(self) -> bool:
-        """Validate, save best.pt, count patience; returns True to stop early."""
+    def end_epoch(self, complete: bool = True) -> bool:
+        """Validate, save best.pt, count patience; returns True to stop early. A run that ends inside an
+        epoch (max_steps, time budget) is validated too, but its epoch counter stays: resuming it
+        continues that epoch."""
         self.check_finite()
         val = self.validate()
-        self.epoch += 1
+        if complete:
+            self.epoch += 1
         self.log_metrics({"val/loss": val, "epoch": self.epoch})
         log.info("epoch %d val loss %.5f", self.epoch, val)
         if val < self.best_val:
@@ -394,6 +469,7 @@ def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path |
             if not store.is_local:
                 store.log_artifact(run_id, cfg_path)
         status = trainer.fit(stop)
+        stop.restore()  # the evaluation below can be stopped with a plain kill
         if ctx.is_main and status == "FINISHED":
             finish_artifacts(trainer)
     except Exception as exc:  # the run must end with a reason, whatever went wrong
@@ -403,6 +479,7 @@ def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path |
             trainer.save("last.pt")
         raise
     finally:
+        stop.restore()
         if ctx.is_main:
             end_run(store, run_id, status if error is None else "FAILED", error)
         if ctx.world > 1 and dist.is_initialized():

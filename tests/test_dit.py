@@ -8,7 +8,8 @@ import torch
 from genesis.config import DiTConfig
 from genesis.data.normalization import Normalization
 from genesis.errors import ConfigError
-from genesis.models.dit import PMTDiT, patchify, unpatchify
+from genesis.models.common import patchify, unpatchify
+from genesis.models.dit import PMTDiT
 
 P = 120
 

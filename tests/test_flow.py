@@ -16,9 +16,8 @@ from genesis.models.flow import (
     Conditioner,
     ConditionalFlow,
     coupling_mask,
-    patchify,
-    unpatchify,
 )
+from genesis.models.common import patchify, unpatchify
 
 P = 120  # two "strings" of 60 DOMs
 
@@ -72,7 +71,7 @@ def test_patchify_roundtrip_groups_consecutive_doms() -> None:
     tokens = patchify(x, 4)
     assert tokens.shape == (1, 2, 8)
     assert tokens[0, 1].tolist() == [4, 5, 6, 7, 12, 13, 14, 15]  # DOMs 4-7, npe then time
-    assert torch.equal(unpatchify(tokens, 2, 4), x)
+    assert torch.equal(unpatchify(tokens, 2), x)
 
 
 @pytest.mark.parametrize("per_dom", [False, True])

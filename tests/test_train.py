@@ -1,5 +1,6 @@
 """Real tiny training runs against a temporary MLflow store (GENESIS_HOME = tmp folder)."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,11 +13,18 @@ import torch
 
 from conftest import ROOT, run_cli, tiny_cfg
 from genesis import checkpoint, config, tracking
-from genesis.train import train
+from genesis.train import DistContext, Trainer, lr_lambda, train
 
 
 def cfg(home, *extra):
     return tiny_cfg(home, "train.log_every=2", "train.checkpoint_every=5", *extra)
+
+
+def flow_cfg(home, *extra):
+    return config.load(ROOT / "configs" / "flow_tiny.yaml",
+                       [f"data.path={home}/data/demo.h5", "train.device=cpu", "train.batch_size=16",
+                        "train.warmup_steps=2", "flow.hidden_size=16", "flow.num_couplings=2",
+                        "train.log_every=2", "train.checkpoint_every=5", *extra])
 
 
 def test_end_to_end_run_logs_everything(home):
@@ -52,14 +60,127 @@ def test_checkpoint_reload_gives_identical_outputs(home):
     assert torch.equal(a.model(x, t, lab, geo), b.model(x, t, lab, geo))
 
 
-def test_resume_continues_step_and_optimizer(home):
-    first = train(cfg(home, "train.epochs=2", "train.max_steps=10"))
-    last = os.path.join(first["checkpoint_dir"], "last.pt")
-    assert checkpoint.load(last)["step"] == 10
-    second = train(cfg(home, "train.epochs=2", "train.max_steps=25"), resume=last)
-    assert second["step"] == 25
-    state = checkpoint.load(os.path.join(second["checkpoint_dir"], "last.pt"))
-    assert state["optimizer"]["state"][0]["step"].item() == 25
+def last_state(result) -> dict:
+    return checkpoint.load(os.path.join(result["checkpoint_dir"], "last.pt"))
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Weights, EMA weights and optimiser state bitwise equal."""
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name, value in a[key].items():
+            same = torch.equal(value, b[key][name]) if torch.is_tensor(value) else value == b[key][name]
+            assert same, f"{key}.{name} differs"
+    for idx, sa in a["optimizer"]["state"].items():
+        for name, value in sa.items():
+            assert torch.equal(value, b["optimizer"]["state"][idx][name]), f"optimizer state {idx}.{name} differs"
+    assert a["scheduler"] == b["scheduler"] and a["step"] == b["step"] and a["epoch"] == b["epoch"]
+
+
+def signal_self_at(monkeypatch, step: int) -> None:
+    """Deliver a real SIGTERM to this process right after training step `step` (the trainer's handler
+    catches it; this only picks the moment)."""
+    original = Trainer.train_step
+
+    def step_then_signal(self, *args):
+        out = original(self, *args)
+        if self.step == step:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "flow"])
+def test_resume_after_sigterm_is_exact(home, monkeypatch, kind):
+    """30 straight steps == SIGTERM at step 13 (mid-epoch) + resume with the same config, bitwise; the
+    stopped run keeps epoch 0 and the resumed one crosses the epoch boundary at step 20 like the straight one."""
+    extra = ("train.epochs=2", "train.max_steps=30", "model.label_dropout=0.3")
+    run_cfg = cfg(home, *extra) if kind == "diffusion" else flow_cfg(home, *extra)
+    straight = train(run_cfg)
+    with monkeypatch.context() as m:
+        signal_self_at(m, 13)
+        stopped = train(run_cfg)
+    assert stopped["status"] == "KILLED" and stopped["step"] == 13 and last_state(stopped)["epoch"] == 0
+    resumed = train(run_cfg, resume=os.path.join(stopped["checkpoint_dir"], "last.pt"))
+    assert resumed["status"] == straight["status"] == "FINISHED" and resumed["step"] == 30
+    assert_same_training_state(last_state(straight), last_state(resumed))
+
+
+def test_max_steps_stop_inside_an_epoch_keeps_the_epoch(home):
+    result = train(cfg(home, "train.epochs=2", "train.max_steps=10"))  # 20 steps per epoch
+    assert result["step"] == 10 and result["epoch"] == 0 and last_state(result)["epoch"] == 0
+    result = train(cfg(home, "train.epochs=2", "train.max_steps=20"))
+    assert result["step"] == 20 and result["epoch"] == 1
+
+
+def test_signal_handlers_are_restored_after_training(home):
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        train(cfg(home, "train.max_steps=2"))
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_validation_scores_the_ema_weights_that_best_pt_keeps(home):
+    result = train(cfg(home, "train.epochs=1", "train.ema_decay=0.9"))
+    store = tracking.Store.default()
+    assert store.run(result["run_id"]).data.params["train.val_weights"] == "ema"
+    best = checkpoint.load(os.path.join(result["checkpoint_dir"], "best.pt"))
+    trainer = Trainer(cfg(home, "train.epochs=1"), None, None, DistContext(), torch.device("cpu"))
+    trainer.ema.module.load_state_dict(best["ema"])
+    assert trainer.validate() == pytest.approx(best["best_val_loss"], rel=1e-9)
+    trainer.model.load_state_dict(best["model"])  # the raw weights score differently
+    raw = dataclasses.replace(trainer.cfg, train=dataclasses.replace(trainer.cfg.train, val_weights="raw"))
+    trainer.cfg = raw
+    assert trainer.validate() != pytest.approx(best["best_val_loss"], rel=1e-6)
+
+
+def test_value_ranges_cover_every_training_event(tmp_path):
+    """The clip ranges stored in checkpoints come from all training events, not a subsample."""
+    from genesis.data import dataset, schema
+    from genesis.geometry import Geometry
+
+    n, p = 2600, 60
+    geo = Geometry(np.stack([np.zeros(p), np.zeros(p), -10.0 * np.arange(p)], 1), np.ones(p), np.arange(1, p + 1))
+    rng = np.random.default_rng(0)
+    signal = np.stack([rng.poisson(1.0, (n, p)), rng.uniform(9000, 12000, (n, p))], 1).astype(np.float32)
+    signal[:, 1][signal[:, 0] == 0] = 0
+    labels = np.tile(np.array([1e4, 1.0, 1.0, 0.0, 0.0, 0.0], np.float32), (n, 1))
+    data_cfg = config.DataConfig(path=str(tmp_path / "d.h5"), val_fraction=0.1, test_fraction=0.1)
+    train_idx = dataset.split_indices(n, 0.1, 0.1, data_cfg.split_seed)["train"]
+    evenly_spread_2000 = set(np.linspace(0, len(train_idx) - 1, 2000).astype(int))
+    brightest = train_idx[next(i for i in range(len(train_idx)) if i not in evenly_spread_2000)]
+    signal[brightest, 0, 7] = 5000.0
+    schema.write_events(data_cfg.path, signal, labels, geo)
+    norm = data_cfg.normalization
+    ranges = dataset.value_ranges(data_cfg, norm)
+    expected = norm.normalize_signal(signal[train_idx].astype(np.float64))
+    assert ranges["signal_max"] == pytest.approx(expected.max(axis=(0, 2)).tolist())
+    assert ranges["signal_min"] == pytest.approx(expected.min(axis=(0, 2)).tolist())
+
+
+def test_lr_schedule_anneals_over_a_time_budget():
+    used = {"fraction": 0.0}
+    f = lr_lambda(warmup=2, total=10**9, budget_fraction=lambda: used["fraction"])
+    assert f(0) == 0.5 and f(100) == pytest.approx(1.0, abs=1e-6)  # steps alone: a 1e9-step horizon
+    used["fraction"] = 0.5
+    assert f(100) == pytest.approx(0.55)
+    used["fraction"] = 1.0
+    assert f(100) == pytest.approx(0.1)
+
+
+def test_time_budgeted_run_ends_at_the_low_learning_rate(home):
+    result = train(cfg(home, "train.epochs=50", "train.max_minutes=0.15", "train.warmup_steps=1"))
+    assert result["status"] == "FINISHED" and result["epoch"] < 50
+    lrs = tracking.Store.default().metric_history(result["run_id"], "train/lr")["value"]
+    peak = 1e-3
+    assert lrs.iloc[-1] < 0.3 * peak, lrs.tolist()
 
 
 def test_nan_loss_ends_failed_with_reason(home):

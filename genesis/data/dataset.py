@@ -90,13 +90,14 @@ class InMemoryEvents(Dataset):
         return self.signal[i], self.geometry, self.labels[i]
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (signal (B, 2, P), labels (B, 6)) by indexing on the tensors' device."""
+                drop_last: bool = False, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (signal (B, 2, P), labels (B, 6)) by indexing on the tensors' device, from batch `skip` on
+        (the order is drawn in full first, so skipping k batches resumes an epoch where it stopped)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.signal.device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for start in range(0, stop, batch_size):
+        for start in range(skip * batch_size, stop, batch_size):
             idx = order[start:start + batch_size]
             yield self.signal.index_select(0, idx), self.labels.index_select(0, idx)
 
@@ -161,12 +162,19 @@ def stream_batches(stream: H5EventStream, batch_size: int, num_workers: int, dev
         yield sig.to(device, non_blocking=True), lab.to(device, non_blocking=True)
 
 
+def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank `rank`'s share of `indices`: every rank gets the same count (the last len % world events are
+    left out), so all ranks run the same number of steps and meet in every collective."""
+    usable = len(indices) - len(indices) % world
+    return indices[:usable][rank::world]
+
+
 def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geometry, device: torch.device,
                rank: int = 0, world: int = 1) -> InMemoryEvents | H5EventStream:
     """The events of one split ('train', 'val', 'test'), sharded across DDP ranks, in memory or streamed."""
     n, p, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
-    indices = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)[split][rank::world]
+    indices = shard(split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)[split], rank, world)
     if len(indices) == 0:
         raise DataError(f"{cfg.path}: the '{split}' split is empty; use more events or larger fractions")
     in_memory = cfg.in_memory == "always" or (cfg.in_memory == "auto" and fits_in_memory(len(indices), p, device))
@@ -175,17 +183,19 @@ def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geome
     return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
 
 
-def value_ranges(cfg: DataConfig, norm: Normalization, max_events: int = 2000) -> dict[str, list[float]]:
+def value_ranges(cfg: DataConfig, norm: Normalization) -> dict[str, list[float]]:
     """What the model saw in training, stored in checkpoints: per-channel min/max of the normalized
-    signal (from up to max_events training events, evenly spread) and min/max of the physical labels
-    (all training events). Sampling clips x0 to the signal range; labels outside warn."""
+    signal and of the physical labels over all training events (read in chunks, so any file size works).
+    Sampling clips x0 to the signal range; labels outside warn."""
     n, _, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
     with h5py.File(cfg.path, "r") as f:
         labels = np.asarray(f["label"][()], dtype=np.float64)[train]
-    sample = np.unique(train[np.linspace(0, len(train) - 1, min(max_events, len(train))).astype(int)])
-    signal, _, _ = schema.read_events(cfg.path, indices=sample)
-    x = norm.normalize_signal(signal.astype(np.float64))
-    return {"signal_min": x.min(axis=(0, 2)).tolist(), "signal_max": x.max(axis=(0, 2)).tolist(),
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    for start in range(0, len(train), READ_CHUNK):
+        signal, _, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
+        x = norm.normalize_signal(signal.astype(np.float64))
+        lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
+    return {"signal_min": lo.tolist(), "signal_max": hi.tolist(),
             "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}

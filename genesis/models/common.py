@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from genesis.data.normalization import Normalization
 
@@ -53,3 +53,16 @@ class NormalizationMetadata(nn.Module):
             moved = fn(v)
             self._buffers[k] = v.to(moved.device)
         return out
+
+
+def patchify(x: Tensor, patch_size: int) -> Tensor:
+    """(B, C, P) -> (B, N, C * patch_size), N = P / patch_size: tokens of consecutive DOMs (a whole
+    string when patch_size = 60 and the DOMs are ordered by string, then DOM)."""
+    B, C, P = x.shape
+    return x.reshape(B, C, P // patch_size, patch_size).transpose(1, 2).reshape(B, P // patch_size, C * patch_size)
+
+
+def unpatchify(tokens: Tensor, channels: int) -> Tensor:
+    """(B, N, C * patch_size) -> (B, C, N * patch_size); inverse of `patchify`."""
+    B, N, D = tokens.shape
+    return tokens.reshape(B, N, channels, D // channels).transpose(1, 2).reshape(B, channels, N * (D // channels))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from genesis.config import DiTConfig
 from genesis.data.normalization import Normalization
 from genesis.errors import ConfigError
-from genesis.models.common import NormalizationMetadata
+from genesis.models.common import NormalizationMetadata, patchify, unpatchify
 
 SIGNAL_CHANNELS = 2
 GEOMETRY_CHANNELS = 3
@@ -85,18 +85,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(patchify(x, self.patch_size))
-
-
-def patchify(x: Tensor, patch_size: int) -> Tensor:
-    """(B, C, P) -> (B, N, C * patch_size), N = P / patch_size, patches of consecutive DOMs."""
-    B, C, P = x.shape
-    return x.reshape(B, C, P // patch_size, patch_size).transpose(1, 2).reshape(B, P // patch_size, C * patch_size)
-
-
-def unpatchify(x: Tensor, channels: int) -> Tensor:
-    """(B, N, C * patch_size) -> (B, C, N * patch_size); inverse of patchify."""
-    B, N, D = x.shape
-    return x.reshape(B, N, channels, D // channels).transpose(1, 2).reshape(B, channels, N * (D // channels))
 
 
 class Attention(nn.Module):

@@ -43,24 +43,11 @@ from genesis.config import FlowConfig
 from genesis.data.normalization import Normalization
 from genesis.errors import ConfigError
 from genesis.geometry import DOMS_PER_STRING
-from genesis.models.common import NormalizationMetadata
+from genesis.models.common import NormalizationMetadata, patchify, unpatchify
 
 LABEL_DIM = 6
 Pair = tuple[torch.Tensor, torch.Tensor]  # (output (B, 2, P), logabsdet (B,))
 MASK_KINDS = ("odd-doms", "even-doms", "time", "npe", "bottom-half", "top-half")
-
-
-# --- patches ----------------------------------------------------------------------------------------
-def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, P) -> (B, T, C * patch_size) tokens of consecutive DOMs, T = P / patch_size."""
-    b, c, p = x.shape
-    return x.reshape(b, c, p // patch_size, patch_size).permute(0, 2, 1, 3).reshape(b, p // patch_size, -1)
-
-
-def unpatchify(tokens: torch.Tensor, channels: int, patch_size: int) -> torch.Tensor:
-    """(B, T, C * patch_size) -> (B, C, T * patch_size); inverse of `patchify`."""
-    b, t, _ = tokens.shape
-    return tokens.reshape(b, t, channels, patch_size).permute(0, 2, 1, 3).reshape(b, channels, t * patch_size)
 
 
 # --- transforms -------------------------------------------------------------------------------------
@@ -150,7 +137,7 @@ class Conditioner(nn.Module):
             h = block(h)
         out = self.out(self.norm(h))  # (B, T, 2 * 2 * patch)
         shift, log_scale = out.chunk(2, dim=-1)
-        return unpatchify(shift, 2, self.patch_size), unpatchify(log_scale, 2, self.patch_size)
+        return unpatchify(shift, 2), unpatchify(log_scale, 2)
 
 
 class AffineCoupling(nn.Module):
@@ -247,8 +234,12 @@ class ConditionalFlow(NormalizationMetadata):
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
         """log p(x | labels, geometry) (B,) in nats, standard normal base."""
         z, logdet = self(x, labels, geometry)
-        base = -0.5 * (z**2).sum((1, 2)) - 0.5 * z[0].numel() * math.log(2 * math.pi)
-        return base + logdet
+        return self.base_log_prob(z) + logdet
+
+    @staticmethod
+    def base_log_prob(z: torch.Tensor) -> torch.Tensor:
+        """Standard normal log density of z (B, 2, P) summed per event (B,)."""
+        return -0.5 * (z**2).sum((1, 2)) - 0.5 * z[0].numel() * math.log(2 * math.pi)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, geometry: torch.Tensor, generator: torch.Generator | None = None,
@@ -270,8 +261,13 @@ class ConditionalFlow(NormalizationMetadata):
         return x + noise
 
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean NLL per event (scalar, nats) of the dequantized batch, and detached {'nll', 'bits_per_dim'}."""
-        nll = -self.log_prob(self.dequantize(x, generator), labels, geometry).mean()
+                      generator: torch.Generator | None = None, forward: nn.Module | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean NLL per event (scalar, nats) of the dequantized batch, and detached {'nll', 'bits_per_dim'}.
+
+        forward: the module whose forward() maps x -> (z, logdet): this flow, or a DistributedDataParallel
+        wrapper of it (only DDP's forward synchronises gradients across ranks)."""
+        z, logdet = (forward or self)(self.dequantize(x, generator), labels, geometry)
+        nll = -self.base_log_prob(z).add(logdet).mean()
         bpd = nll / (2 * self.n_doms * math.log(2))
         return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach()}
