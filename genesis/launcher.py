@@ -10,6 +10,7 @@ stop(): SIGTERM to the group (the trainer saves last.pt and ends the run KILLED)
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ from typing import Iterator
 from genesis import config, paths, tracking
 from genesis.errors import GenesisError
 from genesis.train import check_data, log_file_for
+
+log = logging.getLogger("genesis.launcher")
 
 
 @contextmanager
@@ -88,8 +91,15 @@ def _pid(store: tracking.Store, run_id: str) -> int | None:
     return int(pid) if pid else None
 
 
+KILLED_AFTER_TIMEOUT = "killed after timeout"
+
+
 def stop(run_id: str, timeout: float = 30.0, store: tracking.Store | None = None) -> str:
-    """SIGTERM the run's process group, SIGKILL after `timeout`; returns the run's final status."""
+    """SIGTERM the run's process group, SIGKILL after `timeout`; returns the run's final status.
+
+    The run's tag genesis.stop says how it ended: "SIGTERM" when the trainer stopped by itself (it saved
+    last.pt), or "killed after timeout ..." when it had to be killed; the kill is also written to the
+    run's log, so a stop that lost the final checkpoint is never mistaken for a clean one."""
     store = store or tracking.Store.default()
     run = store.run(run_id)
     if run.info.status != "RUNNING":
@@ -104,11 +114,28 @@ def stop(run_id: str, timeout: float = 30.0, store: tracking.Store | None = None
         _reap(pid)
         time.sleep(0.2)
     if tracking.process_alive(pid):
+        marker = f"{KILLED_AFTER_TIMEOUT} (SIGKILL {timeout:g} s after SIGTERM)"
+        log.warning("run %s: trainer pid %d still alive %g s after SIGTERM: %s", run_id, pid, timeout, marker)
         _signal_group(pid, signal.SIGKILL)
-        time.sleep(0.5)
+        _append_log(store, run_id, f"genesis.launcher: {marker}; last.pt may be older than the last step")
+        store.set_tags(run_id, {tracking.TAG_STOP: marker})
+        kill_deadline = time.time() + 10
+        while time.time() < kill_deadline and tracking.process_alive(pid):
+            _reap(pid)
+            time.sleep(0.1)
+    else:
+        _reap(pid)
+        store.set_tags(run_id, {tracking.TAG_STOP: "SIGTERM"})
     if store.run(run_id).info.status == "RUNNING":  # killed before it could end its own run
-        store.end_run(run_id, "KILLED", "stopped by the user (killed after timeout)")
+        store.end_run(run_id, "KILLED", f"stopped by the user ({KILLED_AFTER_TIMEOUT})")
     return store.run(run_id).info.status
+
+
+def _append_log(store: tracking.Store, run_id: str, line: str) -> None:
+    path = store.run(run_id).data.tags.get(tracking.TAG_LOG)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} WARNING {line}\n")
 
 
 def _signal_group(pid: int, sig: int) -> None:

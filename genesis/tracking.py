@@ -6,9 +6,11 @@ MLFLOW_TRACKING_URI (e.g. a lab's `mlflow server`) overrides it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,9 +22,11 @@ from genesis import paths
 from genesis.errors import GenesisError
 
 T = TypeVar("T")
+log = logging.getLogger("genesis.tracking")
 DEFAULT_EXPERIMENT = "genesis"
 TAG_KIND, TAG_PID, TAG_HOST, TAG_LOG, TAG_ERROR = "genesis.kind", "genesis.pid", "genesis.host", "genesis.log", "genesis.error"
 TAG_REQUEST, TAG_FINGERPRINT, TAG_GIT = "genesis.request_id", "genesis.data_fingerprint", "genesis.git_sha"
+TAG_STOP = "genesis.stop"  # how launcher.stop() ended the run: "SIGTERM" or "killed after timeout ..."
 KEY_METRICS = ("train/loss", "val/loss", "train/events_per_s", "eval/auc")
 
 
@@ -30,8 +34,23 @@ class StoreError(GenesisError):
     """The MLflow store is unreachable, locked or not writable."""
 
 
+_retries: Counter[str] = Counter()  # what -> transient store errors retried in this process
+
+
+def retry_counts() -> dict[str, int]:
+    """Transient store errors retried in this process so far, by call (`what`); each one is also logged."""
+    return dict(_retries)
+
+
+def retries_total() -> int:
+    """All transient store errors retried in this process so far."""
+    return sum(_retries.values())
+
+
 def retry(fn: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
-    """Run fn, retrying with backoff on transient store errors (SQLite 'database is locked', network)."""
+    """Run fn, retrying with backoff on transient store errors (SQLite 'database is locked', network).
+    Every retry is counted (`retry_counts()`) and logged as a warning ("store busy ... retry"), so a
+    store that is often locked shows in the run logs and in tests, not only when retries run out."""
     delay = 0.1
     for attempt in range(attempts):
         try:
@@ -40,6 +59,9 @@ def retry(fn: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> 
             transient = any(s in str(exc).lower() for s in ("locked", "busy", "timed out", "connection", "temporarily"))
             if not transient or attempt == attempts - 1:
                 raise
+            _retries[what] += 1
+            log.warning("store busy: retry %d/%d of %s in %.1f s (%s)", attempt + 1, attempts - 1, what, delay,
+                        str(exc).splitlines()[0][:200])
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
@@ -81,13 +103,14 @@ class Store:
     def experiment_id(self, name: str = DEFAULT_EXPERIMENT, create: bool = True) -> str | None:
         """Id of the named experiment, created (with artifacts under mlruns/artifacts) when missing."""
         try:
-            exp = retry(lambda: self.client.get_experiment_by_name(name))
+            exp = retry(lambda: self.client.get_experiment_by_name(name), what="get_experiment_by_name")
             if exp is not None:
                 return exp.experiment_id
             if not create:
                 return None
             location = Path(self.artifact_root).as_uri() if self.artifact_root else None
-            return retry(lambda: self.client.create_experiment(name, artifact_location=location))
+            return retry(lambda: self.client.create_experiment(name, artifact_location=location),
+                         what="create_experiment")
         except GenesisError:
             raise
         except Exception as exc:
@@ -100,10 +123,10 @@ class Store:
         from mlflow.entities import Param
 
         exp_id = self.experiment_id(experiment)
-        run = retry(lambda: self.client.create_run(exp_id, run_name=name or None, tags=tags))
+        run = retry(lambda: self.client.create_run(exp_id, run_name=name or None, tags=tags), what="create_run")
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            retry(lambda: self.client.log_batch(run.info.run_id, params=items[start:start + 100]))
+            retry(lambda: self.client.log_batch(run.info.run_id, params=items[start:start + 100]), what="log_params")
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -111,23 +134,24 @@ class Store:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        retry(lambda: self.client.log_batch(run_id, metrics=batch))
+        retry(lambda: self.client.log_batch(run_id, metrics=batch), what="log_metrics")
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]),
+              what="set_tags")
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+        retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), what="log_artifact")
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         if error:
             self.set_tags(run_id, {TAG_ERROR: error[:4000]})
-        retry(lambda: self.client.set_terminated(run_id, status=status))
+        retry(lambda: self.client.set_terminated(run_id, status=status), what="end_run")
 
     def run(self, run_id: str):
-        return retry(lambda: self.client.get_run(run_id))
+        return retry(lambda: self.client.get_run(run_id), what="get_run")
 
     def artifact_dir(self, run_id: str) -> Path | None:
         """Local folder of a run's artifacts (None for remote artifact stores)."""
@@ -140,7 +164,7 @@ class Store:
 
     def metric_history(self, run_id: str, key: str) -> pd.DataFrame:
         """DataFrame step, value, timestamp (s) of one metric."""
-        hist = retry(lambda: self.client.get_metric_history(run_id, key))
+        hist = retry(lambda: self.client.get_metric_history(run_id, key), what="metric_history")
         return pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist],
                              "timestamp": [m.timestamp / 1000 for m in hist]})
 
@@ -153,13 +177,14 @@ class Store:
             return pd.DataFrame(), None
         try:
             page = retry(lambda: self.client.search_runs(ids, filter_string=filter_string, max_results=max_results,
-                                                          page_token=page_token, order_by=order_by or ["attributes.start_time DESC"]))
+                                                          page_token=page_token, order_by=order_by or ["attributes.start_time DESC"]),
+                         what="search_runs")
         except Exception as exc:
             raise StoreError(f"run query failed ({exc}); check the filter syntax, e.g. params.kind = 'flow'") from exc
         return runs_to_frame(page), page.token
 
     def list_experiments(self) -> list[str]:
-        return [e.name for e in retry(lambda: self.client.search_experiments())]
+        return [e.name for e in retry(lambda: self.client.search_experiments(), what="search_experiments")]
 
 
 def runs_to_frame(runs) -> pd.DataFrame:

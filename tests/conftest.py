@@ -7,8 +7,13 @@ GENESIS_REQUIRE_SHARED=1 (set by .ci/run) turns the skips for missing prerequisi
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,9 @@ torch.set_num_threads(2)
 
 
 REQUIRE_SHARED_ENV = "GENESIS_REQUIRE_SHARED"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def require_or_skip(reason: str) -> None:
@@ -133,3 +141,78 @@ def trained_home(trained, monkeypatch):
     monkeypatch.setenv("GENESIS_HOME", str(trained.root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return trained
+
+
+# --- a real dashboard process and a headless browser -----------------------------------------------------
+def require_chromium() -> Path:
+    """Debian's chromium and playwright; a missing one skips, or fails under GENESIS_REQUIRE_SHARED=1 (CI)."""
+    if not CHROMIUM.exists():
+        require_or_skip(f"Debian chromium not installed at {CHROMIUM} (make browser)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require_or_skip("playwright is not installed (pip install -r requirements-dev.txt)")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_app(home: Path, log_path: Path, extra_env: dict | None = None, timeout: float = 90):
+    """`streamlit run app.py` as its own process (own session) on a free port with GENESIS_HOME=home;
+    yields the base URL; fails with the server's log when it does not answer within `timeout`."""
+    port = free_port()
+    env = {**os.environ, "GENESIS_HOME": str(home), "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+                                 "true", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(base + "/_stcore/health", timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise AssertionError("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                    time.sleep(0.5)
+            yield base
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+@contextmanager
+def browser_page(timeout_ms: int = 120_000):
+    """A headless chromium page (playwright); chromium must be there (require_chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(require_chromium()), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(timeout_ms)
+            yield page
+        finally:
+            browser.close()
+
+
+def assert_no_exception_box(page, where: str) -> None:
+    """No Streamlit exception box (data-testid stException) on the page: an exception inside a page never
+    fails the HTTP request, only this box shows it."""
+    boxes = page.locator("[data-testid='stException']")
+    if boxes.count():
+        raise AssertionError(f"Streamlit exception on {where}: " + " | ".join(boxes.all_inner_texts())[:3000])

@@ -8,47 +8,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_or_skip
+from conftest import CHROMIUM_ARGS, ROOT, assert_no_exception_box, require_chromium, streamlit_app
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 pytestmark = [pytest.mark.browser]
 TIMEOUT_MS = 120_000
-EXCEPTION_BOX = "[data-testid='stException']"  # Streamlit's red exception box
 
 
 @pytest.fixture()
 def chromium() -> Path:
-    """Debian's chromium and playwright; a missing one skips, or fails under GENESIS_REQUIRE_SHARED=1 (CI)."""
-    if not CHROMIUM.exists():
-        require_or_skip(f"Debian chromium not installed at {CHROMIUM} (make browser)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        require_or_skip("playwright is not installed (pip install -r requirements-dev.txt)")
-    return CHROMIUM
-
-
-def assert_no_exception_box(page, where: str) -> None:
-    """No Streamlit exception box on the page (an exception inside a page never fails the HTTP request)."""
-    boxes = page.locator(EXCEPTION_BOX)
-    if boxes.count():
-        raise AssertionError(f"Streamlit exception on {where}: " + " | ".join(boxes.all_inner_texts())[:3000])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Debian's chromium; missing: skip, or fail under GENESIS_REQUIRE_SHARED=1 (CI)."""
+    return require_chromium()
 
 
 @pytest.fixture()
@@ -56,29 +31,8 @@ def server(tmp_path):
     """`streamlit run app.py` on a free port with a fresh project home; yields (base url, home)."""
     home = tmp_path / "home"
     home.mkdir()
-    port = free_port()
-    env = {**os.environ, "GENESIS_HOME": str(home), "GENESIS_DEMO_EVENTS": "300", "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    import urllib.request
-
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(base + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-    yield base, home
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    with streamlit_app(home, tmp_path / "streamlit.log", {"GENESIS_DEMO_EVENTS": "300"}) as base:
+        yield base, home
 
 
 class Steps:
@@ -147,9 +101,7 @@ def test_new_user_flow(chromium, server, tmp_path):
     shots = tmp_path / "shots"
     ok = False
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
         page.set_default_timeout(TIMEOUT_MS)
         steps = Steps(page, shots)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import tiny_cfg
-from genesis import launcher, tracking
+from genesis import checkpoint, launcher, tracking
 
 
 def cfg(home, *extra):
@@ -30,10 +31,17 @@ def wait_status(store, run_id, statuses, timeout=180):
                          + launcher.log_tail(store, run_id, 40))
 
 
-def wait_metric(store, run_id, key="train/loss", timeout=120):
+def wait_metric(store, run_id, key="train/loss", timeout=180):
+    """Wait until the run has logged `key`; fails (with the log) on timeout instead of returning silently."""
     deadline = time.time() + timeout
-    while time.time() < deadline and key not in store.run(run_id).data.metrics:
+    while time.time() < deadline:
+        if key in store.run(run_id).data.metrics:
+            return
         time.sleep(0.5)
+    raise AssertionError(f"run {run_id} logged no {key} in {timeout} s; log:\n" + launcher.log_tail(store, run_id, 40))
+
+
+STOPPED = re.compile(r"stopped by signal (\S+) at step (\d+); saved last.pt")
 
 
 def test_launch_runs_to_finished_and_is_idempotent(home):
@@ -49,12 +57,39 @@ def test_launch_runs_to_finished_and_is_idempotent(home):
     assert "done:" in launcher.log_tail(store, run_id)
 
 
-def test_stop_ends_killed_with_last_pt(home):
+def test_stop_saves_last_pt_in_the_signal_handler(home):
+    """SIGTERM: the trainer itself saves last.pt at the step it stopped (no periodic save can have written it:
+    checkpoint_every is beyond the run) and ends KILLED; the launcher did not have to SIGKILL."""
     store = tracking.Store.default()
-    run_id = launcher.launch(cfg(home, "train.epochs=100"))
+    run_id = launcher.launch(cfg(home, "train.epochs=100", "train.checkpoint_every=100000", "train.log_every=1"))
     wait_metric(store, run_id)
     assert launcher.stop(run_id, timeout=60) == "KILLED"
-    assert (store.artifact_dir(run_id) / "checkpoints" / "last.pt").is_file()
+    log = launcher.log_tail(store, run_id, 400)
+    stops = STOPPED.findall(log)
+    assert len(stops) == 1, log[-3000:]
+    sig, step = stops[0]
+    assert sig in (str(int(signal.SIGTERM)), "SIGTERM", "Signals.SIGTERM"), sig
+    last = store.artifact_dir(run_id) / "checkpoints" / "last.pt"
+    assert checkpoint.load_state(last)["step"] == int(step) >= 1
+    run = store.run(run_id)
+    assert run.data.tags[tracking.TAG_STOP] == "SIGTERM"
+    assert launcher.KILLED_AFTER_TIMEOUT not in log
+    assert launcher.KILLED_AFTER_TIMEOUT not in run.data.tags.get(tracking.TAG_ERROR, "")
+
+
+def test_stop_marks_a_trainer_that_ignores_sigterm(home):
+    """A trainer that does not end within the timeout is SIGKILLed, and the run says so (tag and log)."""
+    store = tracking.Store.default()
+    run_id = launcher.launch(cfg(home, "train.epochs=100"))
+    pid = int(store.run(run_id).data.tags[tracking.TAG_PID])
+    os.kill(pid, signal.SIGSTOP)  # a hung trainer (stopped before it trained): SIGTERM stays pending
+    assert launcher.stop(run_id, timeout=1) == "KILLED"
+    assert not tracking.process_alive(pid)
+    run = store.run(run_id)
+    assert run.data.tags[tracking.TAG_STOP].startswith(launcher.KILLED_AFTER_TIMEOUT)
+    assert launcher.KILLED_AFTER_TIMEOUT in run.data.tags[tracking.TAG_ERROR]
+    assert launcher.KILLED_AFTER_TIMEOUT in launcher.log_tail(store, run_id, 5)
+    assert not STOPPED.search(launcher.log_tail(store, run_id, 400))
 
 
 def test_kill_9_is_reconciled_as_process_lost(home):
