@@ -25,15 +25,22 @@ Model (all constants in `SimConfig`):
   readout window; PMT jitter of jitter_ns (Gaussian) on every hit.
 - Trigger: times are given from the readout start; the vertex time is trigger_time + U(-50, 50) ns.
   Events with fewer than min_hits hit DOMs do not trigger and are drawn again.
+
+Implementation (same physics as the original `genesis.data.simulate_reference`, which the tests and
+`bench/simulator.py` compare against): the expected light of a batch is computed on (n, P) float32 planes
+with in-place operations; which DOMs are hit is drawn exactly (P(hit) = 1 - exp(-mu)) with a uniform per
+bright DOM and by thinning for the faint majority, a hit DOM's npe from Poisson(mu) given npe >= 1, and
+times, delays and noise only where there are hits. Batch k of a simulation draws from a generator seeded
+by (seed, k), so batches run on a thread pool and the events depend on the seed only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
