@@ -160,11 +160,11 @@ class Trainer:
         self.model = checkpoint.build_model(cfg, self.geometry.n_doms, self.norm).to(device)
         if cfg.kind == "flow":
             self.initialize_actnorm()
-        self.ema = EMA(self.model, tc.ema_decay)
         self.net = self.model
-        if ctx.world > 1:
+        if ctx.world > 1:  # DDP broadcasts rank 0's weights here, so the EMA copy comes after
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.ema = EMA(self.model, tc.ema_decay)
         self.objective = Objective(cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / tc.batch_size))
@@ -181,7 +181,7 @@ class Trainer:
 
     @torch.no_grad()
     def initialize_actnorm(self) -> None:
-        """Data-dependent ActNorm init on one training batch, before the EMA copy and the DDP wrap
+        """Data-dependent ActNorm init on one training batch, before the DDP wrap and the EMA copy
         (DDP then broadcasts rank 0's values, so every rank and the EMA start from the same init)."""
         signal, labels = next(iter(self.batches(self.train_data, shuffle=True)))
         self.model(self.model.dequantize(signal), labels, self.geo_n)
