@@ -281,3 +281,30 @@ def test_repaint_harmonises_unknown_with_known_doms():
                                            resample=r, generator=gen(0))[..., ~mask] - 0.9).abs().max())
     assert error(5) < 0.05
     assert error(1) > 0.1
+
+
+def test_schedule_lookup_stays_on_the_step_device():
+    """Steps are looked up where they live (no copy to the host and back, no GPU-to-host sync): on the
+    meta device, which has no data, any host round trip would raise."""
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T))
+    t = torch.tensor([0, 3, T - 1], device="meta")
+    a = d.alpha_bar(t, torch.empty(3, 2, P, device="meta"))
+    assert a.device.type == "meta" and a.shape == (3, 1, 1)
+    assert d.table(torch.device("cpu")).dtype == torch.float64
+    expected = torch.from_numpy(d.alphas_cumprod[[0, 3, T - 1]]).float()
+    assert torch.allclose(d.alpha_bar(torch.tensor([0, 3, T - 1]), torch.empty(3, 2, P)).flatten(), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_step_has_no_host_sync_on_cuda():
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T))
+    model = PMTDiT(DiTConfig(hidden_size=32, depth=1, num_heads=4, patch_size=15, time_embed_dim=32),
+                   P, Normalization()).cuda()
+    x0, labels, geo = torch.randn(4, 2, P, device="cuda"), torch.rand(4, 6, device="cuda"), torch.rand(3, P, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    d.training_loss(model, x0, labels, geo, g, label_dropout=0.1)  # warm-up: the table's one-time copy
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        d.training_loss(model, x0, labels, geo, g, label_dropout=0.1).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
