@@ -183,3 +183,20 @@ def test_file_written_in_chunks_is_valid_and_complete(tmp_path, geometry):
     assert np.array_equal(sig, ref_sig) and np.array_equal(lab, ref_lab)
     assert np.array_equal(schema.read_events(whole)[0], sig)
     assert schema.read_geometry(small).fingerprint() == geometry.fingerprint()
+
+
+def test_cli_simulate_shows_progress_and_writes_the_builtin_detector(tmp_path):
+    from conftest import run_cli
+
+    from genesis.data import schema
+
+    out = tmp_path / "sim.h5"
+    r = run_cli("simulate", "--events", "300", "--out", str(out), "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    assert "simulating" in r.stderr and "300/300" in r.stderr and "(icecube86)" in r.stdout
+    assert schema.validate(out).n_events == 300
+    assert schema.read_geometry(out).fingerprint() == geometry_module.icecube86().fingerprint()
+    r = run_cli("simulate", "--events", "20", "--out", str(tmp_path / "grid.h5"), "--geometry", "icecube86-grid")
+    assert r.returncode == 0 and "(icecube86-grid)" in r.stdout
+    r = run_cli("simulate", "--events", "20", "--out", str(tmp_path / "x.h5"), "--geometry", "nowhere.csv")
+    assert r.returncode == 2 and "nowhere.csv: geometry file not found" in r.stderr
