@@ -37,6 +37,7 @@ MASK_FORMS = (
     "dead:PATH (CSV with header string,dom, or one DOM index per line)",
 )
 METHODS = ("flow-map", "repaint", "neighbours", "zero")
+METHOD_KIND = {"flow-map": "flow", "repaint": "diffusion"}  # the checkpoint kind a method needs; baselines need none
 MAP_TEMPERATURE = 0.7  # conditional samples at lower temperature are more typical starting points
 LR_FLOOR = 0.01  # final learning rate of MAP inpainting, as a fraction of lr
 MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
@@ -554,7 +555,7 @@ def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_sp
     mask = parse_mask(mask_spec, geometry, seed=seed)
     loaded = None
     if checkpoint_path:
-        expect = {"flow-map": "flow", "repaint": "diffusion"}.get(method)
+        expect = METHOD_KIND.get(method)
         loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device), expect_kind=expect)
     signal, labels, _ = schema.read_events(data, indices=idx)
     bad = ~np.isfinite(labels).all(1)

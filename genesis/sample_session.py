@@ -25,15 +25,12 @@ import pandas as pd
 
 from genesis import metrics, paths, sampling
 from genesis.data import schema
-from genesis.data.simulate import simulate_at_labels
 from genesis.errors import CheckpointError, ConfigError, DataError
 from genesis.geometry import Geometry
 
 CONFIRM_ABOVE = 5000  # requests above this many events need an explicit confirmation on the page
 KEEP_EVENTS = 1000  # events kept in memory for the browser and comparisons; the file holds them all
 SUMMARY_FEATURES = ["total_npe", "n_hit_doms", "time_span"]
-SIM_BATCH = 32  # simulator chunk: keeps its (batch, P, 3) temporaries small
-METHOD_KIND = {"flow-map": "flow", "repaint": "diffusion"}
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -186,11 +183,12 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
     return SampleResult(out, len(labels), signal, labels[:len(signal)], time.time() - t0, producer, warnings)
 
 
-def reference_events(labels: np.ndarray, geometry: Geometry, seed: int = 0) -> np.ndarray:
-    """Simulator events (N, 2, P) at the given labels (N, 6), in chunks, reproducible by seed."""
-    rng = np.random.default_rng(seed)
-    return np.concatenate([simulate_at_labels(labels[s:s + SIM_BATCH], geometry, rng)
-                           for s in range(0, len(labels), SIM_BATCH)])
+def reference_events(labels: np.ndarray, loaded, seed: int = 0) -> np.ndarray:
+    """Simulator events (N, 2, P) at the given labels (N, 6) for a loaded checkpoint: the same triggered
+    simulation, with the training file's simulator settings, that `genesis evaluate` compares against."""
+    from genesis.evaluate import simulate_triggered_at, training_sim_config
+
+    return simulate_triggered_at(np.asarray(labels), loaded.geometry, seed, training_sim_config(loaded)[0])
 
 
 @dataclass
@@ -223,7 +221,7 @@ def compare(generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, ge
 # ------------------------------------------------------------------------------------- inpainting
 def check_inpaint_inputs(loaded, geometry: Geometry, method: str) -> None:
     """Clear errors for an unknown method, a checkpoint of the wrong kind, or a different detector (P)."""
-    from genesis.inpaint import METHODS
+    from genesis.inpaint import METHOD_KIND, METHODS
 
     if method not in METHODS:
         raise ConfigError(f"unknown inpainting method {method!r}; choose one of {', '.join(METHODS)}")

@@ -100,7 +100,7 @@ def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, 
             result = ss.run_sampling(loaded, labels, sampler, steps, guidance, seed, labels_source=source,
                                      progress=progress)
             status.update(label=f"Simulating {len(result.labels):,} reference events at the same labels")
-            reference = ss.reference_events(result.labels, loaded.geometry, seed)
+            reference = ss.reference_events(result.labels, loaded, seed)
             status.update(label="Comparing features")
             comparison = ss.compare(result.signal, reference, result.labels, loaded.geometry, seed)
             status.update(label=f"Generated {result.n_events:,} events in {result.seconds:.1f} s", state="complete",

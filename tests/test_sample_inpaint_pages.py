@@ -262,13 +262,15 @@ def test_reference_and_compare(home, models):
 
     signal, labels, _ = schema.read_events(home.data)
     geo = models.flow.geometry
-    ref = ss.reference_events(labels[:40], geo, seed=5)
-    np.testing.assert_array_equal(ref, ss.reference_events(labels[:40], geo, seed=5))
+    ref = ss.reference_events(labels[:40], models.flow, seed=5)
+    np.testing.assert_array_equal(ref, ss.reference_events(labels[:40], models.flow, seed=5))
+    from genesis.evaluate import simulate_triggered_at, training_sim_config  # one simulation for page and CLI
+    np.testing.assert_array_equal(ref, simulate_triggered_at(labels[:40], geo, 5, training_sim_config(models.flow)[0]))
     assert ref.shape == (40, 2, 5160) and (ref[:, 0] > 0).sum() > 0
     small = ss.compare(signal[:40], ref, labels[:40], geo)
     assert small.auc is None and "at least 200" in small.note
     assert set(small.features) == {"generated", "simulated"} and "total_npe" in small.distances.index
-    full = ss.compare(signal, ss.reference_events(labels, geo, seed=5), labels, geo)
+    full = ss.compare(signal, ss.reference_events(labels, models.flow, seed=5), labels, geo)
     assert 0.0 <= full.auc <= 1.0
 
 
