@@ -1,7 +1,7 @@
 """Sample and Inpaint pages (AppTest) and their package helpers (genesis.sample_session).
 
-One module-scoped project home: 200 simulated events and two tiny checkpoints (diffusion, flow) trained
-for 3 steps on CPU, shared by every test here.
+The session's trained project home (conftest.trained): simulated events in data/demo.h5 and two tiny
+checkpoints (diffusion, flow) trained for a few steps on CPU, shared with other test modules.
 """
 
 from __future__ import annotations
@@ -23,27 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """GENESIS_HOME with data/demo.h5 (200 events) and tiny diffusion + flow checkpoints."""
-    from genesis import config, train
-    from genesis.data.simulate import simulate_to_file
-    from genesis.geometry import icecube86_like
-
-    root = tmp_path_factory.mktemp("home")
+def home(trained):
+    """GENESIS_HOME = the session's trained home (conftest.trained): data/demo.h5 and the tiny diffusion and
+    flow runs, for every test of this module."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GENESIS_HOME", str(root))
+        mp.setenv("GENESIS_HOME", str(trained.root))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        data = root / "data" / "demo.h5"
-        data.parent.mkdir()
-        simulate_to_file(data, 200, icecube86_like(), seed=1)
-        diff = train.train(config.load(ROOT / "configs" / "tiny.yaml", [
-            f"data.path={data}", "model.hidden_size=32", "model.depth=1", "model.time_embed_dim=32",
-            "train.max_steps=3", "train.device=cpu"]))
-        flow = train.train(config.load(ROOT / "configs" / "flow_tiny.yaml", [
-            f"data.path={data}", "flow.num_couplings=2", "flow.hidden_size=32", "train.max_steps=3",
-            "train.device=cpu"]))
-        yield SimpleNamespace(root=root, data=data, diffusion=Path(diff["checkpoint_dir"]) / "last.pt",
-                              flow=Path(flow["checkpoint_dir"]) / "last.pt")
+        yield SimpleNamespace(root=trained.root, data=trained.data, n=trained.n_events, diffusion=trained.diffusion,
+                              flow=trained.flow)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +235,7 @@ def test_counts_labels_and_progress_text(home):
     with h5py.File(home.data, "r") as f:
         np.testing.assert_array_equal(ss.dataset_labels(home.data, 4, 10), f["label"][10:14])
     with pytest.raises(DataError, match="run past the end"):
-        ss.dataset_labels(home.data, 5, 198)
+        ss.dataset_labels(home.data, 5, home.n - 2)
     csv = b"energy,zenith,azimuth,x,y,z\n1000,1,2,0,0,0\n2000,0.5,1,10,20,30\n"
     assert ss.csv_labels(csv, "mine.csv", 3).shape == (6, 6)
     with pytest.raises(DataError, match="mine.csv: labels CSV needs a header"):
@@ -319,5 +306,5 @@ def test_inpaint_checks_and_hdf5(home, models):
         np.testing.assert_array_equal(f["mask"][()], mask)
         np.testing.assert_allclose(f["input_true"][()], schema.read_events(home.data, 7, 8)[0])
         assert json.loads(f.attrs["producer"])["method"] == "neighbours"
-    with pytest.raises(DataError, match="outside 0..199"):
-        ss.run_inpaint(models.flow, home.data, 200, geo, mask, "zero")
+    with pytest.raises(DataError, match=f"outside 0..{home.n - 1}"):
+        ss.run_inpaint(models.flow, home.data, home.n, geo, mask, "zero")
