@@ -1,7 +1,8 @@
 """Bad input sweep: every CLI command and every upload widget fed malformed inputs.
 
 Truncated/empty/random HDF5, wrong shapes, NaN labels, random bytes and a pickle with a code payload as
-checkpoints, negative or huge numbers, path traversal strings, existing outputs without --force. Each
+checkpoints, negative or huge numbers, path traversal strings (with a real text file at the target, so a
+case shows what reading it does rather than "file not found"), existing outputs without --force. Each
 must get a clear error: the CLI exits 2 with one line "error: ..." naming the file or argument and the
 problem (argparse's own usage errors exit 2 too), no traceback; a page shows an error, never an
 exception. Nothing is written and nothing is lost: every file present before is byte-identical after,
@@ -98,7 +99,12 @@ def bad(tmp_path_factory, small_data, geometry) -> SimpleNamespace:
     (out / "existing.json").write_text('{"kept": true}\n')
     home = root / "home"
     (home / "data").mkdir(parents=True)
-    return SimpleNamespace(root=root, src=src, out=out, home=home, pwned=pwned)
+    # Traversal targets exist: the commands run in out/work, so '../../etc/passwd' is root/etc/passwd, a real
+    # text file like the system's (the cases test what reading it does, not "file not found")
+    (out / "work").mkdir()
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    return SimpleNamespace(root=root, src=src, out=out, home=home, pwned=pwned, cwd=out / "work")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -144,7 +150,7 @@ CLI_CASES = [
     ("validate-label-shape", ["validate", "{in}/short_labels.h5"], ["short_labels.h5", "'label'", "(4, 5)"]),
     ("validate-nan-labels", ["validate", "{in}/nan_labels.h5"], ["nan_labels.h5", "NaN", "event 3", "energy"]),
     ("validate-folder", ["validate", "{in}"], ["is a folder"]),
-    ("validate-traversal", ["validate", "../../etc/passwd"], ["../../etc/passwd"]),
+    ("validate-traversal", ["validate", "../../etc/passwd"], ["../../etc/passwd", "not a readable HDF5 file"]),
     ("validate-geometry-random", ["validate", GOOD, "--geometry", "{in}/random.pt"], ["random.pt", "geometry"]),
     # stats
     ("stats-truncated", ["stats", "{in}/truncated.h5"], ["truncated.h5", "not a readable HDF5 file"]),
@@ -185,7 +191,7 @@ CLI_CASES = [
     ("sample-labels-nan", [*SAMPLE, "--labels", "{in}/labels_nan.csv"], ["labels_nan.csv", "NaN", "energy"]),
     ("sample-labels-random", [*SAMPLE, "--labels", "{in}/labels_random.csv"], ["labels_random.csv", "labels CSV"]),
     ("sample-labels-no-header", [*SAMPLE, "--labels", "{in}/labels_noheader.csv"], ["labels_noheader.csv", "header"]),
-    ("sample-labels-traversal", [*SAMPLE, "--labels", "../../etc/passwd"], ["../../etc/passwd"]),
+    ("sample-labels-traversal", [*SAMPLE, "--labels", "../../etc/passwd"], ["../../etc/passwd", "labels CSV"]),
     ("sample-exists", [*SAMPLE[:-1], "{out}/existing.h5"], ["existing.h5", "exists", "--force"]),
     ("sample-no-folder", [*SAMPLE[:-1], "{out}/nodir/g.h5"], ["nodir", "does not exist"]),
     ("sample-folder", [*SAMPLE[:-1], "{out}", "--force"], ["is a folder"]),
@@ -197,14 +203,16 @@ CLI_CASES = [
     ("inpaint-shape-data", ["inpaint", "--data", "{in}/wrong_shape.h5", *INPAINT[3:]], ["wrong_shape.h5", "'input'"]),
     ("inpaint-nan-labels", ["inpaint", "--data", "{in}/nan_labels.h5", "--events", "3", *INPAINT[3:]],
      ["nan_labels.h5", "NaN", "event 3"]),
-    ("inpaint-data-traversal", ["inpaint", "--data", "../../etc/passwd", *INPAINT[3:]], ["../../etc/passwd"]),
+    ("inpaint-data-traversal", ["inpaint", "--data", "../../etc/passwd", *INPAINT[3:]],
+     ["../../etc/passwd", "not a readable HDF5 file"]),
     ("inpaint-huge-range", [*INPAINT, "--events", f"0-{HUGE}"], ["--events", HUGE]),
     ("inpaint-negative-event", [*INPAINT, "--events=-5"], ["--events", "-5"]),
     ("inpaint-event-past-end", [*INPAINT, "--events", "400"], ["--events", "400", "0..399"]),
     ("inpaint-mask-garbage", [*INPAINT[:4], "bogus:1", *INPAINT[5:]], ["malformed mask", "bogus:1"]),
     ("inpaint-mask-negative", [*INPAINT[:4], "random:-1", *INPAINT[5:]], ["random mask fraction", "-1"]),
     ("inpaint-mask-huge-string", [*INPAINT[:4], f"strings:{HUGE}", *INPAINT[5:]], ["unknown string ids", HUGE]),
-    ("inpaint-dead-traversal", [*INPAINT[:4], "dead:../../etc/passwd", *INPAINT[5:]], ["../../etc/passwd"]),
+    ("inpaint-dead-traversal", [*INPAINT[:4], "dead:../../etc/passwd", *INPAINT[5:]],
+     ["../../etc/passwd", "'string' and 'dom'"]),
     ("inpaint-dead-random", [*INPAINT[:4], "dead:{in}/labels_random.csv", *INPAINT[5:]], ["labels_random.csv"]),
     ("inpaint-pickle-payload", [*INPAINT[:6], "flow-map", "--checkpoint", "{in}/evil.pt", *INPAINT[7:]],
      ["evil.pt", "refused"]),
@@ -245,7 +253,7 @@ CLI_CASES = [
     ("train-random-data", [*TRAIN, "--set", "data.path={in}/random.h5"], ["random.h5"]),
     ("train-shape-data", [*TRAIN, "--set", "data.path={in}/wrong_shape.h5"], ["wrong_shape.h5", "'input'"]),
     ("train-nan-labels", [*TRAIN, "--set", "data.path={in}/nan_labels.h5"], ["nan_labels.h5", "NaN", "event 3"]),
-    ("train-traversal-data", [*TRAIN, "--set", "data.path=../../etc/passwd"], ["../../etc/passwd"]),
+    ("train-traversal-data", [*TRAIN, "--set", "data.path=../../etc/passwd"], ["/etc/passwd", "not a readable HDF5 file"]),
     ("train-negative-batch", [*TRAIN, "--set", "train.batch_size=-1"], ["train.batch_size", ">= 1"]),
     ("train-nan-lr", [*TRAIN, "--set", "train.lr=.nan"], ["train.lr", "finite"]),
     ("train-inf-lr", [*TRAIN, "--set", "train.lr=.inf"], ["train.lr", "finite"]),
@@ -264,7 +272,7 @@ CLI_CASES = [
 def cli_env(bad, monkeypatch):
     monkeypatch.setenv("GENESIS_HOME", str(bad.home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(bad.out)  # relative paths ('../../etc/passwd', stray writes) resolve from here
+    monkeypatch.chdir(bad.cwd)  # relative paths ('../../etc/passwd' -> root/etc/passwd, stray writes) resolve from here
     return bad
 
 
