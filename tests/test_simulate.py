@@ -166,6 +166,12 @@ def test_rebatch_sizes():
     out = list(rebatch(iter(parts), 8))
     assert [len(s) for s, _ in out] == [8, 8, 8, 2] and [len(l) for _, l in out] == [8, 8, 8, 2]
     assert np.array_equal(np.concatenate([s for s, _ in out]), np.concatenate([s for s, _ in parts]))
+    # reused buffers: batch k shares memory with batch k + 2, and holds the right events until then
+    seen = []
+    for s, _ in rebatch(iter(parts), 8, reuse=2):
+        seen.append(s)
+        assert np.array_equal(s, np.concatenate([p for p, _ in parts])[8 * (len(seen) - 1):8 * len(seen)])
+    assert np.shares_memory(seen[0], seen[2]) and not np.shares_memory(seen[0], seen[1])
 
 
 def test_file_written_in_chunks_is_valid_and_complete(tmp_path, geometry):

@@ -369,7 +369,7 @@ def _triggered_batch(seed: int, k: int, batch: int, geometry: Geometry, cfg: Sim
     labels = draw_labels(batch, rng, cfg)
     signal, n_hit = _simulate_events(labels, geometry, rng, cfg)
     keep = n_hit >= cfg.min_hits
-    return signal[keep], labels[keep]
+    return (signal, labels) if keep.all() else (signal[keep], labels[keep])
 
 
 def simulate(n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(), batch: int = BATCH_EVENTS,
@@ -401,25 +401,43 @@ def simulate(n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConf
                 future.cancel()
 
 
-def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int = WRITE_EVENTS
+def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int = WRITE_EVENTS, reuse: int = 0
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Regroup (signal (b, 2, P), labels (b, 6)) batches into batches of exactly `size` events (the last
-    one smaller), holding at most about 2 * size events at a time."""
-    sig: list[np.ndarray] = []
-    lab: list[np.ndarray] = []
-    held = 0
-    for s, l in batches:
-        sig.append(s)
-        lab.append(l)
-        held += len(s)
-        if held >= size:
-            s_all, l_all = np.concatenate(sig), np.concatenate(lab)
-            cut = held - held % size
-            for start in range(0, cut, size):
-                yield s_all[start:start + size], l_all[start:start + size]
-            sig, lab, held = [s_all[cut:]], [l_all[cut:]], held - cut
-    if held:
-        yield np.concatenate(sig), np.concatenate(lab)
+    one smaller), copying each event once.
+
+    reuse = 0: every yielded batch is a new array. reuse = k >= 2: batches are views into k buffers used
+    in turn (no allocation per batch); each stays valid until k - 1 further batches have been requested.
+    """
+    pool: list[tuple[np.ndarray, np.ndarray]] = []
+    turn = 0
+
+    def next_buffer(sig: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal turn
+        if reuse and len(pool) == reuse:
+            buf = pool[turn % reuse]
+        else:
+            buf = (np.empty((size, *sig.shape[1:]), sig.dtype), np.empty((size, *lab.shape[1:]), lab.dtype))
+            if reuse:
+                pool.append(buf)
+        turn += 1
+        return buf
+
+    current, fill = None, 0
+    for sig, lab in batches:
+        start = 0
+        while start < len(sig):
+            if current is None:
+                current = next_buffer(sig, lab)
+            take = min(size - fill, len(sig) - start)
+            current[0][fill:fill + take] = sig[start:start + take]
+            current[1][fill:fill + take] = lab[start:start + take]
+            fill, start = fill + take, start + take
+            if fill == size:
+                yield current
+                current, fill = None, 0
+    if current is not None:
+        yield current[0][:fill], current[1][:fill]
 
 
 def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0, cfg: SimConfig = SimConfig(),
@@ -428,7 +446,7 @@ def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0
     """Simulate n events into an HDF5 file in the training schema.
 
     Events go to the writer in appends of `write_events` (aligned with its 64-event chunks), so memory
-    holds about 3 * write_events events whatever n is; the file appears at `path` only when complete.
+    holds about 2 * write_events events whatever n is; the file appears at `path` only when complete.
     """
     from dataclasses import asdict
 
@@ -439,7 +457,8 @@ def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0
     # One append in flight on a writer thread: h5py releases the GIL while HDF5 compresses and writes.
     with EventWriter(path, geometry, producer=producer, force=force) as writer, ThreadPoolExecutor(1) as io:
         pending: Future | None = None
-        for signal, labels in rebatch(simulate(n, geometry, seed, cfg, progress=progress), write_events):
+        # Two buffers in turn: the one being filled is never the one the writer thread is appending.
+        for signal, labels in rebatch(simulate(n, geometry, seed, cfg, progress=progress), write_events, reuse=2):
             if pending is not None:
                 pending.result()
             pending = io.submit(writer.append, signal, labels)
