@@ -60,7 +60,8 @@ def test_sigkill_reconcile_and_resume_from_last_pt_weights(home):
     os.waitpid(pid, 0)
     killed_at = current_step(store, run_id)
     assert run_id in tracking.reconcile(store)
-    assert store.run(run_id).info.status == "FAILED"
+    run = store.run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[tracking.TAG_ERROR] == "process lost"
     last = store.artifact_dir(run_id) / "checkpoints" / "last.pt"
     saved = checkpoint.load_state(last)
     assert saved["step"] % interval == 0 and 3 * interval <= saved["step"] <= killed_at
