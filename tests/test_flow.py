@@ -190,17 +190,65 @@ def test_training_lowers_nll() -> None:
     assert sum(losses[-5:]) / 5 < losses[0] - 0.1 * abs(losses[0])
 
 
-def test_dequantization_keeps_no_hits_below_zero() -> None:
-    flow = make_flow()
-    x = synthetic_events(8, P)
+LINEAR = Normalization(affine_offsets=(1.0, 9000.0, -600.0, -550.0, -550.0),
+                       affine_scales=(2.0, 2000.0, 1200.0, 1100.0, 1100.0), time_transform="none", npe_transform="log1p")
+SHIFTED = Normalization(affine_offsets=(0.3, -50.0, 0.0, 0.0, 0.0), affine_scales=(150.0, 8.0, 1.0, 1.0, 1.0))
+NORMALIZATIONS = {"original": Normalization(), "linear-time": LINEAR, "shifted-ln": SHIFTED}
+
+
+def physical_events(b: int, p: int, seed: int = 0) -> torch.Tensor:
+    """Physical events (B, 2, P): ~30% hit DOMs, half with integer counts and half with continuous charges,
+    hit times 9000..15000 ns; no-hit DOMs npe 0 and time 0."""
+    g = torch.Generator().manual_seed(seed)
+    hit = torch.rand(b, p, generator=g) < 0.3
+    counts = torch.randint(1, 50, (b, p), generator=g).double()
+    charge = torch.where(torch.arange(p) % 2 == 0, counts, counts + 0.37)
+    npe = torch.where(hit, charge, torch.zeros(b, p, dtype=torch.float64))
+    time = torch.where(hit, 9000 + 6000 * torch.rand(b, p, generator=g, dtype=torch.float64),
+                       torch.zeros(b, p, dtype=torch.float64))
+    return torch.stack([npe, time], 1)
+
+
+def make_flow_with(norm: Normalization, p: int = P) -> ConditionalFlow:
+    torch.manual_seed(0)
+    return ConditionalFlow(FlowConfig(num_couplings=2, hidden_size=16, depth=1, num_heads=2, patch_size=60), p, norm)
+
+
+@pytest.mark.parametrize("name", list(NORMALIZATIONS))
+def test_dequantization_spreads_only_point_masses(name: str) -> None:
+    """No-hit DOMs go one-sided below the no-hit value of *this* normalization (non-zero offsets too),
+    integer counts by at most half a photoelectron, and no hit time and no continuous charge changes."""
+    norm = NORMALIZATIONS[name]
+    flow = make_flow_with(norm)
+    phys = physical_events(6, P)
+    x = norm.normalize_signal(phys).float()
+    nohit = norm.normalize_signal(torch.zeros(1, 2, 1, dtype=torch.float64)).reshape(2)
+    assert torch.allclose(flow.nohit_value(), nohit)
     noisy = flow.dequantize(x, torch.Generator().manual_seed(0))
     w = flow.config.dequant_noise
-    no_hit = x[:, 0] == 0
-    assert (noisy[:, 0][no_hit] <= 0).all() and (noisy[:, 0][no_hit] >= -w).all()
-    hits = ~no_hit
-    assert ((noisy[:, 0] - x[:, 0])[hits].abs() <= w / 2).all()
-    assert ((noisy[:, 1] - x[:, 1]).abs() <= w / 2).all()
-    assert not torch.equal(noisy, x)
+    hit = phys[:, 0] > 0
+    count = hit & (phys[:, 0] == phys[:, 0].round())
+    assert torch.equal(noisy[:, 1][hit], x[:, 1][hit])  # no hit time is dequantized
+    assert torch.equal(noisy[:, 0][hit & ~count], x[:, 0][hit & ~count])  # continuous charges kept
+    below = nohit[0].float() - noisy[:, 0][~hit]
+    assert (below >= 0).all() and (below <= w * (1 + 1e-4)).all() and below.std() > w / 10
+    assert ((noisy[:, 1][~hit] - nohit[1].float()).abs() <= w / 2 * (1 + 1e-4)).all()
+    back = norm.denormalize_signal(noisy.double())
+    moved = (back[:, 0] - phys[:, 0])[count]
+    assert (moved.abs() <= 0.5 + 1e-3).all() and moved.abs().mean() > 0.1
+    assert (back[:, 0][hit] > 0.5 - 1e-3).all()  # every hit stays above the 0.5-pe hit threshold
+    assert (noisy[:, 0][hit] > noisy[:, 0][~hit].max()).all()  # hits and no-hits never overlap
+
+
+def test_dequantization_off_and_training_with_offsets() -> None:
+    flow = make_flow_with(LINEAR)
+    x = LINEAR.normalize_signal(physical_events(8, P)).float()
+    labels, geometry = conditioning(8, P)
+    loss, logs = flow.training_loss(x, labels, geometry, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    off = make_flow_with(LINEAR)
+    off.config = FlowConfig(**{**off.config.__dict__, "dequant_noise": 0.0})
+    assert torch.equal(off.dequantize(x), x)
 
 
 def test_sample_shape_and_seed_reproducibility() -> None:

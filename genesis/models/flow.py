@@ -17,13 +17,19 @@ given time, top/bottom half of a string); this fixed alternation plays the role 
 
 Zero-inflated data and dequantization
 -------------------------------------
-DOMs without a hit are exact zeros in both channels, so the data distribution has point masses and no
-density. `ConditionalFlow.training_loss` therefore adds uniform noise of width ``cfg.dequant_noise`` to
-every value before evaluating the NLL (the NLL of the dequantized data is a proper density). For hit
-DOMs and for all time values the noise is centred, U(-w/2, w/2). For the npe of no-hit DOMs it is
-one-sided, U(-w, 0]: dequantized no-hits then lie below zero and never overlap the hits, so the model
-learns "no hit" as a region of npe <= 0 rather than a smear around zero that would cross the hit
-threshold.
+DOMs without a hit all carry the same value (the normalized value of npe 0 and time 0, `nohit_value`,
+e.g. (-0.5, -4.5) for log1p npe with offset 1 / scale 2 and linear time with offset 9000 ns / scale
+2000 ns), and simulated npe are integer counts: the data distribution has point masses and no density.
+`ConditionalFlow.dequantize` spreads only those point masses before the NLL is evaluated (the NLL of the
+dequantized data is a proper density):
+- no-hit DOMs: npe uniformly in (v - w, v], one-sided below the no-hit value v (w = cfg.dequant_noise,
+  normalized units), so they never overlap the hits and the model learns "no hit" as the region below v;
+  their time (a sentinel, not a hit time) uniformly in v_t +- w/2;
+- hit DOMs whose npe is an integer count: npe + U(-1/2, 1/2) photoelectrons before the npe transform
+  (a 1-pe hit stays above the 0.5-pe hit threshold); non-integer charges (real pulse sums) are kept;
+- hit times are never changed: they are continuous, and noise would blur the few-ns structure the flow
+  has to learn.
+The no-hit value comes from the model's own normalization metadata, so any offsets work.
 
 From samples to events
 ----------------------
@@ -40,7 +46,7 @@ import torch
 from torch import nn
 
 from genesis.config import FlowConfig
-from genesis.data.normalization import Normalization
+from genesis.data.normalization import Normalization, forward_npe, forward_time, inverse_npe
 from genesis.errors import ConfigError
 from genesis.geometry import DOMS_PER_STRING
 from genesis.models.common import NormalizationMetadata, patchify, unpatchify
@@ -48,6 +54,8 @@ from genesis.models.common import NormalizationMetadata, patchify, unpatchify
 LABEL_DIM = 6
 Pair = tuple[torch.Tensor, torch.Tensor]  # (output (B, 2, P), logabsdet (B,))
 MASK_KINDS = ("odd-doms", "even-doms", "time", "npe", "bottom-half", "top-half")
+NOHIT_TOLERANCE = 1e-5  # |npe_n - no-hit value| below this (normalized units) is a DOM without a hit
+COUNT_TOLERANCE = 1e-5  # relative distance of a hit's npe to the nearest integer for it to be a count
 
 
 # --- transforms -------------------------------------------------------------------------------------
@@ -249,16 +257,45 @@ class ConditionalFlow(NormalizationMetadata):
                         dtype=labels.dtype)
         return self.inverse(z * temperature, labels, geometry)[0]
 
+    def nohit_value(self) -> torch.Tensor:
+        """(2,) float64 normalized [npe, time] of a DOM without a hit (npe 0, time 0), on the model's device,
+        computed from the normalization metadata (no host sync)."""
+        zero = torch.zeros((), dtype=torch.float64, device=self.affine_offsets.device)
+        raw = torch.stack([forward_npe(zero, self._transforms["npe_transform"]),
+                           forward_time(zero, self._transforms["time_transform"])])
+        return (raw - self.affine_offsets[:2]) / self.affine_scales[:2]
+
+    def point_masses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bool (B, P) masks of the point masses of normalized events x (B, 2, P): no-hit DOMs (npe at the
+        no-hit value, within NOHIT_TOLERANCE) and hit DOMs whose physical npe is an integer count."""
+        v = self.nohit_value().to(x.dtype)
+        no_hit = (x[:, 0] - v[0]).abs() <= NOHIT_TOLERANCE
+        npe = self._npe_physical(x[:, 0])
+        count = ~no_hit & ((npe - npe.round()).abs() <= COUNT_TOLERANCE * npe.abs().clamp_min(1.0))
+        return no_hit, count
+
+    def _npe_physical(self, npe_n: torch.Tensor) -> torch.Tensor:
+        """Normalized npe (B, P) -> photoelectrons (B, P), float64."""
+        y = npe_n.double() * self.affine_scales[0] + self.affine_offsets[0]
+        return inverse_npe(y, self._transforms["npe_transform"])
+
+    def _npe_normalized(self, npe: torch.Tensor) -> torch.Tensor:
+        """Photoelectrons (B, P) float64 -> normalized npe (B, P), float64."""
+        return (forward_npe(npe, self._transforms["npe_transform"]) - self.affine_offsets[0]) / self.affine_scales[0]
+
     def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x (B, 2, P) plus uniform noise of width cfg.dequant_noise (one-sided below 0 for no-hit npe)."""
+        """Spread the point masses of normalized events x (B, 2, P) (see the module doc); hit times and
+        non-integer hit charges come back unchanged. Width cfg.dequant_noise = 0 turns it off."""
         width = self.config.dequant_noise
         if width <= 0:
             return x
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * width
-        noise = u - width / 2
-        no_hit = x[:, 0] == 0
-        noise[:, 0] = torch.where(no_hit, -u[:, 0], noise[:, 0])
-        return x + noise
+        no_hit, count = self.point_masses(x)
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        npe = torch.where(no_hit, x[:, 0] - u[:, 0] * width, x[:, 0])
+        spread = self._npe_normalized(self._npe_physical(x[:, 0]) + u[:, 0].double() - 0.5).to(x.dtype)
+        npe = torch.where(count, spread, npe)
+        time = torch.where(no_hit, x[:, 1] + (u[:, 1] - 0.5) * width, x[:, 1])
+        return torch.stack([npe, time], 1)
 
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
                       generator: torch.Generator | None = None, forward: nn.Module | None = None
