@@ -54,7 +54,7 @@ MAX_ENERGY_GEV = 1e12  # above the highest cosmic-ray energies; far beyond it th
 A_DEDX, B_DEDX = 0.24, 3.3e-4  # muon energy loss dE/dx = a + b E: GeV/m, 1/m
 THIN_MU = 0.01  # DOMs with a lower expected charge are hit-tested by thinning (see draw_hits)
 MAX_PHOTONS = 8  # the first-hit delay is the earliest of min(npe, MAX_PHOTONS) photons
-BATCH_EVENTS = 32  # events simulated together: (32, P) float32 temporaries stay in cache
+BATCH_EVENTS = 16  # events simulated together: (16, P) float32 temporaries stay in cache (16 beat 32 and 64)
 SIM_WORKERS = 2  # threads simulating batches in parallel
 WRITE_EVENTS = 1024  # events per append to the HDF5 writer (a multiple of its chunk of 64 events)
 
