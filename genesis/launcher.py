@@ -4,7 +4,8 @@ launch(): the MLflow run is created first (params, tags, request id), the config
 run's log, then `python -m genesis train --config <file> --run-id <id>` starts from an argv list (no
 shell) in its own process group with stdout/stderr to the run's log file. A file lock plus the request
 id make a repeated call (rerun, double click, second tab) return the same run instead of a new process.
-stop(): SIGTERM to the group (the trainer saves last.pt and ends the run KILLED), SIGKILL after a timeout.
+stop(): SIGTERM to the group (the trainer saves last.pt and ends the run KILLED), SIGKILL after a timeout;
+the run's tag genesis.stop records which of the two ended it ("SIGTERM" or "killed after timeout ...").
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def stop(run_id: str, timeout: float = 30.0, store: tracking.Store | None = None
     while time.time() < deadline and tracking.process_alive(pid):
         _reap(pid)
         time.sleep(0.2)
-    if tracking.process_alive(pid):
+    killed = tracking.process_alive(pid)
+    if killed:
         marker = f"{KILLED_AFTER_TIMEOUT} (SIGKILL {timeout:g} s after SIGTERM)"
         log.warning("run %s: trainer pid %d still alive %g s after SIGTERM: %s", run_id, pid, timeout, marker)
         _signal_group(pid, signal.SIGKILL)
@@ -126,8 +128,9 @@ def stop(run_id: str, timeout: float = 30.0, store: tracking.Store | None = None
     else:
         _reap(pid)
         store.set_tags(run_id, {tracking.TAG_STOP: "SIGTERM"})
-    if store.run(run_id).info.status == "RUNNING":  # killed before it could end its own run
-        store.end_run(run_id, "KILLED", f"stopped by the user ({KILLED_AFTER_TIMEOUT})")
+    if store.run(run_id).info.status == "RUNNING":  # it died before it could end its own run
+        store.end_run(run_id, "KILLED", f"stopped by the user ({KILLED_AFTER_TIMEOUT})" if killed
+                      else "stopped by the user (the trainer exited without ending its run)")
     return store.run(run_id).info.status
 
 
