@@ -6,6 +6,16 @@ same run.
     python bench/scorecard.py --minutes 0.5 --device cpu --train-events 2000 --eval-events 400 \
         --preset-suffix tiny --steps 20                                       # CPU smoke run (~3 min)
 
+CPU protocol (a step budget instead of a time budget, so any 2-core machine gets the same numbers;
+about 15 minutes per model on 2 idle cores):
+
+    python bench/scorecard.py --device cpu --preset-suffix tiny --train-events 20000 --eval-events 1000 \
+        --set train.max_steps=2000 --set train.batch_size=64 [--models diffusion] [--ablate]
+
+--ablate trains the diffusion variants of ABLATION (each row adds one change to the row above it, all
+on the same data with the same budget) and evaluates the last one with the stochastic samplers too;
+it prints one table with the simulator floor measured in the same run.
+
 Presets: configs/default.yaml + configs/flow.yaml, or with --preset-suffix S configs/S.yaml +
 configs/flow_S.yaml. Data (IceCube-86-like geometry, default simulator) is simulated into --workdir and
 reused when a file of the requested size is there. MLflow goes to sqlite:///<workdir>/mlflow.db unless
@@ -48,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra config override for both models (e.g. train.batch_size=128)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML reports")
     p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
+    p.add_argument("--ablate", action="store_true", help="train and compare the ABLATION variants of the diffusion preset")
     return p.parse_args(argv)
 
 
@@ -78,6 +89,21 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
     return path
 
 
+# Ablation rows: (name, overrides on top of the diffusion preset). The first row is the model before the
+# hit-aware representation (the presets' defaults until then); each later row adds one change.
+BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
+          "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.eta=0"]
+ABLATION = [
+    ("before", BEFORE),
+    ("+hit channel", [*BEFORE, "data.normalization.representation=hit"]),
+    ("+physics cond", [*BEFORE, "data.normalization.representation=hit", "model.conditioning=physics"]),
+    ("+DOM head", [*BEFORE, "data.normalization.representation=hit", "model.conditioning=physics",
+                   "model.dom_head_width=32"]),
+]
+SAMPLER_ROWS = [("  DDIM eta=1", {"eta": 1.0}), ("  DDIM-100 eta=1", {"eta": 1.0, "steps": 100})]
+HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
+
+
 def preset_paths(suffix: str) -> dict[str, Path]:
     if suffix:
         return {"diffusion": ROOT / "configs" / f"{suffix}.yaml", "flow": ROOT / "configs" / f"flow_{suffix}.yaml"}
@@ -100,13 +126,15 @@ def train_without_store(cfg, kind: str, workdir: Path) -> dict:
             "checkpoint": str(trainer.ckpt_dir / "last.pt"), "preset": "", "status": "FINISHED"}
 
 
-def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, workdir: Path) -> dict:
+def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, workdir: Path,
+              extra: list[str] = ()) -> dict:
     """Train for the budget (stdout of the trainer goes to <workdir>/train_<kind>.log)."""
     from genesis import config, tracking
     from genesis.train import train
 
     cfg = config.load(preset, [f"data.path={data}", f"train.max_minutes={args.minutes}", f"train.device={args.device}",
-                               f"train.epochs={args.epochs}", "train.eval_events=0", "experiment=scorecard", f"name=scorecard-{kind}", *args.set])
+                               f"train.epochs={args.epochs}", "train.eval_events=0", "experiment=scorecard",
+                               f"name=scorecard-{kind}", *extra, *args.set])
     if args.no_mlflow:
         return {**train_without_store(cfg, kind, workdir), "preset": str(preset)}
     t0 = time.time()
@@ -126,12 +154,21 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
             "checkpoint": str(Path(result["checkpoint_dir"]) / "last.pt"), "preset": str(preset)}
 
 
-def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str) -> dict:
+def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str,
+                 sampler: dict | None = None) -> dict:
+    """Evaluate a trained checkpoint; sampler may override DDIM's eta and steps."""
+    import dataclasses
+
     from genesis import checkpoint, evaluate
 
     loaded = checkpoint.load_model(info["checkpoint"], device=checkpoint.resolve_device(args.device))
+    sampler = sampler or {}
+    if "eta" in sampler:
+        loaded.config = dataclasses.replace(
+            loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion, eta=sampler["eta"]))
     params = sum(p.numel() for p in loaded.model.parameters())
-    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=args.steps, seed=args.seed,
+    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=sampler.get("steps", args.steps),
+                                 seed=args.seed,
                                  reference={"source": "file", "path": str(workdir / "heldout.h5"), "n": len(ref_labels)})
     if not args.no_mlflow:
         evaluate.log_to_run(ev.report, loaded)
@@ -183,6 +220,39 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
           "AUC 0.960-0.992, sim vs sim 0.46; LineFit ratio 1.3-1.4")
 
 
+def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
+    """One line per variant: the issue's headline numbers, W1 in units of the reference spread."""
+    from genesis.metrics import FEATURES
+
+    print(f"\nablation: {n_eval} held-out labels, same data and step budget for every row")
+    head = (f"{'variant':<18} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} "
+            + "".join(f"{k[:11]:>12}" for k in HEADLINE) + f" {'worst three W1':<48} {'train ev/s':>10} {'sample ev/s':>11}")
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        s = r["report"]["scalars"]
+        w1 = {k: s.get(f"eval/w1_{k}", float("nan")) for k in FEATURES}
+        worst = sorted(w1, key=lambda k: -w1[k])[:3]
+        print(f"{name:<18} {_f(s.get('eval/auc')):>6} {_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
+              f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>8} {_f(s.get('eval/occupancy_corr'), '.2f'):>8} "
+              + "".join(f"{_f(w1[k], '.3g'):>12}" for k in HEADLINE)
+              + f" {', '.join(f'{k} {w1[k]:.3g}' for k in worst):<48} {_f(r.get('train_events_per_s'), '.0f'):>10} "
+              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}")
+
+
+def run_ablation(train_file: Path, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
+    preset = preset_paths(args.preset_suffix)["diffusion"]
+    rows: dict[str, dict] = {}
+    for name, overrides in ABLATION:
+        tag = "abl-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        info = train_one(tag, preset, train_file, args, workdir, overrides)
+        rows[name] = evaluate_one(info, ref_signal, ref_labels, args, workdir, tag)
+        print_ablation(rows, len(ref_labels))
+    for name, sampler in SAMPLER_ROWS:
+        rows[name] = evaluate_one(info, ref_signal, ref_labels, args, workdir, tag + name.strip().replace(" ", "_"), sampler)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir).resolve()
@@ -199,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     held_file = simulated_file(workdir / "heldout.h5", args.eval_events, geo, seed=2)
     ref_signal, ref_labels, _ = schema.read_events(held_file)
     presets = preset_paths(args.preset_suffix)
-    rows: dict[str, dict] = {}
-    for kind in [m.strip() for m in args.models.split(",") if m.strip()]:
+    rows: dict[str, dict] = run_ablation(train_file, ref_signal, ref_labels, args, workdir) if args.ablate else {}
+    for kind in [] if args.ablate else [m.strip() for m in args.models.split(",") if m.strip()]:
         if kind not in presets:
             raise SystemExit(f"unknown model {kind!r}; use diffusion and/or flow")
         info = train_one(kind, presets[kind], train_file, args, workdir)
@@ -213,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     rows["simulator"] = {"report": floor.report, "params": 0, "steps": 0}
     print(f"simulator floor evaluated in {time.time() - t0:.0f} s")
     print_tables(rows, len(ref_labels))
+    if args.ablate:
+        print_ablation(rows, len(ref_labels))
     summary = {"args": vars(args), "tracking_uri": uri,
                "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"} | {"scalars": r["report"]["scalars"],
                                                                                  "timing": r["report"]["timing"]}

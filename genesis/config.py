@@ -44,6 +44,10 @@ class DiTConfig:
     mlp_ratio: float = option(4.0, "MLP width / hidden_size", minimum=1.0)
     dropout: float = option(0.0, "dropout in attention and MLP", minimum=0.0)
     label_dropout: float = option(0.1, "probability of dropping labels in training (classifier-free guidance)", minimum=0.0)
+    conditioning: str = option("labels", "labels: the six labels as one vector; physics: direction as a unit vector "
+                               "plus per-DOM light geometry (distances, expected arrival time)",
+                               choices=("labels", "physics"))
+    dom_head_width: int = option(0, "width of a per-DOM output head next to the token output (0 = off)", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class DiffusionConfig:
     sampling_steps: int = option(50, "DDIM steps", minimum=1)
     eta: float = option(0.0, "DDIM eta (0 = deterministic)", minimum=0.0)
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)
+    min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma (Hang et al. 2023; 0 = off, 5 is usual)", minimum=0.0)
+    hit_weight: float = option(1.0, "loss weight of hit DOMs relative to DOMs without a hit", minimum=0.0)
 
 
 @dataclass(frozen=True)

@@ -107,19 +107,29 @@ class GaussianDiffusion:
 
     # --- training -------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, x0: Tensor, labels: Tensor, geometry: Tensor,
-                      generator: torch.Generator | None = None, label_dropout: float = 0.0) -> Tensor:
-        """Scalar MSE between the network output and its target, for t ~ U{0..T-1} and eps ~ N(0, I).
+                      generator: torch.Generator | None = None, label_dropout: float = 0.0,
+                      weights: Tensor | None = None) -> Tensor:
+        """Weighted MSE between the network output and its target, for t ~ U{0..T-1} and eps ~ N(0, I).
 
-        x0: (B, 2, P) normalized signal; labels (B, 6); geometry (3, P) or (B, 3, P) (kept clean).
+        x0: (B, C, P) normalized signal; labels (B, 6); geometry (3, P) or (B, 3, P) (kept clean).
         Labels are dropped (null embedding, for guidance) with probability label_dropout; every random
         draw comes from `generator`, so a seeded generator makes the loss reproducible.
+        weights: optional (B, C, P) per-element weights (0 = not learned, e.g. the time of a DOM without a
+        hit); the loss is sum(w * err^2) / sum(w). With config.min_snr_gamma > 0 each event is weighted
+        by min(SNR, gamma) / SNR (eps) or min(SNR, gamma) / (SNR + 1) (v) (Hang et al. 2023).
         """
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout
         out = model(self.q_sample(x0, t, noise), t, labels, geometry, drop_labels=drop)
-        return F.mse_loss(out.float(), self.target(x0, t, noise).float())
+        err = (out.float() - self.target(x0, t, noise).float()) ** 2
+        w = torch.ones_like(err) if weights is None else weights.float().expand_as(err)
+        if self.config.min_snr_gamma > 0:
+            a = self.alpha_bar(t, err)
+            snr = a / (1 - a)
+            w = w * (snr.clamp(max=self.config.min_snr_gamma) / (snr if self.objective == "eps" else snr + 1))
+        return (w * err).sum() / w.sum().clamp_min(1e-12)
 
     def predict_x0_and_eps(self, model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
                            guidance_scale: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -154,7 +164,7 @@ def _sampling_mode(model: nn.Module) -> Iterator[None]:
 def _setup(model: nn.Module, labels: Tensor, geometry: Tensor) -> tuple[torch.device, Tensor, Tensor, tuple]:
     device = next(model.parameters()).device
     labels, geometry = labels.to(device, torch.float32), geometry.to(device, torch.float32)
-    return device, labels, geometry, (labels.shape[0], 2, geometry.shape[-1])
+    return device, labels, geometry, (labels.shape[0], getattr(model, "channels", 2), geometry.shape[-1])
 
 
 def _randn(shape: tuple, generator: torch.Generator | None, device: torch.device) -> Tensor:

@@ -46,7 +46,7 @@ def _label_dim(cfg: config.RunConfig) -> int:
 
 def _inputs(cfg: config.RunConfig, n_doms: int, batch: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     """Random normalized inputs in the order forward() takes them."""
-    x = torch.randn(batch, 2, n_doms, device=device)
+    x = torch.randn(batch, cfg.data.normalization.channels, n_doms, device=device)
     labels, geometry = torch.randn(batch, _label_dim(cfg), device=device), torch.randn(3, n_doms, device=device)
     if cfg.kind == "diffusion":
         return x, torch.randint(0, cfg.diffusion.timesteps, (batch,), device=device), labels, geometry
@@ -156,13 +156,15 @@ def _stage(stage: str, shape: Any, note: str) -> dict[str, str]:
 def _io_stages(cfg: config.RunConfig, n_doms: int, batch: int) -> tuple[list[dict], list[dict]]:
     """Input and output stages of the forward pass."""
     B, P, diffusion = batch, n_doms, cfg.kind == "diffusion"
-    ins = [_stage("input x_t" if diffusion else "input x", (B, 2, P),
-                  "normalized signal per DOM: npe, first-hit time" + (" (noised)" if diffusion else "")),
+    C = cfg.data.normalization.channels
+    channels = "hit (+1/-1), npe, first-hit time" if C == 3 else "npe, first-hit time"
+    ins = [_stage("input x_t" if diffusion else "input x", (B, C, P),
+                  f"normalized signal per DOM: {channels}" + (" (noised)" if diffusion else "")),
            _stage("geometry", (3, P), "normalized DOM positions x, y, z (shared by the batch)"),
            _stage("labels", (B, _label_dim(cfg)), "normalized energy, zenith, azimuth, vertex x, y, z")]
     if diffusion:
         ins.append(_stage("timestep t", (B,), f"diffusion step in [0, {cfg.diffusion.timesteps})"))
-        return ins, [_stage("unpatchify -> output", (B, 2, P), f"predicted {cfg.diffusion.objective}")]
+        return ins, [_stage("unpatchify -> output", (B, C, P), f"predicted {cfg.diffusion.objective}")]
     return ins, [_stage("output z, log|det|", f"{_fmt((B, 2, P))} + {_fmt((B,))}",
                         "standard-normal latent and log|det dz/dx| (inverse() maps z back to events)")]
 

@@ -97,25 +97,42 @@ def range_warnings(labels: np.ndarray, loaded: checkpoint.LoadedModel) -> list[s
     return out
 
 
-def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE) -> np.ndarray:
-    """Physical (n, 2, P): npe below threshold (or non-finite) -> no hit (npe 0, time 0); time >= 0."""
+def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE, data_record: dict | None = None
+                ) -> np.ndarray:
+    """Physical (n, 2, P) -> a consistent event: npe below threshold (or non-finite) -> no hit (npe 0,
+    time 0); time >= 0. With the training ranges of hits in `data_record` (checkpoints since the hit
+    representation), every hit gets an npe and a time inside the ranges seen in training, and a whole
+    npe where the training npe were counts."""
     out = np.nan_to_num(signal.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    hit = out[:, 0] >= hit_threshold
-    out[:, 0] = np.where(hit, out[:, 0], 0.0)
-    out[:, 1] = np.where(hit, np.maximum(out[:, 1], 0.0), 0.0)
+    record = data_record or {}
+    npe, time = out[:, 0], out[:, 1]
+    if "hit_npe_min" in record:
+        hit = npe > 0
+        npe = np.clip(npe, record["hit_npe_min"], record["hit_npe_max"])
+        if record.get("npe_integer"):
+            npe = np.maximum(np.round(npe), record["hit_npe_min"])
+        time = np.clip(time, record["hit_time_min"], record["hit_time_max"])
+        npe, time = np.where(hit, npe, 0.0), np.where(hit, time, 0.0)
+        hit_threshold = min(hit_threshold, record["hit_npe_min"])
+    hit = npe >= hit_threshold
+    out[:, 0] = np.where(hit, npe, 0.0)
+    out[:, 1] = np.where(hit, np.maximum(time, 0.0), 0.0)
     return out
 
 
-def clip_range(data_record: dict | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lo, hi) tensors of shape (1, 2, 1): the training range of each signal channel, with a margin."""
+def clip_range(data_record: dict | None, device: torch.device, channels: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) tensors of shape (1, C, 1): the training range of each signal channel, with a margin.
+    C defaults to the channels recorded in training (2 for records without one)."""
     record = data_record or {}
-    if "signal_min" not in record:
-        lo, hi = [CLIP_X0[0]] * 2, [CLIP_X0[1]] * 2
+    channels = channels or len(record.get("signal_min", ())) or 2
+    if len(record.get("signal_min", ())) != channels:
+        lo, hi = [CLIP_X0[0]] * channels, [CLIP_X0[1]] * channels
     else:
         lo, hi = np.asarray(record["signal_min"]), np.asarray(record["signal_max"])
         span = np.maximum(hi - lo, 1e-6)
         lo, hi = lo - CLIP_MARGIN * span, hi + CLIP_MARGIN * span
-    as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, 2, 1)  # noqa: E731
+    as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, channels, 1)  # noqa: E731
     return as_t(lo), as_t(hi)
 
 
@@ -126,7 +143,7 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
                         data_record: dict | None = None) -> torch.Tensor:
     """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P), clipped to the
     training range of each channel (see clip_range)."""
-    lo, hi = clip_range(data_record, labels_n.device)
+    lo, hi = clip_range(data_record, labels_n.device, model.normalization.channels)
     if kind == "flow":
         out = model.sample(labels_n, geometry_n, generator=generator)
         if progress:
@@ -168,11 +185,12 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
         inner = (lambda i, t, s=start: progress(s + int(len(lab_n) * i / t), n)) if progress else None
         x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
-                                generator=gen, progress=inner, data_record=loaded.state.get("data"))
+                                eta=loaded.config.diffusion.eta, generator=gen, progress=inner,
+                                data_record=loaded.state.get("data"))
         done += len(lab_n)
         if progress:
             progress(done, n)
-        yield postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold)
+        yield postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold, loaded.state.get("data"))
 
 
 def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int) -> dict:
@@ -208,5 +226,5 @@ def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device, 
     x = generate_normalized(model, cfg.kind, cfg, lab_n, geo_n, "ddim", min(20, cfg.diffusion.timesteps), generator=gen,
                             data_record=data_record)
     threshold = cfg.flow.hit_threshold if cfg.kind == "flow" else HIT_THRESHOLD_PE
-    sig = postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold)
+    sig = postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold, data_record)
     return viz.linked_event_figures(geometry, [(f"E={lab[0]:.0e} GeV", s[0], s[1]) for lab, s in zip(labels, sig)])

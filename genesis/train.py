@@ -124,17 +124,36 @@ class Objective:
     def __init__(self, cfg: config.RunConfig) -> None:
         self.kind = cfg.kind
         self.label_dropout = cfg.model.label_dropout
+        self.norm = cfg.data.normalization
+        self.hit_weight = cfg.diffusion.hit_weight
+        # normalized npe of a DOM without a hit (legacy representation: hits are npe above it)
+        self.no_hit_npe = float(self.norm.normalize_signal(np.zeros((1, 2, 1)))[0, 0, 0])
         if cfg.kind == "diffusion":
             from genesis.diffusion import GaussianDiffusion
 
             self.diffusion = GaussianDiffusion(cfg.diffusion)
 
+    def loss_weights(self, signal: torch.Tensor) -> torch.Tensor | None:
+        """(B, C, P) weights of the diffusion loss, or None for a plain mean: with the hit representation
+        npe and time count only where the DOM is hit; hit DOMs weigh diffusion.hit_weight."""
+        if self.norm.representation == "hit":
+            hit = signal[:, :1] > 0
+            w = torch.cat([torch.ones_like(hit), hit, hit], 1).to(signal.dtype)
+        elif self.hit_weight != 1.0:
+            hit = signal[:, :1] > self.no_hit_npe + 1e-6
+            w = torch.ones_like(signal)
+        else:
+            return None
+        return w * torch.where(hit, self.hit_weight, 1.0).to(signal.dtype) if self.hit_weight != 1.0 else w
+
     def __call__(self, net, signal, labels, geometry, generator=None, train: bool = True
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """signal (B, 2, P), labels (B, 6), geometry (3, P) -> (scalar loss, detached extras)."""
+        """signal (B, C, P), labels (B, 6), geometry (3, P) -> (scalar loss, detached extras)."""
         if self.kind == "diffusion":
             dropout = self.label_dropout if train else 0.0
-            return self.diffusion.training_loss(net, signal, labels, geometry, generator, label_dropout=dropout), {}
+            loss = self.diffusion.training_loss(net, signal, labels, geometry, generator, label_dropout=dropout,
+                                                weights=self.loss_weights(signal))
+            return loss, {}
         flow = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
         loss, extra = flow.training_loss(signal, labels, geometry, generator=generator, forward=net)
         return loss, {"bits_per_dim": extra["bits_per_dim"]}

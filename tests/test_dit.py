@@ -133,3 +133,45 @@ def test_positional_embedding_breaks_permutation_equivariance():
         model.pos_embed.zero_()  # without it, attention over patches is permutation-equivariant
     out, out_perm = model(x, t, labels, geo), model(x[..., perm], t, labels, geo[..., perm])
     torch.testing.assert_close(out_perm, out[..., perm], atol=1e-5, rtol=1e-5)
+
+
+def physics_model(**kw):
+    from genesis.config import DiTConfig
+    from genesis.data.normalization import Normalization
+
+    cfg = DiTConfig(hidden_size=32, depth=1, num_heads=4, patch_size=60, time_embed_dim=32, conditioning="physics",
+                    dom_head_width=8, **kw)
+    norm = Normalization(representation="hit", energy_transform="log10",
+                         label_offsets=(3.0, 0.0, 0.0, -600.0, -550.0, -550.0))
+    return PMTDiT(cfg, 120, norm)
+
+
+def test_physics_conditioning_shapes_and_unconditional_pass_ignores_labels():
+    torch.manual_seed(0)
+    model = physics_model().eval()
+    for p in model.dom_head.mlp[-1].parameters():  # the zero-initialised head would hide a label leak
+        torch.nn.init.normal_(p, std=0.1)
+    x, geo, t = torch.randn(2, 3, 120), torch.rand(3, 120), torch.tensor([5, 50])
+    a, b = torch.rand(2, 6), torch.rand(2, 6)
+    assert model(x, t, a, geo).shape == (2, 3, 120)
+    assert not torch.allclose(model(x, t, a, geo), model(x, t, b, geo))
+    drop = torch.ones(2, dtype=torch.bool)
+    torch.testing.assert_close(model(x, t, a, geo, drop_labels=drop), model(x, t, b, geo, drop_labels=drop))
+
+
+def test_dom_features_follow_the_cherenkov_geometry():
+    from genesis.models import physics
+
+    # a vertical down-going track (zenith 0) from the origin: a DOM 100 m below and 50 m to the side
+    labels = torch.tensor([[1e5, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    dom = torch.tensor([[50.0, 0.0, -100.0]])
+    f = physics.dom_features(labels, dom)[0, :, 0]
+    rho, s = 50.0, 100.0
+    s_emit = s - rho / physics.TAN_CHERENKOV
+    arrival = s_emit / physics.C_VACUUM + rho / physics.SIN_CHERENKOV * physics.REFRACTIVE_INDEX / physics.C_VACUUM
+    assert f[2].item() == pytest.approx(s / physics.LENGTH_SCALE_M)
+    assert f[3].item() == pytest.approx(arrival / physics.TIME_SCALE_NS, rel=1e-5)
+    assert f[4].item() == 1.0
+    above = physics.dom_features(labels, torch.tensor([[0.0, 0.0, 100.0]]))[0, :, 0]  # behind the vertex
+    assert above[4].item() == -1.0
+    assert above[3].item() == pytest.approx(100 * physics.REFRACTIVE_INDEX / physics.C_VACUUM / physics.TIME_SCALE_NS, rel=1e-5)

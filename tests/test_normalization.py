@@ -73,3 +73,28 @@ def test_suggest(geometry):
     assert 0.5 < y[:, 0][hit].max() < 1.2 and 0.5 < y[:, 1][hit].max() <= 1.0
     g = s.normalize_geometry(geometry.positions)
     assert g.min() >= 0 and g.max() <= 1
+
+
+def test_hit_representation_round_trip_and_neutral_no_hit_values():
+    norm = Normalization(representation="hit", time_transform="none", npe_transform="log1p",
+                         affine_offsets=(1.0, 9000.0, 0.0, 0.0, 0.0), affine_scales=(2.0, 2000.0, 1.0, 1.0, 1.0))
+    x = np.array([[[0.0, 3.0, 1.0, 0.0], [0.0, 10100.0, 9800.0, 12345.0]]], np.float32)  # last: time without a hit
+    y = norm.normalize_signal(x)
+    assert norm.channels == 3 and y.shape == (1, 3, 4)
+    np.testing.assert_array_equal(y[0, 0], [-1, 1, 1, -1])
+    np.testing.assert_array_equal(y[0, 1:, [0, 3]], 0.0)  # npe and time of DOMs without a hit: neutral 0
+    back = norm.denormalize_signal(y)
+    np.testing.assert_allclose(back, [[[0, 3, 1, 0], [0, 10100, 9800, 0]]], rtol=1e-6)
+    torch_back = norm.denormalize_signal(norm.normalize_signal(torch.from_numpy(x)))
+    np.testing.assert_allclose(torch_back.numpy(), back, rtol=1e-6)
+    y[0, 0, 1] = -0.2  # a sampled "no hit" wins over the npe and time channels
+    assert norm.denormalize_signal(y)[0, :, 1].tolist() == [0.0, 0.0]
+
+
+def test_representation_is_metadata_and_old_dicts_load_as_legacy():
+    d = Normalization(representation="hit").to_dict()
+    assert d["representation"] == "hit" and Normalization.from_dict(d).representation == "hit"
+    del d["representation"]
+    assert Normalization.from_dict(d).representation == "legacy"
+    with pytest.raises(ConfigError, match="representation"):
+        Normalization(representation="sentinel")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -107,7 +107,7 @@ def load_in_memory(path: str | Path, indices: np.ndarray, norm: Normalization, g
     """Read the given events chunk by chunk, normalize each chunk on `device`, keep the result there."""
     device = torch.device(device)
     p = geometry.n_doms
-    signal = torch.empty((len(indices), 2, p), dtype=torch.float32, device=device)
+    signal = torch.empty((len(indices), norm.channels, p), dtype=torch.float32, device=device)
     labels = torch.empty((len(indices), 6), dtype=torch.float32, device=device)
     for start in range(0, len(indices), READ_CHUNK):
         sel = indices[start:start + READ_CHUNK]
@@ -183,19 +183,29 @@ def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geome
     return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
 
 
-def value_ranges(cfg: DataConfig, norm: Normalization) -> dict[str, list[float]]:
-    """What the model saw in training, stored in checkpoints: per-channel min/max of the normalized
-    signal and of the physical labels over all training events (read in chunks, so any file size works).
-    Sampling clips x0 to the signal range; labels outside warn."""
+def value_ranges(cfg: DataConfig, norm: Normalization) -> dict[str, Any]:
+    """What the model saw in training, stored in checkpoints, over all training events (read in chunks,
+    so any file size works): per-channel min/max of the normalized signal (sampling clips x0 to it),
+    min/max of the physical labels (labels outside warn), and of hit DOMs' npe and time, plus whether
+    every npe is a whole number (sampled hits then get counts inside those ranges)."""
     n, _, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
     with h5py.File(cfg.path, "r") as f:
         labels = np.asarray(f["label"][()], dtype=np.float64)[train]
-    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    lo, hi = np.full(norm.channels, np.inf), np.full(norm.channels, -np.inf)
+    hit_lo, hit_hi, integer = np.full(2, np.inf), np.full(2, -np.inf), True
     for start in range(0, len(train), READ_CHUNK):
         signal, _, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
         x = norm.normalize_signal(signal.astype(np.float64))
         lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
-    return {"signal_min": lo.tolist(), "signal_max": hi.tolist(),
-            "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}
+        hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hits)
+        if hits.size:
+            hit_lo, hit_hi = np.minimum(hit_lo, hits.min(1)), np.maximum(hit_hi, hits.max(1))
+            integer = integer and bool(np.all(hits[0] == np.round(hits[0])))
+    ranges = {"signal_min": lo.tolist(), "signal_max": hi.tolist(),
+              "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}
+    if np.isfinite(hit_lo).all():
+        ranges.update(hit_npe_min=float(hit_lo[0]), hit_npe_max=float(hit_hi[0]), hit_time_min=float(hit_lo[1]),
+                      hit_time_max=float(hit_hi[1]), npe_integer=integer)
+    return ranges

@@ -7,6 +7,13 @@ x_n = (T(x) - offset) / scale for 5 signal/geometry channels [npe, time, x, y, z
 - energy: 'none' (default) or 'log10'.
 Negative times are clipped to 0 before a log transform (no-hit DOMs carry time 0).
 
+Representation (what the models see per DOM):
+- 'legacy': 2 channels [npe_n, time_n]; a DOM without a hit carries the normalized value of npe 0 and
+  time 0 (a far-away sentinel for linear times). Whether a sample hit a DOM is decided from npe alone.
+- 'hit': 3 channels [hit, npe_n, time_n]: hit = +1 / -1; npe_n and time_n as above where the DOM is hit
+  and 0 (a neutral, in-distribution value) where it is not. A sample hits a DOM where hit > 0, so its
+  time and npe can never disagree with it; losses on npe_n and time_n count hit DOMs only.
+
 Every model stores this as metadata (buffers + extra state) so a checkpoint alone can denormalize.
 Functions accept numpy arrays or torch tensors and return the same type.
 """
@@ -25,6 +32,7 @@ from genesis.errors import ConfigError
 TIME_TRANSFORMS = ("ln", "log10", "none")
 NPE_TRANSFORMS = ("none", "log1p")
 ENERGY_TRANSFORMS = ("none", "log10")
+REPRESENTATIONS = ("legacy", "hit")
 
 ORIGINAL_AFFINE_OFFSETS = (0.0, 0.0, -600.0, -550.0, -550.0)
 ORIGINAL_AFFINE_SCALES = (200.0, 10.0, 1200.0, 1100.0, 1100.0)
@@ -36,6 +44,13 @@ Array = Any  # np.ndarray | torch.Tensor
 
 def _lib(x: Array):
     return torch if isinstance(x, torch.Tensor) else np
+
+
+def _stack(parts: list, axis: int, squeeze: bool = False) -> Array:
+    """np.stack / torch.stack (or concatenate when the parts keep their axis: squeeze=True)."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, axis) if squeeze else torch.stack(parts, axis)
+    return np.concatenate(parts, axis) if squeeze else np.stack(parts, axis)
 
 
 def _const(values, like: Array) -> Array:
@@ -102,6 +117,7 @@ class Normalization:
     time_transform: str = "ln"
     npe_transform: str = "none"
     energy_transform: str = "none"
+    representation: str = "legacy"
 
     def __post_init__(self) -> None:
         for name, n in (("affine_offsets", 5), ("affine_scales", 5), ("label_offsets", 6), ("label_scales", 6)):
@@ -118,24 +134,42 @@ class Normalization:
             ("time_transform", TIME_TRANSFORMS),
             ("npe_transform", NPE_TRANSFORMS),
             ("energy_transform", ENERGY_TRANSFORMS),
+            ("representation", REPRESENTATIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"normalization.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     # --- signal ---------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        """Signal channels the models see: 2 ('legacy') or 3 ('hit')."""
+        return 3 if self.representation == "hit" else 2
+
     def normalize_signal(self, x: Array) -> Array:
-        """Physical (..., 2, P) npe/time -> normalized (..., 2, P)."""
+        """Physical (..., 2, P) npe/time -> normalized (..., C, P), C = self.channels."""
         lib = _lib(x)
         npe = forward_npe(x[..., 0, :], self.npe_transform)
         time = forward_time(x[..., 1, :], self.time_transform)
-        y = lib.stack([npe, time], -2) if lib is np else torch.stack([npe, time], -2)
+        y = _stack([npe, time], -2)
         off = _const(self.affine_offsets[:2], y).reshape(2, 1)
         sc = _const(self.affine_scales[:2], y).reshape(2, 1)
-        return (y - off) / sc
+        y = (y - off) / sc
+        if self.representation == "legacy":
+            return y
+        hit = x[..., 0:1, :] > 0
+        zero = lib.zeros_like(y[..., :1, :])
+        return _stack([lib.where(hit, zero + 1, zero - 1), *(lib.where(hit, y[..., c:c + 1, :], zero) for c in (0, 1))],
+                      -2, squeeze=True)
 
     def denormalize_signal(self, x: Array) -> Array:
-        """Normalized (..., 2, P) -> physical npe/time (..., 2, P) (no clipping; see sampling)."""
-        return denormalize_signal(x, self.affine_offsets, self.affine_scales, self.time_transform, self.npe_transform)
+        """Normalized (..., C, P) -> physical npe/time (..., 2, P). 'hit': DOMs with hit <= 0 get npe 0 and
+        time 0; no other clipping (see sampling)."""
+        if self.representation == "legacy":
+            return denormalize_signal(x, self.affine_offsets, self.affine_scales, self.time_transform, self.npe_transform)
+        lib = _lib(x)
+        phys = denormalize_signal(x[..., 1:, :], self.affine_offsets, self.affine_scales, self.time_transform,
+                                  self.npe_transform)
+        return lib.where(x[..., 0:1, :] > 0, phys, lib.zeros_like(phys))
 
     # --- geometry -------------------------------------------------------------------------------
     def normalize_geometry(self, positions: Array) -> Array:
@@ -221,6 +255,7 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
         time_transform=base.time_transform,
         npe_transform=base.npe_transform,
         energy_transform=base.energy_transform,
+        representation=base.representation,
     )
 
 

@@ -23,13 +23,14 @@ class NormalizationMetadata(nn.Module):
             "time_transform": norm.time_transform,
             "npe_transform": norm.npe_transform,
             "energy_transform": norm.energy_transform,
+            "representation": norm.representation,
         }
 
     def get_extra_state(self) -> dict[str, Any]:
         return dict(self._transforms)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._transforms = dict(state)
+        self._transforms = {"representation": "legacy", **state}  # checkpoints from before representations
 
     def get_normalization_params(self) -> dict[str, Any]:
         """Dict with affine_offsets, affine_scales, label_offsets, label_scales (lists) and transforms."""

@@ -5,10 +5,14 @@ Follows facebookresearch/DiT models.py (Peebles & Xie 2023), adapted to 1-D IceC
   1 = one token per DOM, the original per-DOM PMTDiT);
 - signal (npe, time) and geometry (x, y, z) are embedded per patch and fused by sum or FiLM;
 - the conditioning vector c = embed(diffusion step) + embed(labels) modulates every block (adaLN-Zero);
-- labels may be replaced by a learned null embedding (classifier-free guidance).
+- labels may be replaced by a learned null embedding (classifier-free guidance);
+- with cfg.conditioning = 'physics', the labels enter as energy, direction unit vector and vertex, and
+  every DOM gets its light geometry (genesis.models.physics) next to its position; an optional per-DOM
+  head (cfg.dom_head_width) adds an output at DOM resolution, which a 60-DOM token cannot resolve alone.
 
-All tensors are normalized (see genesis.data.normalization); forward() never uses the normalization
-buffers, which are metadata for denormalizing samples.
+All tensors are normalized (see genesis.data.normalization). The signal has normalization.channels
+channels (2, or 3 with the hit representation). forward() reads the normalization buffers only to
+recover physical labels and positions for the physics inputs.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from torch import Tensor, nn
 from genesis.config import DiTConfig
 from genesis.data.normalization import Normalization
 from genesis.errors import ConfigError
+from genesis.models import physics
 from genesis.models.common import NormalizationMetadata, patchify, unpatchify
 
-SIGNAL_CHANNELS = 2
 GEOMETRY_CHANNELS = 3
+TOKEN_TO_DOM = 16  # token features handed to each of its DOMs by the per-DOM head
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -65,10 +70,7 @@ class LabelEmbedder(nn.Module):
         self.null = nn.Parameter(torch.zeros(hidden_size))
 
     def forward(self, labels: Tensor, drop_labels: Tensor | None = None) -> Tensor:
-        """drop_labels (B,) bool: True uses the null embedding. When None and training, drop at random
-        with probability dropout_prob (DiT's token_drop) so the model also learns p(x) for guidance."""
-        if drop_labels is None and self.training and self.dropout_prob > 0:
-            drop_labels = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        """drop_labels (B,) bool: True uses the null embedding (see PMTDiT.drop_mask)."""
         emb = self.mlp(labels.to(self.null.dtype))
         if drop_labels is None:
             return emb
@@ -125,6 +127,23 @@ class DiTBlock(nn.Module):
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+class DomHead(nn.Module):
+    """Per-DOM output next to the token output: an MLP over each DOM's own inputs (noisy signal,
+    position, physics features) and features of its token, (B, C_in, P) + (B, N, H) -> (B, C, P).
+    The last layer starts at zero, so the head starts as a no-op."""
+
+    def __init__(self, in_channels: int, hidden_size: int, width: int, out_channels: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.token_proj = nn.Linear(hidden_size, TOKEN_TO_DOM)
+        self.mlp = nn.Sequential(nn.Conv1d(in_channels + TOKEN_TO_DOM, width, 1), nn.SiLU(),
+                                 nn.Conv1d(width, width, 1), nn.SiLU(), nn.Conv1d(width, out_channels, 1))
+
+    def forward(self, dom_inputs: Tensor, tokens: Tensor) -> Tensor:
+        per_dom = self.token_proj(tokens).transpose(1, 2).repeat_interleave(self.patch_size, dim=2)
+        return self.mlp(torch.cat([dom_inputs, per_dom.to(dom_inputs.dtype)], 1))
+
+
 class FinalLayer(nn.Module):
     """adaLN-modulated LayerNorm + Linear: (B, N, H) -> (B, N, patch_size * out_channels)."""
 
@@ -152,17 +171,22 @@ class PMTDiT(NormalizationMetadata):
         self.config = cfg
         self.n_doms = n_doms
         self.num_tokens = n_doms // cfg.patch_size
+        self.channels = normalization.channels
+        self.physics = cfg.conditioning == "physics"
         H = cfg.hidden_size
         self.init_normalization(normalization)
-        self.signal_embed = PatchEmbed(SIGNAL_CHANNELS, cfg.patch_size, H)
-        self.geometry_embed = PatchEmbed(GEOMETRY_CHANNELS, cfg.patch_size, H)
+        dom_in = GEOMETRY_CHANNELS + (physics.DOM_FEATURES if self.physics else 0)
+        self.signal_embed = PatchEmbed(self.channels, cfg.patch_size, H)
+        self.geometry_embed = PatchEmbed(dom_in, cfg.patch_size, H)
         # FiLM: the geometry embedding sets a per-token scale and shift of the signal embedding.
         self.geometry_film = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H)) if cfg.fusion == "film" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, H))
         self.t_embedder = TimestepEmbedder(H, cfg.time_embed_dim)
-        self.y_embedder = LabelEmbedder(cfg.label_dim, H, cfg.label_dropout)
+        self.y_embedder = LabelEmbedder(physics.LABEL_FEATURES if self.physics else cfg.label_dim, H, cfg.label_dropout)
         self.blocks = nn.ModuleList(DiTBlock(H, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(H, cfg.patch_size, SIGNAL_CHANNELS)
+        self.final_layer = FinalLayer(H, cfg.patch_size, self.channels)
+        self.dom_head = (DomHead(self.channels + dom_in, H, cfg.dom_head_width, self.channels, cfg.patch_size)
+                         if cfg.dom_head_width else None)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -182,10 +206,13 @@ class PMTDiT(NormalizationMetadata):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.dom_head is not None:
+            nn.init.zeros_(self.dom_head.mlp[-1].weight)
+            nn.init.zeros_(self.dom_head.mlp[-1].bias)
 
-    def embed(self, x: Tensor, geometry: Tensor) -> Tensor:
-        """Signal (B, 2, P) and geometry (3, P) or (B, 3, P) -> fused tokens (B, N, H)."""
-        g = self.geometry_embed(geometry if geometry.dim() == 3 else geometry.unsqueeze(0))
+    def embed(self, x: Tensor, dom_inputs: Tensor) -> Tensor:
+        """Signal (B, C, P) and per-DOM inputs (1 or B, 3 [+ physics], P) -> fused tokens (B, N, H)."""
+        g = self.geometry_embed(dom_inputs)
         h = self.signal_embed(x)
         if self.geometry_film is None:
             h = h + g
@@ -194,27 +221,55 @@ class PMTDiT(NormalizationMetadata):
             h = h * (1 + scale) + shift
         return h + self.pos_embed
 
+    def drop_mask(self, batch: int, device: torch.device, drop_labels: Tensor | None) -> Tensor | None:
+        """drop_labels, or in training mode without one a random mask with probability cfg.label_dropout
+        (DiT's token_drop), so the model also learns p(x) for guidance."""
+        if drop_labels is None and self.training and self.config.label_dropout > 0:
+            drop_labels = torch.rand(batch, device=device) < self.config.label_dropout
+        return None if drop_labels is None else drop_labels.to(device).bool()
+
+    def conditioning(self, labels: Tensor, geometry: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(label vector (B, L), per-DOM inputs (1 or B, 3 [+ DOM_FEATURES], P)). Physics inputs of
+        dropped rows are zeroed: they carry the labels, which an unconditional pass must not see."""
+        geometry = geometry if geometry.dim() == 3 else geometry.unsqueeze(0)
+        if not self.physics:
+            return labels, geometry
+        phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
+                                       self._transforms["energy_transform"] == "log10")
+        positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
+        feats = physics.dom_features(phys, positions.transpose(1, 2))
+        if drop is not None:
+            feats = feats * (~drop).to(feats.dtype)[:, None, None]
+        dom_inputs = torch.cat([geometry.expand(len(labels), -1, -1).to(feats.dtype), feats], 1)
+        return physics.label_features(labels, phys), dom_inputs
+
     def forward(self, x: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
                 drop_labels: Tensor | None = None) -> Tensor:
         """Predict the diffusion target.
 
-        x: (B, 2, P) noisy normalized signal; t: (B,) (or scalar) int or float diffusion step;
+        x: (B, C, P) noisy normalized signal; t: (B,) (or scalar) int or float diffusion step;
         labels: (B, label_dim) normalized; geometry: (3, P) or (B, 3, P) normalized;
         drop_labels: (B,) bool, True = unconditional (null label embedding). When None, labels are
         dropped at random with probability cfg.label_dropout in training mode only.
-        Returns (B, 2, P).
+        Returns (B, C, P).
         """
         self._check_inputs(x, geometry)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
-        c = self.t_embedder(t) + self.y_embedder(labels, drop_labels)
-        h = self.embed(x, geometry.to(x.dtype))
+        drop = self.drop_mask(x.shape[0], x.device, drop_labels)
+        label_vec, dom_inputs = self.conditioning(labels, geometry, drop)
+        c = self.t_embedder(t) + self.y_embedder(label_vec, drop)
+        dom_inputs = dom_inputs.to(x.dtype)
+        h = self.embed(x, dom_inputs)
         for block in self.blocks:
             h = block(h, c)
-        return unpatchify(self.final_layer(h, c), SIGNAL_CHANNELS)
+        out = unpatchify(self.final_layer(h, c), self.channels)
+        if self.dom_head is not None:
+            out = out + self.dom_head(torch.cat([x, dom_inputs.expand(len(x), -1, -1)], 1), h)
+        return out
 
     def _check_inputs(self, x: Tensor, geometry: Tensor) -> None:
-        if x.dim() != 3 or x.shape[1:] != (SIGNAL_CHANNELS, self.n_doms):
-            raise ValueError(f"PMTDiT expects x of shape (B, 2, {self.n_doms}), got {tuple(x.shape)}")
+        if x.dim() != 3 or x.shape[1:] != (self.channels, self.n_doms):
+            raise ValueError(f"PMTDiT expects x of shape (B, {self.channels}, {self.n_doms}), got {tuple(x.shape)}")
         if geometry.shape[-2:] != (GEOMETRY_CHANNELS, self.n_doms) or geometry.dim() not in (2, 3):
             raise ValueError(f"PMTDiT expects geometry of shape (3, {self.n_doms}) or (B, 3, {self.n_doms}), "
                              f"got {tuple(geometry.shape)}")
