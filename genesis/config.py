@@ -147,6 +147,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.val_fraction + data.test_fraction must leave at least 10% for training")
     if cfg.diffusion.sampling_steps > cfg.diffusion.timesteps:
         raise ConfigError("diffusion.sampling_steps cannot exceed diffusion.timesteps")
+    if cfg.kind == "flow" and cfg.data.normalization.representation != "legacy":
+        raise ConfigError("flows model the 2-channel 'legacy' representation only; "
+                          "set data.normalization.representation=legacy for kind 'flow'")
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:

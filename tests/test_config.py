@@ -41,3 +41,12 @@ def test_field_specs_cover_every_leaf():
     keys = {s["key"] for s in specs}
     assert {"model.depth", "train.lr", "data.normalization", "flow.num_couplings"} <= keys
     assert all("help" in s for s in specs)
+
+
+def test_flow_refuses_the_hit_representation():
+    from genesis import config
+    from genesis.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="representation=legacy"):
+        config.load(None, ["kind=flow", "data.normalization.representation=hit"])
+    assert config.load(None, ["data.normalization.representation=hit"]).data.normalization.channels == 3
