@@ -1,21 +1,39 @@
-"""Inpainting benchmark: every method on held-out simulated events and several mask types.
+"""Inpainting benchmark: every method on held-out simulated events and several mask types, one table.
 
-Trains a flow and a diffusion model for the same short budget (or takes --flow/--diffusion checkpoints),
-then for each mask type (random DOMs, whole strings, DeepCore, a sphere) fills the masked DOMs with
-flow MAP, RePaint, the neighbour mean and zero fill, and prints one table: MSE in normalized space, npe and
-time errors, hit accuracy, total-charge error, MSE ratio against the zero and neighbour baselines
-(> 1 = better than the baseline), and seconds per event. Baselines are measured in the same run.
+Trains a flow and a diffusion model for a fixed number of optimiser steps (or takes --flow/--diffusion
+checkpoints), then for each mask type (random 10% of DOMs, two whole strings, DeepCore, a sphere) fills
+the masked DOMs of the same held-out events with flow MAP, RePaint, the neighbour mean and zero fill
+(what a dead DOM records), and prints one table measured in that one run.
 
-    python bench/inpaint.py --minutes 2 --device cpu --events 20            # CPU, tiny presets
-    python bench/inpaint.py --minutes 10 --device cuda --events 200 --presets default
+CPU protocol (the default; a step budget, so the numbers do not depend on the machine's load, and one
+torch thread, so the arithmetic is the same on any machine; about 15 minutes on 2 idle cores):
+
+    python bench/inpaint.py                     # 6000 training events, 2000 steps per model, 100 events
+    python bench/inpaint.py --flow-steps 300 --diffusion-steps 300 --events 20 --map-steps 20   # smoke
+    python bench/inpaint.py --device cuda --presets default --flow-steps 20000 --diffusion-steps 20000
+
+Columns, all on the masked DOMs of all events (physical values after the usual hit threshold):
+  MSE hit   mean squared error on masked DOMs hit in the truth, both channels, in one fixed scoring space
+            (SCORING: log1p npe and linear time as the diffusion presets use; the same for every method
+            and model, so rows compare);   MSE all: the same over every masked DOM (false hits count)
+  npe rel   mean |npe fill - npe true| / npe true over masked true hits
+  t err ns  median |t fill - t true| over masked DOMs hit in both
+  prec/rec  hit precision and recall on masked DOMs
+  Q err     mean |total charge fill - true| / true (events with charge)
+  LF shift  mean angle [deg] between the LineFit direction of the filled event and of the unmasked
+            event, over events whose mask hid a hit; the zero row is the change the mask causes
+  /zero /neigh  MSE hit relative to the zero and neighbour rows (< 1 = better than that baseline)
+  unc       mean reported per-DOM uncertainty of masked DOMs (flow MAP: spread over restarts), if any
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,87 +43,202 @@ sys.path.insert(0, str(ROOT))
 
 MASKS = {"random 10%": "random:0.1", "strings 36,45": "strings:36,45", "DeepCore": "deepcore",
          "sphere r=150 m": "sphere:0,0,-250,150"}
+METHOD_ORDER = ("zero", "neighbours", "flow-map", "repaint")
+# Scoring space: x_n = (T(x) - offset) / scale with log1p npe (offset 1, scale 2) and linear time
+# (offset 9000 ns, scale 2000 ns); no hit = (-0.5, -4.5).
+SCORING = {"npe_transform": "log1p", "time_transform": "none", "affine_offsets": [1.0, 9000.0, -600.0, -550.0, -550.0],
+           "affine_scales": [2.0, 2000.0, 1200.0, 1100.0, 1100.0]}
 
 
-def train_for(kind: str, preset: Path, data: Path, minutes: float, device: str, workdir: Path) -> Path:
-    """Train with the bare Trainer (no MLflow needed) for `minutes`; returns last.pt."""
+def train_for(kind: str, preset: Path, data: Path, steps: int, batch: int, device: str, workdir: Path) -> Path:
+    """Train with the bare Trainer (no MLflow) for exactly `steps` optimiser steps; returns last.pt."""
     from genesis import config
     from genesis.checkpoint import resolve_device
     from genesis.train import DistContext, StopRequested, Trainer
 
-    cfg = config.load(preset, [f"data.path={data}", f"train.max_minutes={minutes}", f"train.device={device}",
-                               "train.epochs=1000"])
+    cfg = config.load(preset, [f"data.path={data}", f"train.max_steps={steps}", "train.max_minutes=0",
+                               f"train.device={device}", "train.epochs=100000", f"train.batch_size={batch}",
+                               "train.eval_events=0", f"train.checkpoint_every={max(steps, 1)}"])
     trainer = Trainer(cfg, None, None, DistContext(), resolve_device(device))
     trainer.ckpt_dir = workdir / f"ckpt_{kind}"
     trainer.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
     trainer.fit(StopRequested())
-    print(f"trained {kind} ({preset.name}) for {minutes} min: {trainer.step} steps, val loss {trainer.best_val:.4g}")
+    print(f"trained {kind} ({preset.name}): {trainer.step} steps of {batch} events in {time.time() - t0:.0f} s, "
+          f"best val loss {trainer.best_val:.4g}", flush=True)
     return trainer.ckpt_dir / "last.pt"
+
+
+def linefit_dirs(signal: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """LineFit 'comes from' unit vectors (N, 3) and validity (N,) of physical events (N, 2, P)."""
+    from genesis.metrics import direction_from_angles, event_features
+
+    f = event_features(signal[:, 0], signal[:, 1], geometry.positions, geometry.string)
+    return direction_from_angles(f["linefit_zenith"], f["linefit_azimuth"]), f["linefit_valid"]
+
+
+def score(filled: np.ndarray, true: np.ndarray, mask: np.ndarray, geometry, true_fit) -> dict[str, float]:
+    """Metrics of physical fills (N, 2, P) against the truth on the masked DOMs (see the module doc)."""
+    from genesis.data.normalization import Normalization
+    from genesis.metrics import opening_angle
+
+    norm = Normalization.from_dict(SCORING)
+    f_n, t_n = norm.normalize_signal(filled.astype(np.float64)), norm.normalize_signal(true.astype(np.float64))
+    hit_f, hit_t = filled[:, 0] > 0, true[:, 0] > 0
+    sq = ((f_n - t_n) ** 2)[:, :, mask]  # (N, 2, M)
+    th, fh = hit_t[:, mask], hit_f[:, mask]
+    both = th & fh
+    npe_t, npe_f = true[:, 0][:, mask], filled[:, 0][:, mask]
+    dt = np.abs(filled[:, 1] - true[:, 1])[:, mask]
+    q_t, q_f = true[:, 0].sum(1), filled[:, 0].sum(1)
+    has_q = q_t > 0
+    fit_dir, fit_ok = linefit_dirs(filled, geometry)
+    ref_dir, ref_ok = true_fit
+    affected = th.any(1) & ref_ok
+    shift = np.degrees(opening_angle(fit_dir, ref_dir))[affected]
+    nan = math.nan
+    return {
+        "mse_hit": float(sq.transpose(0, 2, 1)[th].mean()) if th.any() else nan,
+        "mse_all": float(sq.mean()),
+        "npe_rel": float((np.abs(npe_f - npe_t)[th] / npe_t[th]).mean()) if th.any() else nan,
+        "t_err": float(np.median(dt[both])) if both.any() else nan,
+        "precision": float(both.sum() / fh.sum()) if fh.any() else nan,
+        "recall": float(both.sum() / th.sum()) if th.any() else nan,
+        "q_err": float((np.abs(q_f - q_t)[has_q] / q_t[has_q]).mean()) if has_q.any() else nan,
+        "lf_shift": float(shift.mean()) if shift.size else nan,
+        "lf_valid": float(fit_ok[affected].mean()) if affected.any() else nan,
+    }
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
+
+
+def print_table(rows: dict[tuple[str, str], dict[str, float]], n_hidden_hits: dict[str, int]) -> None:
+    head = (f"| mask | method | MSE hit | MSE all | npe rel | t err ns | prec | rec | Q err | LF shift deg "
+            f"| /zero | /neigh | unc | s/event |")
+    print("\n" + head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for (mask_name, method), m in rows.items():
+        zero, neigh = rows[(mask_name, "zero")]["mse_hit"], rows[(mask_name, "neighbours")]["mse_hit"]
+        print(f"| {mask_name} ({n_hidden_hits[mask_name]} hits) | {method} | {_fmt(m['mse_hit'], '.3f')} "
+              f"| {_fmt(m['mse_all'], '.4f')} | {_fmt(m['npe_rel'], '.2f')} | {_fmt(m['t_err'], '.0f')} "
+              f"| {_fmt(m['precision'], '.2f')} | {_fmt(m['recall'], '.2f')} | {_fmt(m['q_err'], '.3f')} "
+              f"| {_fmt(m['lf_shift'], '.1f')} | {_fmt(m['mse_hit'] / zero, '.2f')} "
+              f"| {_fmt(m['mse_hit'] / neigh, '.2f')} | {_fmt(m.get('unc', math.nan), '.3f')} "
+              f"| {_fmt(m['seconds'], '.3f')} |")
+
+
+def run_method(method: str, loaded, signal, labels, mask, geometry, args) -> tuple[np.ndarray, float, float]:
+    """Physical fills (N, 2, P), seconds per event and mean per-DOM uncertainty (NaN when none)."""
+    from genesis.inpaint import inpaint_events
+
+    steps = {"flow-map": args.map_steps, "repaint": args.repaint_steps}.get(method, 1)
+    t0 = time.time()
+    result = inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=args.restarts,
+                            seed=args.seed, compare_baselines=False)
+    seconds = (time.time() - t0) / len(signal)
+    unc = getattr(result, "uncertainty", None)  # per-DOM spread (N, 2, P) when the method reports one
+    mean_unc = float(np.nanmean(np.asarray(unc)[:, 0][:, mask])) if unc is not None else math.nan
+    return result.filled, seconds, mean_unc
+
+
+def baseline_fill(method: str, signal: np.ndarray, mask: np.ndarray, geometry) -> np.ndarray:
+    """Zero or neighbour fill done in the scoring space (the same for every model), physical (N, 2, P)."""
+    import torch
+
+    from genesis.data.normalization import Normalization
+    from genesis.inpaint import neighbour_fill, zero_fill
+    from genesis.sampling import postprocess
+
+    norm = Normalization.from_dict(SCORING)
+    x = norm.normalize_signal(torch.from_numpy(signal.astype(np.float32)))
+    filled = zero_fill(x, mask, norm) if method == "zero" else neighbour_fill(zero_fill(x, mask, norm), mask, geometry, norm)
+    out = postprocess(norm.denormalize_signal(filled).numpy())
+    out[:, :, ~mask] = signal[:, :, ~mask]
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=2.0, help="training budget per model")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--events", type=int, default=20, help="held-out events per mask type")
-    p.add_argument("--train-events", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the same arithmetic on any CPU)")
+    p.add_argument("--events", type=int, default=100, help="held-out events (every mask type uses them all)")
+    p.add_argument("--train-events", type=int, default=6000)
+    p.add_argument("--flow-steps", type=int, default=2000, help="flow training steps")
+    p.add_argument("--diffusion-steps", type=int, default=2000, help="diffusion training steps")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--presets", default="tiny", choices=("tiny", "default"))
     p.add_argument("--flow", help="flow checkpoint (skip training)")
     p.add_argument("--diffusion", help="diffusion checkpoint (skip training)")
-    p.add_argument("--map-steps", type=int, default=200)
-    p.add_argument("--repaint-steps", type=int, default=100)
+    p.add_argument("--map-steps", type=int, default=100, help="flow MAP optimisation steps per restart")
+    p.add_argument("--restarts", type=int, default=3, help="flow MAP restarts")
+    p.add_argument("--repaint-steps", type=int, default=50, help="RePaint reverse steps (its defaults otherwise)")
+    p.add_argument("--methods", default="flow-map,repaint", help="model methods to run (baselines always run)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
 
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     from genesis import checkpoint
     from genesis.data import schema
     from genesis.data.simulate import simulate_to_file
     from genesis.geometry import icecube86_like
-    from genesis.inpaint import inpaint_events, parse_mask
+    from genesis.inpaint import parse_mask
 
+    t_start = time.time()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genesis-inpaint-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GENESIS_HOME", str(workdir))
     geo = icecube86_like()
-    train_file, held_file = workdir / "train.h5", workdir / "heldout.h5"
+    train_file, held_file = workdir / f"train{args.train_events}.h5", workdir / f"heldout{args.events}.h5"
     if not train_file.exists():
         simulate_to_file(train_file, args.train_events, geo, seed=1)
     if not held_file.exists():
         simulate_to_file(held_file, args.events, geo, seed=2)
     suffix = "" if args.presets == "default" else "_tiny"
-    flow_ckpt = args.flow or train_for("flow", ROOT / "configs" / f"flow{suffix}.yaml", train_file, args.minutes,
-                                       args.device, workdir)
-    diff_ckpt = args.diffusion or train_for("diffusion", ROOT / "configs" / f"{'default' if not suffix else 'tiny'}.yaml",
-                                            train_file, args.minutes, args.device, workdir)
+    methods = [m for m in args.methods.split(",") if m]
+    ckpts = {}
+    if "flow-map" in methods:
+        ckpts["flow-map"] = args.flow or train_for("flow", ROOT / "configs" / f"flow{suffix}.yaml", train_file,
+                                                   args.flow_steps, args.batch_size, args.device, workdir)
+    if "repaint" in methods:
+        ckpts["repaint"] = args.diffusion or train_for(
+            "diffusion", ROOT / "configs" / ("default.yaml" if args.presets == "default" else "tiny.yaml"),
+            train_file, args.diffusion_steps, args.batch_size, args.device, workdir)
     device = checkpoint.resolve_device(args.device)
-    models = {"flow-map": checkpoint.load_model(flow_ckpt, device=device),
-              "repaint": checkpoint.load_model(diff_ckpt, device=device)}
+    models = {m: checkpoint.load_model(c, device=device) for m, c in ckpts.items()}
     signal, labels, _ = schema.read_events(held_file)
-    header = (f"{'mask':<16}{'method':<12}{'MSE norm':>10}{'npe err':>10}{'time err ns':>12}{'hit acc':>9}"
-              f"{'charge err':>11}{'vs zero':>9}{'vs neigh':>9}{'s/event':>9}")
-    print(f"\n{args.events} held-out events per mask; models trained {args.minutes} min each on {args.device}")
-    print(header + "\n" + "-" * len(header))
+    true_fit = linefit_dirs(signal, geo)
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    hidden: dict[str, int] = {}
     for mask_name, spec in MASKS.items():
-        mask = parse_mask(spec, geo, seed=0)
-        rows = {}
-        for method, loaded in models.items():
-            steps = args.map_steps if method == "flow-map" else args.repaint_steps
-            result = inpaint_events(loaded, signal, labels, mask, method, geo, steps=steps, compare_baselines=True)
-            ratios = result.ratios  # baselines scored in the same (this checkpoint's) normalization
-            rows[method] = (result.metrics[method], result.seconds / len(signal), ratios["zero"], ratios["neighbours"])
-            if method == "flow-map":  # baseline rows shown in the flow's normalization
-                for base in ("zero", "neighbours"):
-                    m = result.metrics[base]
-                    rows[base] = (m, 0.0, result.metrics["zero"]["mse_normalized"] / max(m["mse_normalized"], 1e-12),
-                                  result.metrics["neighbours"]["mse_normalized"] / max(m["mse_normalized"], 1e-12))
-        for method in ("zero", "neighbours", "flow-map", "repaint"):
-            m, sec, vs_zero, vs_neigh = rows[method]
-            time_err = m["time_abs_error_ns"]
-            print(f"{mask_name:<16}{method:<12}{m['mse_normalized']:>10.4g}{m['npe_abs_error']:>10.3g}"
-                  f"{(time_err if time_err is not None and np.isfinite(time_err) else float('nan')):>12.4g}"
-                  f"{m['hit_accuracy']:>9.3f}{m['total_charge_error']:>11.3g}{vs_zero:>9.2f}{vs_neigh:>9.2f}{sec:>9.3f}")
-    print("\nMSE is in each checkpoint's normalized space; the ratios compare a method with the baselines scored in "
-          "that same space (baseline rows: the flow's). npe/time errors and hit accuracy are physical.")
+        mask = parse_mask(spec, geo, seed=args.seed)
+        hidden[mask_name] = int((signal[:, 0][:, mask] > 0).sum())
+        for method in METHOD_ORDER:
+            if method in ("zero", "neighbours"):
+                t0 = time.time()
+                filled, sec, unc = baseline_fill(method, signal, mask, geo), (time.time() - t0) / len(signal), math.nan
+            elif method in models:
+                filled, sec, unc = run_method(method, models[method], signal, labels, mask, geo, args)
+            else:
+                continue
+            rows[(mask_name, method)] = {**score(filled, signal, mask, geo, true_fit), "seconds": sec, "unc": unc}
+            print(f"  {mask_name:<16}{method:<12}{rows[(mask_name, method)]['mse_hit']:.4g} ({time.time() - t_start:.0f} s)",
+                  flush=True)
+    from genesis.metrics import angular_error_summary, event_features
+
+    ref = event_features(signal[:, 0], signal[:, 1], geo.positions, geo.string, labels)
+    print(f"\n{args.events} held-out events; flow {args.flow_steps} / diffusion {args.diffusion_steps} training steps "
+          f"of {args.batch_size} on {args.train_events} events ({args.presets} presets, {args.device}, "
+          f"{args.threads} thread(s)); flow MAP {args.map_steps} steps x {args.restarts} restarts; RePaint "
+          f"{args.repaint_steps} steps; LineFit of the unmasked events: median error "
+          f"{angular_error_summary(ref['linefit_angle'], ref['linefit_valid'])['median_deg']:.1f} deg to the truth")
+    print_table(rows, hidden)
+    print(f"\ntotal {time.time() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ MASK_FORMS = (
 METHODS = ("flow-map", "repaint", "neighbours", "zero")
 METHOD_KIND = {"flow-map": "flow", "repaint": "diffusion"}  # the checkpoint kind a method needs; baselines need none
 MAP_TEMPERATURE = 0.7  # conditional samples at lower temperature are more typical starting points
+MAP_LR = 0.1  # Adam step in the unconstrained (logit) space of flow MAP
 LR_FLOOR = 0.01  # final learning rate of MAP inpainting, as a fraction of lr
+MIN_SPAN, HEADROOM, BOX_EPS = 1.0, 0.5, 1e-6  # flow MAP box: see map_bounds / to_unconstrained
 MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
 
 
@@ -240,54 +242,90 @@ def neighbour_fill(x: torch.Tensor, mask: Any, geometry: Geometry, normalization
 
 
 # --- flow MAP inpainting ----------------------------------------------------------------------------
+def map_bounds(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-event, per-channel box (lo, hi), each (B, 2, 1), of the unconstrained MAP parametrisation.
+
+    lo sits one dequantization width below the no-hit value (the bottom of the no-hit region the flow
+    learned; lower observed values widen it); hi is the brightest / latest observed value (at least
+    MIN_SPAN above the no-hit value) plus HEADROOM of the span, so a masked DOM may be brighter or later
+    than every observed one."""
+    v = flow.nohit_value().to(x_obs).reshape(1, 2, 1)
+    w = max(flow.config.dequant_noise, 1e-3)
+    observed = x_obs[:, :, ~m] if bool((~m).any()) else v.expand(x_obs.shape[0], 2, 1)
+    lo = torch.minimum(observed.amin(-1, keepdim=True), v) - w
+    top = torch.maximum(observed.amax(-1, keepdim=True), v + MIN_SPAN)
+    return lo, top + HEADROOM * (top - lo)
+
+
+def to_unconstrained(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Logit of x scaled to the box: u = logit((x - lo) / (hi - lo)), x clamped just inside (lo, hi)."""
+    frac = ((x - lo) / (hi - lo)).clamp(BOX_EPS, 1 - BOX_EPS)
+    return torch.log(frac) - torch.log1p(-frac)
+
+
+def from_unconstrained(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = lo + (hi - lo) * sigmoid(u) and log|dx/du| elementwise, both shaped like u (B, 2, P)."""
+    log_jac = torch.log(hi - lo) + torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)
+    return lo + (hi - lo) * torch.sigmoid(u), log_jac
+
+
 def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
                  geometry: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
                  tick: Callable[[], None]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """One Adam run from `start`; returns the best iterate per event, its log-prob (B,) and the trace."""
-    u = torch.where(m, start, x_obs).detach().clone().requires_grad_(True)
+    """One Adam run in the unconstrained space from `start` (B, 2, P).
+
+    Maximises the log density of u = logit of the boxed values (`map_bounds`), i.e. log p(x(u)) plus
+    log|dx/du| of the masked entries: in u the flow's no-hit spike counts by its probability mass
+    (its density times its width), not by its peak density, so ambiguous DOMs do not collapse onto it.
+    Returns the best iterate per event (observed entries copied exactly), its objective (B,) and the
+    trace of the mean log p(x) of the iterates (steps + 1 values)."""
+    lo, hi = map_bounds(flow, x_obs, m)
+    u = to_unconstrained(torch.where(m, start, x_obs), lo, hi).detach().requires_grad_(True)
     opt = torch.optim.Adam([u], lr=lr)
-    # Cosine decay to LR_FLOOR * lr: large early steps move between modes, small late steps resolve the
-    # narrow no-hit peak (width dequant_noise) instead of oscillating around it.
+    # Cosine decay to LR_FLOOR * lr: large early steps move between modes, small late ones settle.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
-    best_x, best_lp = x_obs.clone(), torch.full((x_obs.shape[0],), -math.inf, device=x_obs.device)
+    best_x, best_obj = x_obs.clone(), torch.full((x_obs.shape[0],), -math.inf, device=x_obs.device)
     trace: list[float] = []
+    mf = m.to(x_obs.dtype)
     for step in range(steps + 1):
-        x = torch.where(m, u, x_obs)  # observed entries are copied, never optimised
+        x_u, log_jac = from_unconstrained(u, lo, hi)
+        x = torch.where(m, x_u, x_obs)  # observed entries are copied, never optimised
         lp = flow.log_prob(x, labels, geometry)
+        obj = lp + (log_jac * mf).sum((1, 2))
         trace.append(float(lp.detach().mean()))
         with torch.no_grad():  # keep the best iterate so the result never scores below its start
-            better = lp > best_lp
+            better = obj > best_obj
             best_x = torch.where(better[:, None, None], x, best_x)
-            best_lp = torch.where(better, lp, best_lp)
+            best_obj = torch.where(better, obj, best_obj)
         if step == steps:
             break
         opt.zero_grad(set_to_none=True)
-        (-lp.sum()).backward()
+        (-obj.sum()).backward()
         opt.step()
         sched.step()
         tick()
-    return best_x.detach(), best_lp.detach(), trace
+    return best_x.detach(), best_obj.detach(), trace
 
 
-def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
-                     geometry: torch.Tensor, *, steps: int = 200, lr: float = 0.01, restarts: int = 2,
-                     init: str = "sample", generator: torch.Generator | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """MAP fill of masked DOMs: argmax over masked values of flow.log_prob(x, labels, geometry).
+@dataclass
+class MapFill:
+    """Flow MAP result. filled (B, 2, P): per event the restart with the highest objective; restarts
+    (R, B, 2, P): every restart's fill (all with the observed DOMs exactly as given); objective (B,):
+    the chosen fill's log density in the unconstrained space; trace: see `flow_map_inpaint`."""
 
-    Args:
-        x_observed: (B, 2, P) normalized; values at masked DOMs are ignored.
-        mask: (P,) bool, True = unknown (both channels).
-        labels: (B, 6) normalized; geometry: (3, P) or (B, 3, P) normalized.
-        init: start of the first restart, "sample" (conditional sample at temperature 0.7) or "zero";
-            later restarts always start from conditional samples (a second zero start would repeat).
-        progress: called as progress(done, total) after every optimisation step.
-    Returns:
-        x_filled (B, 2, P) with observed DOMs exactly equal to x_observed; per event the best iterate
-        over all steps and restarts (highest log-prob). trace: mean log-prob over the batch after
-        0..steps steps (length steps + 1) of the restart with the highest final mean.
-    """
+    filled: torch.Tensor
+    restarts: torch.Tensor
+    objective: torch.Tensor
+    trace: list[float]
+
+
+def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
+                  geometry: torch.Tensor, *, steps: int = 200, lr: float = MAP_LR, restarts: int = 3,
+                  init: str = "sample", generator: torch.Generator | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> MapFill:
+    """MAP fill of masked DOMs with restarts; arguments and selection as in `flow_map_inpaint`, plus the
+    fill of every restart (for the per-DOM uncertainty, `restart_spread`)."""
     _require_flow(flow, "flow-map")
     if init not in ("sample", "zero"):
         raise ConfigError(f"flow-map init must be 'sample' or 'zero', got {init!r}")
@@ -307,26 +345,74 @@ def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any,
     flow.requires_grad_(False)  # only the masked values are optimised
     flow.eval()
     try:
-        best_x, best_lp, best_trace = x_obs.clone(), None, []
+        fills, objs, traces = [], [], []
         for r in range(restarts):
             if r == 0 and init == "zero":
                 start = torch.zeros_like(x_obs)
             else:
                 start = flow.sample(labels, geometry, generator=generator, temperature=MAP_TEMPERATURE)
-            x_r, lp_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
-            if best_lp is None:
-                best_x, best_lp, best_trace = x_r, lp_r, trace
-                continue
-            if trace[-1] > best_trace[-1]:
-                best_trace = trace
-            better = lp_r > best_lp
-            best_x = torch.where(better[:, None, None], x_r, best_x)
-            best_lp = torch.where(better, lp_r, best_lp)
+            x_r, obj_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
+            fills.append(x_r)
+            objs.append(obj_r)
+            traces.append(trace)
     finally:
         for p, g in zip(flow.parameters(), grads):
             p.requires_grad_(g)
         flow.train(was_training)
-    return best_x, best_trace
+    all_fills, all_objs = torch.stack(fills), torch.stack(objs)  # (R, B, 2, P), (R, B)
+    best = all_objs.argmax(0)  # first restart wins ties
+    filled = all_fills.gather(0, best.view(1, -1, 1, 1).expand(1, *x_obs.shape))[0]
+    best_trace = max(traces, key=lambda t: t[-1])  # first of equal ones
+    return MapFill(filled, all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace)
+
+
+def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
+                     geometry: torch.Tensor, *, steps: int = 200, lr: float = MAP_LR, restarts: int = 3,
+                     init: str = "sample", generator: torch.Generator | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """MAP fill of masked DOMs in the flow's unconstrained (logit) space, as the original GENESIS flow
+    inpainting study did (RealNVP, Adam MAP in logit space).
+
+    Each channel of a masked DOM is optimised as u = logit((x - lo) / (hi - lo)) over a per-event box
+    (`map_bounds`), maximising log p(x(u) | labels, geometry) + log|dx/du|; hit or no hit is then the
+    flow's own choice: which of its modes holds more probability, not a threshold on a value collapsed
+    onto the no-hit spike. Each restart starts from a conditional flow sample (temperature
+    MAP_TEMPERATURE); per event the restart with the highest objective wins.
+
+    Args:
+        x_observed: (B, 2, P) normalized; values at masked DOMs are ignored.
+        mask: (P,) bool, True = unknown (both channels).
+        labels: (B, 6) normalized; geometry: (3, P) or (B, 3, P) normalized.
+        lr: Adam step size in the unconstrained space (cosine decay to LR_FLOOR * lr).
+        init: start of the first restart, "sample" or "zero" (all-zero normalized values); later
+            restarts always start from conditional samples (a second zero start would repeat).
+        progress: called as progress(done, total) after every optimisation step.
+    Returns:
+        x_filled (B, 2, P) with observed DOMs bit-identical to x_observed; trace: mean log p(x) over the
+        batch after 0..steps steps (length steps + 1) of the restart with the highest final mean.
+    """
+    out = flow_map_fill(flow, x_observed, mask, labels, geometry, steps=steps, lr=lr, restarts=restarts,
+                        init=init, generator=generator, progress=progress)
+    return out.filled, out.trace
+
+
+def restart_spread(restarts: torch.Tensor, mask: Any, normalization: Normalization,
+                   hit_threshold_pe: float = 0.5) -> np.ndarray:
+    """Per-DOM uncertainty (B, 3, P) float32 from the restarts' fills (R, B, 2, P) normalized:
+    [hit probability (share of restarts that hit the DOM), npe spread (std over restarts, pe, 0 for no
+    hit), time spread (std over the restarts that hit the DOM, ns; 0 when fewer than 2 do)];
+    0 everywhere at observed DOMs."""
+    phys = normalization.denormalize_signal(restarts.detach().cpu().double())  # (R, B, 2, P)
+    hit = phys[:, :, 0] >= hit_threshold_pe
+    npe = torch.where(hit, phys[:, :, 0], torch.zeros_like(phys[:, :, 0]))
+    n_hit = hit.sum(0)
+    t = torch.where(hit, phys[:, :, 1], torch.zeros_like(phys[:, :, 1]))
+    t_mean = t.sum(0) / n_hit.clamp_min(1)
+    t_var = (torch.where(hit, t - t_mean, torch.zeros_like(t)) ** 2).sum(0) / (n_hit - 1).clamp_min(1)
+    out = torch.stack([hit.double().mean(0), npe.std(0, unbiased=False),
+                       torch.where(n_hit >= 2, t_var.sqrt(), torch.zeros_like(t_var))], 1)
+    out[:, :, ~_mask_tensor(mask, out).cpu()] = 0.0
+    return out.float().numpy()
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -400,6 +486,14 @@ def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, m
     (defaults to the model's, else the original defaults); it defines the 'no hit' value.
     Returns (x_filled (B, 2, P), trace), trace being the flow-map log-prob curve ([] otherwise).
     """
+    filled, trace, _ = _inpaint(method, model, x_true, mask, labels, geometry, normalization, **settings)
+    return filled, trace
+
+
+def _inpaint(method: str, model: nn.Module | None, x_true: torch.Tensor, mask: Any, labels: torch.Tensor,
+             geometry: Geometry, normalization: Normalization | None = None, **settings: Any
+             ) -> tuple[torch.Tensor, list[float], MapFill | None]:
+    """`run_inpainting`, plus the flow-map restarts (MapFill; None for the other methods)."""
     if method not in METHODS:
         raise ConfigError(f"unknown inpainting method {method!r}; choose one of {list(METHODS)}")
     unknown = sorted(set(settings) - _SETTINGS[method])
@@ -409,9 +503,9 @@ def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, m
         normalization = model.normalization
     x_known = zero_fill(x_true, mask, normalization)
     if method == "zero":
-        return x_known, []
+        return x_known, [], None
     if method == "neighbours":
-        return neighbour_fill(x_known, mask, geometry, normalization), []
+        return neighbour_fill(x_known, mask, geometry, normalization), [], None
     if method == "flow-map":
         _require_flow(model, method)
     elif isinstance(model, ConditionalFlow) or not isinstance(model, nn.Module):
@@ -421,8 +515,9 @@ def run_inpainting(method: str, model: nn.Module | None, x_true: torch.Tensor, m
         raise CheckpointError(f"{type(model).__name__} carries no normalization metadata; load it from a checkpoint")
     geometry_n = model.normalization.normalize_geometry(torch.as_tensor(geometry.positions)).to(x_true)
     if method == "flow-map":
-        return flow_map_inpaint(model, x_known, mask, labels, geometry_n, **settings)
-    return _run_repaint(model, x_known, mask, labels, geometry_n, **settings), []
+        out = flow_map_fill(model, x_known, mask, labels, geometry_n, **settings)
+        return out.filled, out.trace, out
+    return _run_repaint(model, x_known, mask, labels, geometry_n, **settings), [], None
 
 
 def _run_repaint(model: nn.Module, x_known: torch.Tensor, mask: Any, labels: torch.Tensor,
@@ -452,6 +547,7 @@ class InpaintResult:
     ratios: dict[str, float]
     trace: list[float]
     seconds: float
+    uncertainty: np.ndarray | None = None  # (B, 3, P) flow-map restarts: see restart_spread; None otherwise
 
 
 def _method_settings(method: str, loaded, steps: int, restarts: int, seed: int, device,
@@ -470,7 +566,7 @@ def _method_settings(method: str, loaded, steps: int, restarts: int, seed: int, 
 
 
 def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndarray, method: str, geometry: Geometry,
-                   *, steps: int = 200, restarts: int = 2, seed: int = 0, compare_baselines: bool = True,
+                   *, steps: int = 200, restarts: int = 3, seed: int = 0, compare_baselines: bool = True,
                    progress: Callable[[int, int], None] | None = None) -> InpaintResult:
     """Fill the masked DOMs of physical events with `method` (a checkpoint is needed for flow-map/repaint)
     and score it, and the zero/neighbour baselines when asked, on the masked DOMs."""
@@ -490,14 +586,16 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
     lab = norm.normalize_labels(torch.from_numpy(labels).to(device))
     mask_t = torch.as_tensor(mask, device=device)
     methods = [method] + ([m for m in ("zero", "neighbours") if m != method] if compare_baselines else [])
-    metrics, fills, trace, seconds = {}, {}, [], 0.0
+    metrics, fills, trace, seconds, uncertainty = {}, {}, [], 0.0, None
     for m in methods:
         t0 = time.time()
         settings = _method_settings(m, loaded, steps, restarts, seed, device, progress if m == method else None)
-        filled, tr = run_inpainting(m, model if m in ("flow-map", "repaint") else None, x_true, mask_t, lab,
-                                    geometry, normalization=norm, **settings)
+        filled, tr, map_fill = _inpaint(m, model if m in ("flow-map", "repaint") else None, x_true, mask_t, lab,
+                                        geometry, normalization=norm, **settings)
         fills[m] = filled
-        trace = tr if m == method else trace
+        if m == method:
+            trace = tr
+            uncertainty = None if map_fill is None else restart_spread(map_fill.restarts, mask, norm)
         metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm)
         if m == method:
             seconds = time.time() - t0
@@ -513,7 +611,8 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
     masked_phys = true_phys.copy()
     masked_phys[:, :, mask] = 0.0
     ratios = improvement_ratios(metrics, method) if len(metrics) > 1 else {}
-    return InpaintResult(masked_phys, filled_phys, true_phys, labels, mask, method, metrics, ratios, trace, seconds)
+    return InpaintResult(masked_phys, filled_phys, true_phys, labels, mask, method, metrics, ratios, trace, seconds,
+                         uncertainty)
 
 
 def parse_events(spec: str, n_events: int) -> np.ndarray:
@@ -537,7 +636,7 @@ def parse_events(spec: str, n_events: int) -> np.ndarray:
 
 
 def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_spec: str, method: str, out: str,
-                    *, steps: int = 200, restarts: int = 2, seed: int = 0, device: str = "auto", force: bool = False,
+                    *, steps: int = 200, restarts: int = 3, seed: int = 0, device: str = "auto", force: bool = False,
                     compare_baselines: bool = True) -> dict[str, Any]:
     """The `genesis inpaint` command: writes filled (as `input`), input_masked, input_true and mask."""
     import json
