@@ -42,6 +42,9 @@ MAP_TEMPERATURE = 0.7  # conditional samples at lower temperature are more typic
 MAP_LR = 0.1  # Adam step in the unconstrained (logit) space of flow MAP
 LR_FLOOR = 0.01  # final learning rate of MAP inpainting, as a fraction of lr
 MIN_SPAN, HEADROOM, BOX_EPS = 1.0, 0.5, 1e-6  # flow MAP box: see map_bounds / to_unconstrained
+# RePaint (Lugmayr et al. 2022) re-noises and redoes every `jump_length` steps `resample` times in all:
+# steps * resample network evaluations in total, see repaint_evaluations.
+REPAINT_STEPS, REPAINT_JUMP_LENGTH, REPAINT_RESAMPLE = 50, 5, 3
 MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
 
 
@@ -561,8 +564,40 @@ def _method_settings(method: str, loaded, steps: int, restarts: int, seed: int, 
 
         diffusion_cfg = loaded.config.diffusion
         return {"diffusion": GaussianDiffusion(diffusion_cfg), "steps": min(steps, diffusion_cfg.timesteps),
-                "generator": generator, "clip_x0": clip_range(loaded.state.get("data"), device)}
+                "jump_length": REPAINT_JUMP_LENGTH, "resample": REPAINT_RESAMPLE, "generator": generator,
+                "clip_x0": clip_range(loaded.state.get("data"), device)}
     return {}
+
+
+def repaint_evaluations(steps: int, jump_length: int = REPAINT_JUMP_LENGTH, resample: int = REPAINT_RESAMPLE) -> int:
+    """Network evaluations of one RePaint run (its reverse steps, re-noising jumps included)."""
+    from genesis.diffusion import repaint_schedule
+
+    ks = repaint_schedule(steps, jump_length, resample)
+    return sum(1 for k, k_next in zip(ks[:-1], ks[1:]) if k_next < k)
+
+
+def estimate_repaint_seconds(loaded, n_events: int, steps: int, jump_length: int = REPAINT_JUMP_LENGTH,
+                             resample: int = REPAINT_RESAMPLE) -> tuple[int, float]:
+    """(network evaluations, expected seconds) of RePaint on n_events with this diffusion checkpoint, from
+    one timed evaluation on this machine (so it includes the device and its current load)."""
+    import time
+
+    from genesis.diffusion import GaussianDiffusion, repaint_sample
+
+    model = loaded.model
+    device = next(model.parameters()).device
+    shape = (n_events, getattr(model, "channels", 2), loaded.geometry.n_doms)
+    geometry_n = loaded.normalization.normalize_geometry(torch.as_tensor(loaded.geometry.positions)).to(device).float()
+    known = torch.zeros(shape[-1], dtype=torch.bool, device=device)
+    known[0] = True
+    args = (GaussianDiffusion(loaded.config.diffusion), model, torch.zeros(shape, device=device), known,
+            torch.zeros(n_events, 6, device=device), geometry_n)
+    repaint_sample(*args, steps=1, jump_length=1, resample=1)  # warm-up (first-call allocations)
+    t0 = time.time()
+    repaint_sample(*args, steps=1, jump_length=1, resample=1)
+    evaluations = repaint_evaluations(steps, jump_length, resample)
+    return evaluations, evaluations * (time.time() - t0)
 
 
 def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndarray, method: str, geometry: Geometry,

@@ -462,3 +462,40 @@ def per_dom_error_figure(error: np.ndarray, mask: np.ndarray, geometry: Geometry
     fig.update_layout(xaxis_title="DOM index" if x == "index" else "z [m]", yaxis_title=f"|error| {quantity}",
                       uirevision=UIREVISION, margin=dict(l=10, r=10, t=30, b=10))
     return fig
+
+
+UNCERTAINTY_COLORSCALE = "Plasma"
+
+
+def uncertainty_event_figure(geometry: Geometry, npe: np.ndarray, time: np.ndarray, uncertainty: np.ndarray,
+                             mask: np.ndarray, quantity: str, label: np.ndarray | None = None,
+                             camera: dict | None = None) -> go.Figure:
+    """3D view of an inpainted event with its masked DOMs coloured by a per-DOM uncertainty.
+
+    npe, time: (P,) the inpainted event (its hits drawn as usual, coloured by time); uncertainty: (P,)
+    values at the masked DOMs (e.g. hit probability or spread over restarts), named `quantity` on the
+    colourbar; mask: (P,) bool, the inpainted DOMs (each drawn as a coloured diamond).
+    """
+    npe, time = _check_event(geometry, npe, time)
+    unc, mask = np.asarray(uncertainty, dtype=np.float32), np.asarray(mask, dtype=bool)
+    if unc.shape != (geometry.n_doms,) or mask.shape != (geometry.n_doms,):
+        raise ValueError(f"uncertainty and mask must have shape ({geometry.n_doms},), got {unc.shape} and {mask.shape}")
+    tr = _hit_time_range([(npe, time)])
+    traces = _detector_traces(geometry, True, True)
+    traces.append(_hit_trace(geometry, npe, time, *tr, showscale=False, showlegend=True))
+    pos = _r(geometry.positions[mask])
+    custom = np.column_stack([geometry.string[mask], geometry.dom[mask], unc[mask]]).astype(np.float32)
+    traces.append(go.Scatter3d(
+        x=pos[:, 0], y=pos[:, 1], z=pos[:, 2], mode="markers", name=f"masked DOMs: {quantity}", customdata=custom,
+        hovertemplate=f"string %{{customdata[0]:d}}, DOM %{{customdata[1]:d}}<br>{quantity} %{{customdata[2]:.3g}}"
+                      "<extra></extra>",
+        marker=dict(size=5, symbol="diamond", color=unc[mask], colorscale=UNCERTAINTY_COLORSCALE, showscale=True,
+                    cmin=float(unc[mask].min()) if mask.any() else 0.0,
+                    cmax=float(max(unc[mask].max(), unc[mask].min() + 1e-6)) if mask.any() else 1.0,
+                    colorbar=dict(title=dict(text=quantity, side="right"), thickness=14, len=0.8))))
+    if label is not None:
+        traces += _track_traces(label, True)
+    fig = go.Figure(traces)
+    fig.update_layout(scene=_scene(camera), uirevision=UIREVISION, margin=dict(l=0, r=0, t=10, b=0),
+                      legend=dict(x=0.0, y=1.0, bgcolor="rgba(255,255,255,0.6)"))
+    return fig

@@ -6,18 +6,26 @@ import time
 import numpy as np
 import streamlit as st
 
-from genesis import viz
+from genesis import inpaint, viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
 from pages._shared import (MAX_UPLOAD_MB, device_options, file_summary, geometry_of, loaded_model, mtime,
                            pick_data_file, ready_store, rel, user_errors)
 
-METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint)",
+METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slow, high quality)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
+
+UNCERTAINTY = {"hit probability over restarts": 0, "npe spread over restarts [pe]": 1,
+               "time spread over restarts [ns]": 2}
 
 st.title("Inpaint")
 store = ready_store()
 
+
+@st.cache_data(show_spinner="Timing one RePaint step on this machine")
+def repaint_estimate(path: str, stamp: float, device: str, steps: int, _loaded) -> tuple[int, float]:
+    """(network evaluations, expected seconds) of RePaint on one event; cached per checkpoint and steps."""
+    return inpaint.estimate_repaint_seconds(_loaded, 1, steps)
 
 
 def _add_clicked_strings() -> None:
@@ -59,16 +67,22 @@ def mask_widgets(geometry) -> tuple[np.ndarray | None, str]:
     return mask, spec
 
 
-def method_settings(method: str, loaded) -> dict:
+def method_settings(method: str, loaded, ckpt, device: str) -> dict:
     c = st.columns(3)
     if method == "flow-map":
         return {"steps": int(c[0].number_input("Optimisation steps", 1, 5000, 200)),
-                "restarts": int(c[1].number_input("Restarts", 1, 10, 2)),
+                "restarts": int(c[1].number_input("Restarts", 1, 10, 3,
+                                                  help="MAP runs from different flow samples: the best one is shown, "
+                                                       "their spread is the per-DOM uncertainty")),
                 "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
     if method == "repaint":
         t = loaded.config.diffusion.timesteps
-        return {"steps": int(c[0].number_input("RePaint steps", 1, t, min(100, t))),
-                "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
+        steps = int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))
+        evaluations, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, steps, loaded)
+        c[1].caption(f"Slow, high-quality option: {evaluations:,} network evaluations (jump length "
+                     f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes); expected about "
+                     f"**{seconds:,.0f} s** on this machine")
+        return {"steps": steps, "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
     c[0].caption("Baselines have no settings.")
     return {}
 
@@ -107,8 +121,17 @@ def show_results(state: dict) -> None:
     events = [("masked", result.masked[0, 0], result.masked[0, 1]),
               (f"inpainted ({result.method})", result.filled[0, 0], result.filled[0, 1]),
               ("true", result.true[0, 0], result.true[0, 1])]
-    st.plotly_chart(viz.linked_event_figures(geometry, events, label=result.labels[0], mask=result.mask),
-                    key="inpaint_views")
+    colour = "first-hit time"
+    if result.uncertainty is not None:
+        colour = st.radio("3D colour", ["first-hit time", *UNCERTAINTY], horizontal=True,
+                          help="Uncertainty: how the flow MAP restarts disagree at each masked DOM")
+    if colour == "first-hit time":
+        st.plotly_chart(viz.linked_event_figures(geometry, events, label=result.labels[0], mask=result.mask),
+                        key="inpaint_views")
+    else:
+        st.plotly_chart(viz.uncertainty_event_figure(geometry, result.filled[0, 0], result.filled[0, 1],
+                                                     result.uncertainty[0, UNCERTAINTY[colour]], result.mask,
+                                                     colour, label=result.labels[0]), key="inpaint_uncertainty")
     c = st.columns(2)
     quantity = c[0].radio("Error of", ["npe", "time"], horizontal=True)
     axis = c[1].radio("Against", ["index", "z"], horizontal=True, format_func={"index": "DOM index", "z": "depth"}.get)
@@ -142,7 +165,7 @@ index = int(c[0].number_input("Event", 0, n_events - 1, 0))
 method = c[1].selectbox("Method", list(METHODS), format_func=METHODS.get)
 with user_errors():
     ss.check_inpaint_inputs(loaded, geometry, method)
-settings = method_settings(method, loaded)
+settings = method_settings(method, loaded, ckpt, device)
 st.subheader("Mask")
 mask, spec = mask_widgets(geometry)
 if st.button("Inpaint", type="primary", icon=":material/healing:", disabled=mask is None):

@@ -163,3 +163,20 @@ def test_inpaint_events_keeps_observed_physical_values_and_reports_uncertainty(t
     assert config.to_dict(loaded.config)["data"]["normalization"]["affine_offsets"][0] == 1.0
     zero = inpaint_events(loaded, signal, labels, mask, "zero", geometry, compare_baselines=False)
     assert zero.uncertainty is None
+
+
+def test_uncertainty_figure_colours_the_masked_doms() -> None:
+    from genesis import viz
+
+    geometry = two_strings()
+    npe, time = np.zeros(P, np.float32), np.zeros(P, np.float32)
+    npe[:5], time[:5] = 3.0, 10000.0
+    mask = np.arange(P) >= 100
+    unc = np.where(mask, np.linspace(0, 1, P), 0).astype(np.float32)
+    fig = viz.uncertainty_event_figure(geometry, npe, time, unc, mask, "hit probability")
+    masked = [t for t in fig.data if t.name == "masked DOMs: hit probability"][0]
+    assert len(masked.x) == 20 and np.allclose(masked.marker.color, unc[mask])
+    assert masked.marker.colorbar.title.text == "hit probability"
+    assert len([t for t in fig.data if t.name == "hits"][0].x) == 5
+    with pytest.raises(ValueError, match="shape"):
+        viz.uncertainty_event_figure(geometry, npe, time, unc[:10], mask, "x")
