@@ -43,7 +43,9 @@ import numpy as np  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=8.0, help="training budget per model (wall minutes)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training budget per model (wall minutes); default 8, or none when --set train.max_steps=N "
+                        "is given (a step budget)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--train-events", type=int, default=200_000, help="simulated training events")
     p.add_argument("--eval-events", type=int, default=5000, help="held-out events (labels for generation)")
@@ -59,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-html", action="store_true", help="skip the HTML reports")
     p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
     p.add_argument("--ablate", action="store_true", help="train and compare the ABLATION variants of the diffusion preset")
-    return p.parse_args(argv)
+    p.add_argument("--ablate-rows", default="", help="comma-separated ABLATION row numbers to run (default: all)")
+    args = p.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = 0.0 if any(s.startswith("train.max_steps=") for s in args.set) else 8.0
+    return args
 
 
 def setup_store(workdir: Path) -> str:
@@ -93,12 +99,11 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # hit-aware representation (the presets' defaults until then); each later row adds one change.
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.eta=0"]
+HIT = [*BEFORE, "data.normalization.representation=hit"]
 ABLATION = [
     ("before", BEFORE),
-    ("+hit channel", [*BEFORE, "data.normalization.representation=hit"]),
-    ("+physics cond", [*BEFORE, "data.normalization.representation=hit", "model.conditioning=physics"]),
-    ("+DOM head", [*BEFORE, "data.normalization.representation=hit", "model.conditioning=physics",
-                   "model.dom_head_width=32"]),
+    ("+hit channel", HIT),
+    ("+physics+DOM head", [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]),
 ]
 SAMPLER_ROWS = [("  DDIM eta=1", {"eta": 1.0}), ("  DDIM-100 eta=1", {"eta": 1.0, "steps": 100})]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
@@ -243,7 +248,8 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
 def run_ablation(train_file: Path, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
     preset = preset_paths(args.preset_suffix)["diffusion"]
     rows: dict[str, dict] = {}
-    for name, overrides in ABLATION:
+    picked = [int(i) for i in args.ablate_rows.split(",") if i.strip()] or range(len(ABLATION))
+    for name, overrides in [ABLATION[i] for i in picked]:
         tag = "abl-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
         info = train_one(tag, preset, train_file, args, workdir, overrides)
         rows[name] = evaluate_one(info, ref_signal, ref_labels, args, workdir, tag)

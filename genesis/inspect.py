@@ -31,7 +31,7 @@ MEASURE_BATCH = 2  # batch of the activation measurement, scaled linearly to the
 MAX_MEASURED_TOKENS = 256  # above this, activations are measured at 60 and 120 tokens and extrapolated
 AFFINE_CHANNELS = ("npe", "time", "x", "y", "z")
 LABEL_CHANNELS = ("energy", "zenith", "azimuth", "x", "y", "z")
-NORMALIZATION_KEYS = ("time_transform", "npe_transform", "energy_transform", "affine_offsets", "affine_scales",
+NORMALIZATION_KEYS = ("representation", "time_transform", "npe_transform", "energy_transform", "affine_offsets", "affine_scales",
                       "label_offsets", "label_scales")
 
 
@@ -270,6 +270,7 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 
 
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
+    d = {"representation": "legacy", **d}  # files from before representations: npe and time channels only
     return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS if k in d}
 
 
@@ -290,7 +291,7 @@ def _checkpoint_report(path: Path, state: dict[str, Any], batch: int) -> dict[st
         problems.append(f"written by a newer GENESIS (format {state['format_version']}); upgrade to load it")
     weights = state.get("model") or {}
     if any(k in weights and not np.allclose(weights[k].tolist(), state["normalization"][k])
-           for k in NORMALIZATION_KEYS[3:]):
+           for k in NORMALIZATION_KEYS[4:]):
         notes.append("the normalization dict and the model's normalization buffers disagree")
     mlflow, best = state.get("mlflow") or {}, state.get("best_val_loss")
     report: dict[str, Any] = {"source": {"path": str(path), "file": "checkpoint", "kind": cfg.kind,

@@ -250,3 +250,68 @@ def test_ddp_two_processes_gloo(home):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     frame, _ = tracking.Store.default().search()
     assert len(frame) == 1 and frame.iloc[0]["status"] == "FINISHED"  # only rank 0 logs
+
+
+HIT_MODEL = ("data.normalization.representation=hit", "model.conditioning=physics", "model.dom_head_width=8")
+
+
+def test_sampled_events_are_physically_consistent(home):
+    """A trained tiny hit-representation model: every hit has an npe of at least the smallest training
+    npe (a whole count, like the simulator's), a time inside the training hit-time range; no DOM without
+    a hit carries a time."""
+    from genesis import sampling
+    from genesis.data import schema
+
+    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL))
+    loaded = checkpoint.load_model(os.path.join(result["checkpoint_dir"], "last.pt"))
+    assert loaded.normalization.representation == "hit" and loaded.model.channels == 3
+    signal, labels, _ = schema.read_events(home / "data" / "demo.h5")
+    hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hit DOMs of all events)
+    events = sampling.generate(loaded, labels[:6], steps=4, seed=3)
+    npe, time = events[:, 0], events[:, 1]
+    hit = npe > 0
+    assert hit.any() and (~hit).any()
+    assert npe[hit].min() >= hits[0].min() and np.all(npe[hit] == np.round(npe[hit]))
+    assert hits[1].min() <= time[hit].min() and time[hit].max() <= hits[1].max()
+    assert np.all(time[~hit] == 0)
+
+
+HIT_RANGES = ("hit_npe_min", "hit_npe_max", "hit_time_min", "hit_time_max", "npe_integer")
+
+
+def strip_to_old_format(path) -> None:
+    """Rewrite a checkpoint as the format before representations existed: no representation key in the
+    normalization or the models' extra state, no config fields added since."""
+    state = torch.load(path, weights_only=True)
+    del state["normalization"]["representation"]
+    for weights in (state["model"], state["ema"]):
+        del weights["_extra_state"]["representation"]
+    for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight")),
+                          ("train", ("val_weights",))):
+        for key in keys:
+            del state["config"][section][key]
+    del state["config"]["data"]["normalization"]["representation"]
+    for key in HIT_RANGES:
+        state["data"].pop(key, None)
+    torch.save(state, path)
+
+
+def test_checkpoints_from_before_representations_load_inspect_and_sample(home):
+    from genesis import inspect, sampling
+
+    result = train(cfg(home, "train.max_steps=3", "data.normalization.representation=legacy",
+                       "model.conditioning=labels", "model.dom_head_width=0"))
+    path = os.path.join(result["checkpoint_dir"], "last.pt")
+    before = checkpoint.load_model(path)
+    strip_to_old_format(path)
+    old = checkpoint.load_model(path)
+    assert old.normalization.representation == "legacy" and old.model.channels == 2
+    assert old.model.get_normalization_params()["representation"] == "legacy"
+    labels = np.array([[1e5, 1.0, 1.0, 0.0, 0.0, 0.0]] * 2, np.float32)
+    for key in HIT_RANGES:  # old files have no hit ranges, so their hits are not clipped to them
+        before.state["data"].pop(key)
+    np.testing.assert_array_equal(sampling.generate(old, labels, steps=3), sampling.generate(before, labels, steps=3))
+    report = inspect.inspect_checkpoint(path)
+    assert report["source"]["kind"] == "diffusion" and report["source"]["loadable"], report["source"]
+    r = run_cli("sample", "--checkpoint", path, "--n", "2", "--steps", "3", "--out", str(home / "old.h5"))
+    assert r.returncode == 0, r.stderr
