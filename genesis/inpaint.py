@@ -701,6 +701,8 @@ def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_sp
               "metrics": result.metrics, "improvement_over": result.ratios}
     producer = {"producer": "genesis inpaint", "checkpoint": checkpoint_path, "method": method, "mask": mask_spec,
                 "data": str(data), "events": idx.tolist(), "seed": seed, "metrics": report["metrics"]}
-    schema.write_events(out, result.filled, labels, geometry, producer=producer, force=force,
-                        extra={"input_masked": result.masked, "input_true": result.true, "mask": mask})
+    extra = {"input_masked": result.masked, "input_true": result.true, "mask": mask}
+    if result.uncertainty is not None:  # (N, 3, P): hit probability, npe spread [pe], time spread [ns]
+        extra["uncertainty"] = result.uncertainty
+    schema.write_events(out, result.filled, labels, geometry, producer=producer, force=force, extra=extra)
     return json.loads(json.dumps(report, default=float), parse_constant=lambda _: None)  # NaN -> null

@@ -153,7 +153,7 @@ def test_inpaint_events_keeps_observed_physical_values_and_reports_uncertainty(t
     path = checkpoint.save(checkpoint.make_state(cfg, flow, flow, geometry, 0, 0, 0.0), tmp_path / "flow.pt")
     loaded = checkpoint.load_model(path)
     signal = bimodal_events(3, seed=6).numpy().astype(np.float32)
-    signal[:, 1] += 0.123  # times that are not round numbers
+    signal[:, 1] += np.where(signal[:, 0] > 0, 0.123, 0.0).astype(np.float32)  # hit times that are not round
     labels = np.tile(np.array([[1e5, 1.0, 2.0, 0.0, 0.0, -100.0]], np.float32), (3, 1))
     mask = np.arange(P) % 7 == 0
     result = inpaint_events(loaded, signal, labels, mask, "flow-map", geometry, steps=3, restarts=2)
@@ -163,6 +163,17 @@ def test_inpaint_events_keeps_observed_physical_values_and_reports_uncertainty(t
     assert config.to_dict(loaded.config)["data"]["normalization"]["affine_offsets"][0] == 1.0
     zero = inpaint_events(loaded, signal, labels, mask, "zero", geometry, compare_baselines=False)
     assert zero.uncertainty is None
+    # the CLI job writes the uncertainty next to the fill
+    import h5py
+
+    from genesis.data import schema
+
+    schema.write_events(tmp_path / "events.h5", signal, labels, geometry)
+    inpaint.inpaint_to_file(str(path), str(tmp_path / "events.h5"), "0,2", "strings:2", "flow-map",
+                            str(tmp_path / "out.h5"), steps=2, restarts=2, device="cpu")
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["uncertainty"].shape == (2, 3, P) and (f["uncertainty"][:, :, :60] == 0).all()
+        assert np.array_equal(f["input"][:, :, :60], signal[[0, 2]][:, :, :60])
 
 
 def test_uncertainty_figure_colours_the_masked_doms() -> None:
