@@ -23,7 +23,9 @@ Columns, all on the masked DOMs of all events (physical values after the usual h
   LF shift  mean angle [deg] between the LineFit direction of the filled event and of the unmasked
             event, over events whose mask hid a hit; the zero row is the change the mask causes
   /zero /neigh  MSE hit relative to the zero and neighbour rows (< 1 = better than that baseline)
-  unc       mean reported per-DOM uncertainty of masked DOMs (flow MAP: spread over restarts), if any
+  unc       flow MAP: mean hit probability over its restarts at the masked DOMs (the per-DOM uncertainty
+            the Inpaint page shows; compare with the true hit fraction, (hits) / (events x masked DOMs))
+  MSE hit rewards filling hits anywhere (recall); read it with MSE all and precision, which count false hits.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def run_method(method: str, loaded, signal, labels, mask, geometry, args) -> tup
     result = inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=args.restarts,
                             seed=args.seed, compare_baselines=False)
     seconds = (time.time() - t0) / len(signal)
-    unc = getattr(result, "uncertainty", None)  # per-DOM spread (N, 2, P) when the method reports one
+    unc = getattr(result, "uncertainty", None)  # (N, 3, P) [hit probability, npe / time spread] if reported
     mean_unc = float(np.nanmean(np.asarray(unc)[:, 0][:, mask])) if unc is not None else math.nan
     return result.filled, seconds, mean_unc
 
