@@ -308,3 +308,29 @@ def test_training_step_has_no_host_sync_on_cuda():
         d.training_loss(model, x0, labels, geo, g, label_dropout=0.1).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_weighted_loss_ignores_zero_weight_elements_and_min_snr_weights_events():
+    """Elements with weight 0 (npe and time of DOMs without a hit) never enter the loss."""
+    class Echo(torch.nn.Module):  # a network whose output is chosen by the test
+        def __init__(self):
+            super().__init__()
+            self.out = None
+
+        def forward(self, x, t, labels, geometry, drop_labels=None):
+            return self.out
+
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T))
+    x0, labels, geo = torch.randn(2, 3, P), torch.rand(2, 6), torch.rand(3, P)
+    w = torch.ones(2, 3, P)
+    w[:, 1:, : P // 2] = 0
+    net = Echo()
+    net.out = torch.zeros(2, 3, P)
+    base = d.training_loss(net, x0, labels, geo, gen(1), weights=w)
+    net.out[:, 1:, : P // 2] = 100.0  # wild predictions where the weight is 0
+    assert d.training_loss(net, x0, labels, geo, gen(1), weights=w) == base
+    net.out[:, 0, 0] = 100.0
+    assert d.training_loss(net, x0, labels, geo, gen(1), weights=w) > base
+    snr = GaussianDiffusion(DiffusionConfig(timesteps=T, min_snr_gamma=1.0))  # low-noise steps count less
+    x0, labels, net.out = torch.randn(32, 3, P), torch.rand(32, 6), torch.zeros(32, 3, P)
+    assert snr.training_loss(net, x0, labels, geo, gen(1)) != d.training_loss(net, x0, labels, geo, gen(1))
