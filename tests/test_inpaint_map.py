@@ -191,3 +191,37 @@ def test_uncertainty_figure_colours_the_masked_doms() -> None:
     assert len([t for t in fig.data if t.name == "hits"][0].x) == 5
     with pytest.raises(ValueError, match="shape"):
         viz.uncertainty_event_figure(geometry, npe, time, unc[:10], mask, "x")
+
+
+# --- the Inpaint page -------------------------------------------------------------------------------
+def _choose(at, label: str, predicate):
+    box = next(s for s in at.selectbox if s.label == label)
+    return box.select_index(next(i for i, o in enumerate(box.options) if predicate(o))).run()
+
+
+def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> None:
+    """Flow MAP on the page offers the per-DOM uncertainty as a 3D colour; RePaint shows its expected
+    time before it starts."""
+    import json
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    at = AppTest.from_file(str(root / "pages" / "inpaint.py"), default_timeout=180).run()
+    at = _choose(at, "Checkpoint", lambda o: o.startswith("tiny-flow") and "last.pt" in o)
+    at = _choose(at, "Event from dataset", lambda o: o.endswith("demo.h5"))
+    at.multiselect[0].set_value([36])
+    next(n for n in at.number_input if n.label == "Optimisation steps").set_value(3)
+    next(n for n in at.number_input if n.label == "Restarts").set_value(2)
+    at = next(b for b in at.run().button if b.label == "Inpaint").click().run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    colour = next(r for r in at.radio if r.label == "3D colour")
+    at = colour.set_value("hit probability over restarts").run()
+    names = [t.get("name") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+    assert "masked DOMs: hit probability over restarts" in names
+
+    at = _choose(at, "Checkpoint", lambda o: o.startswith("tiny-dit") and "last.pt" in o)
+    at = next(s for s in at.selectbox if s.label == "Method").set_value("repaint").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("network evaluations" in c.value and "expected about" in c.value for c in at.caption)
