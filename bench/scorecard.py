@@ -98,7 +98,7 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # Ablation rows: (name, overrides on top of the diffusion preset). The first row is the model before the
 # hit-aware representation (the presets' defaults until then); each later row adds one change.
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
-          "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.eta=0"]
+          "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1", "diffusion.eta=0"]
 HIT = [*BEFORE, "data.normalization.representation=hit"]
 ABLATION = [
     ("before", BEFORE),

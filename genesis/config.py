@@ -63,6 +63,9 @@ class DiffusionConfig:
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma (Hang et al. 2023; 0 = off, 5 is usual)", minimum=0.0)
     hit_weight: float = option(1.0, "loss weight of hit DOMs relative to DOMs without a hit", minimum=0.0)
+    no_hit_weight: float = option(0.1, "hit representation: loss weight of npe and time at DOMs without a hit, which "
+                                  "learn the neutral value 0 (0 = not learned: sampling then feeds the network "
+                                  "values it never saw)", minimum=0.0)
 
 
 @dataclass(frozen=True)

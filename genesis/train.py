@@ -126,6 +126,7 @@ class Objective:
         self.label_dropout = cfg.model.label_dropout
         self.norm = cfg.data.normalization
         self.hit_weight = cfg.diffusion.hit_weight
+        self.no_hit_weight = cfg.diffusion.no_hit_weight
         # normalized npe of a DOM without a hit (legacy representation: hits are npe above it)
         self.no_hit_npe = float(self.norm.normalize_signal(np.zeros((1, 2, 1)))[0, 0, 0])
         if cfg.kind == "diffusion":
@@ -135,10 +136,12 @@ class Objective:
 
     def loss_weights(self, signal: torch.Tensor) -> torch.Tensor | None:
         """(B, C, P) weights of the diffusion loss, or None for a plain mean: with the hit representation
-        npe and time count only where the DOM is hit; hit DOMs weigh diffusion.hit_weight."""
+        npe and time of DOMs without a hit weigh diffusion.no_hit_weight (they only learn the neutral 0);
+        hit DOMs weigh diffusion.hit_weight."""
         if self.norm.representation == "hit":
             hit = signal[:, :1] > 0
-            w = torch.cat([torch.ones_like(hit), hit, hit], 1).to(signal.dtype)
+            values = torch.where(hit, 1.0, self.no_hit_weight).to(signal.dtype)
+            w = torch.cat([torch.ones_like(values), values, values], 1)
         elif self.hit_weight != 1.0:
             hit = signal[:, :1] > self.no_hit_npe + 1e-6
             w = torch.ones_like(signal)

@@ -286,7 +286,7 @@ def strip_to_old_format(path) -> None:
     del state["normalization"]["representation"]
     for weights in (state["model"], state["ema"]):
         del weights["_extra_state"]["representation"]
-    for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight")),
+    for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight", "no_hit_weight")),
                           ("train", ("val_weights",))):
         for key in keys:
             del state["config"][section][key]
