@@ -83,7 +83,7 @@ def _saved_activation_bytes(cfg: config.RunConfig, n_doms: int, batch: int) -> i
     (parameters, buffers and the inputs themselves excluded)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = checkpoint.build_model(cfg, n_doms, Normalization()).train()
+        model = checkpoint.build_model(cfg, n_doms, cfg.data.normalization).train()
         inputs = _inputs(cfg, n_doms, batch)
         skip = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers(), *inputs)}
         saved: dict[int, int] = {}
@@ -173,7 +173,7 @@ def _traced_stages(cfg: config.RunConfig, n_doms: int, batch: int) -> list[dict]
     """Output shapes of the top-level children (and of each ModuleList element) in call order, from one
     forward pass of a model built on the meta device (shapes only: no memory, no compute)."""
     with torch.device("meta"):
-        model = checkpoint.build_model(cfg, n_doms, Normalization()).eval()
+        model = checkpoint.build_model(cfg, n_doms, cfg.data.normalization).eval()
     for m in model.modules():  # data-dependent initialisation (ActNorm) cannot run on meta tensors
         if "initialized" in m._buffers:
             m._buffers["initialized"] = torch.tensor(True)

@@ -207,7 +207,7 @@ def test_page_compares_two_checkpoints(home, trained):
         compared = next(f for f in frames(at) if "differs" in f.columns)
         differing = compared[compared["differs"]]
         assert ("model", "kind") in set(zip(differing["section"], differing["key"]))
-        assert any("time_transform" in w.value for w in at.warning if w.value.startswith("Normalization differs"))
+        assert any("representation" in w.value for w in at.warning if w.value.startswith("Normalization differs"))
         at.toggle[0].set_value(True).run()
         only = next(f for f in frames(at) if "differs" in f.columns)
         assert only["differs"].all() and len(only) == len(differing)
