@@ -53,7 +53,7 @@ def test_checkpoint_reload_gives_identical_outputs(home):
     assert state["format"] == "genesis-checkpoint" and state["step"] == 3
     assert state["normalization"]["npe_transform"] == "log1p"
     assert a.model.get_normalization_params() == state["normalization"]
-    x = torch.randn(2, 2, 5160)
+    x = torch.randn(2, a.model.channels, 5160)
     t = torch.tensor([10, 500])
     lab = torch.rand(2, 6)
     geo = a.normalization.normalize_geometry(torch.from_numpy(a.geometry.positions))
