@@ -121,6 +121,22 @@ def test_new_user_flow(chromium, server, tmp_path):
             browser.close()
 
 
+def click_until_download(page, button, target: Path, tries: int = 3) -> None:
+    """Click a download button until the browser starts a download (a click that lands while Streamlit is
+    still re-rendering the page can be lost); fails after `tries` clicks."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, tries + 1):
+        try:
+            with page.expect_download(timeout=TIMEOUT_MS / tries) as info:
+                button.click()
+            info.value.save_as(target)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries:
+                raise
+
+
 def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
     from genesis.data import schema
 
@@ -192,10 +208,8 @@ def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
     page.get_by_role("button", name="Generate").click()
     download_button = page.get_by_role("button", name="Download HDF5")
     download_button.wait_for(timeout=TIMEOUT_MS)
-    with page.expect_download() as info:
-        download_button.click()
     target = tmp_path / "downloaded.h5"
-    info.value.save_as(target)
+    click_until_download(page, download_button, target)
     summary = schema.validate(target)
     assert summary.n_events == 3 and summary.n_doms == 5160
     steps.shot("sample")
