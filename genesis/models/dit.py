@@ -63,9 +63,8 @@ class TimestepEmbedder(nn.Module):
 class LabelEmbedder(nn.Module):
     """Normalized labels (B, L) -> (B, H), or a learned null embedding where labels are dropped."""
 
-    def __init__(self, label_dim: int, hidden_size: int, dropout_prob: float) -> None:
+    def __init__(self, label_dim: int, hidden_size: int) -> None:
         super().__init__()
-        self.dropout_prob = dropout_prob
         self.mlp = nn.Sequential(nn.Linear(label_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
         self.null = nn.Parameter(torch.zeros(hidden_size))
 
@@ -182,7 +181,7 @@ class PMTDiT(NormalizationMetadata):
         self.geometry_film = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H)) if cfg.fusion == "film" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, H))
         self.t_embedder = TimestepEmbedder(H, cfg.time_embed_dim)
-        self.y_embedder = LabelEmbedder(physics.LABEL_FEATURES if self.physics else cfg.label_dim, H, cfg.label_dropout)
+        self.y_embedder = LabelEmbedder(physics.LABEL_FEATURES if self.physics else cfg.label_dim, H)
         self.blocks = nn.ModuleList(DiTBlock(H, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(H, cfg.patch_size, self.channels)
         self.dom_head = (DomHead(self.channels + dom_in, H, cfg.dom_head_width, self.channels, cfg.patch_size)
