@@ -26,6 +26,7 @@ import torch.distributed as dist
 from genesis import checkpoint, config, paths, tracking
 from genesis.checkpoint import resolve_device
 from genesis.data import dataset, schema
+from genesis.inpaint import nohit_value
 from genesis.errors import DataError, GenesisError
 
 log = logging.getLogger("genesis.train")
@@ -128,7 +129,7 @@ class Objective:
         self.hit_weight = cfg.diffusion.hit_weight
         self.no_hit_weight = cfg.diffusion.no_hit_weight
         # normalized npe of a DOM without a hit (legacy representation: hits are npe above it)
-        self.no_hit_npe = float(self.norm.normalize_signal(np.zeros((1, 2, 1)))[0, 0, 0])
+        self.no_hit_npe = float(nohit_value(self.norm, torch.zeros(()))[0, 0, 0])
         if cfg.kind == "diffusion":
             from genesis.diffusion import GaussianDiffusion
 
