@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -22,8 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from dataclasses import dataclass
+
 from genesis import config, paths, tracking
-from genesis.errors import GenesisError
+from genesis.errors import DataError, GenesisError
 from genesis.train import check_data, log_file_for
 
 log = logging.getLogger("genesis.launcher")
@@ -53,10 +56,68 @@ def train_argv(config_path: Path, run_id: str, gpus: int) -> list[str]:
     return [sys.executable, "-m", "genesis", "train", "--config", str(config_path), "--run-id", run_id]
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What a launch would train on, and every reason it cannot start (empty when it can)."""
+
+    n_events: int = 0
+    n_doms: int = 0
+    splits: tuple[tuple[str, int], ...] = ()  # (split, events) for train, val, test
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{n:,} {name}" for name, n in self.splits)
+        return f"{self.n_events:,} events of {self.n_doms:,} DOMs" + (f": {sizes}" if sizes else "")
+
+
+def _divisors_near(n: int, target: int, count: int = 3) -> list[int]:
+    return sorted((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - target), d))[:count]
+
+
+def preflight(cfg: config.RunConfig, gpus: int = 1) -> Preflight:
+    """Check a config against its dataset before anything starts: the file is readable, every split the
+    trainer opens has events (on every DDP rank), and the model can tokenise the detector (P divisible by
+    the patch size). Each problem says what is wrong and what to change."""
+    try:
+        cfg = check_data(cfg)
+        from genesis.data import dataset, schema
+
+        n, p, _ = schema.file_info(cfg.data.path)
+        dataset.resolve_geometry(cfg.data)
+    except GenesisError as exc:
+        return Preflight(problems=(str(exc),))
+    n = min(n, cfg.data.max_events) if cfg.data.max_events else n
+    d = cfg.data
+    n_val, n_test = int(round(n * d.val_fraction)), int(round(n * d.test_fraction))
+    n_train = n - n_val - n_test
+    ranks = max(1, int(gpus))
+    problems = []
+    if n_train < ranks:
+        problems.append(f"the training split is empty: {n} events leave {n_train} after {n_val} for validation "
+                        f"and {n_test} for test; use a larger dataset or lower data.val_fraction/test_fraction")
+    if n_val < ranks:
+        problems.append(f"the validation split is empty: {n} events × data.val_fraction {d.val_fraction:g} = "
+                        f"{n_val}{f' for {ranks} GPUs' if ranks > 1 else ''}; use a larger dataset (at least "
+                        f"{math.ceil(ranks / max(d.val_fraction, 1e-9)):,} events) or raise data.val_fraction")
+    section = "model" if cfg.kind == "diffusion" else "flow"
+    patch = getattr(cfg, section).patch_size
+    if p % patch:
+        problems.append(f"the dataset has P = {p} DOMs, which {section}.patch_size {patch} does not divide; "
+                        f"choose a divisor of {p}, e.g. {', '.join(map(str, _divisors_near(p, patch)))}")
+    return Preflight(n, p, (("train", n_train), ("val", n_val), ("test", n_test)), tuple(problems))
+
+
 def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
            store: tracking.Store | None = None) -> str:
     """Create the run and start its trainer process; returns the run id (the same one for a repeated request)."""
     cfg = check_data(cfg)  # a bad dataset is reported before any run exists; paths made absolute
+    checked = preflight(cfg, max(1, gpus))
+    if not checked.ok:  # no run is created for a config that would fail in its first second
+        raise DataError("; ".join(checked.problems))
     if gpus > 1:
         import torch
 
@@ -72,7 +133,7 @@ def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
         tags = {tracking.TAG_KIND: cfg.kind, tracking.TAG_HOST: socket.gethostname()}
         if request_id:
             tags[tracking.TAG_REQUEST] = request_id
-        run_id = store.create_run(cfg.experiment, cfg.name, tags, config.flatten(config.to_dict(cfg)))
+        run_id = store.create_run(cfg.experiment, cfg.name, tags, tracking.run_params(cfg))
         log_path = log_file_for(run_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         store.set_tags(run_id, {tracking.TAG_LOG: str(log_path)})  # before the trainer looks for it
@@ -158,10 +219,83 @@ def _reap(pid: int) -> None:
 
 def log_tail(store: tracking.Store, run_id: str, lines: int = 30) -> str:
     """Last lines of the run's log file ('' when there is none yet)."""
-    path = store.run(run_id).data.tags.get(tracking.TAG_LOG)
+    return tail_file(store.run(run_id).data.tags.get(tracking.TAG_LOG), lines)
+
+
+def tail_file(path: str | Path | None, lines: int = 30) -> str:
+    """Last lines of a log file ('' when there is none yet); reads only its end, never the whole file."""
     if not path or not Path(path).is_file():
         return ""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 200 * lines))
         return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------ launch form
+# What the Train page's generated form shows. Keys set by other widgets (dataset, device) and testing aids
+# (fail_at_step: makes the loss NaN on purpose) are not offered; a YAML file or --set still reaches them.
+FORM_SECTIONS = {"diffusion": ("model", "diffusion", "data", "train"), "flow": ("flow", "data", "train")}
+FORM_HIDDEN = frozenset({"data.path", "train.device", "train.fail_at_step"})
+FORM_LABELS = {
+    "model.hidden_size": "Token width", "model.depth": "DiT blocks", "model.num_heads": "Attention heads",
+    "model.patch_size": "DOMs per token (patch size)", "model.fusion": "Signal/geometry fusion",
+    "model.label_dim": "Number of labels", "model.time_embed_dim": "Step embedding size",
+    "model.mlp_ratio": "MLP width ratio", "model.dropout": "Dropout", "model.label_dropout": "Label dropout (CFG)",
+    "model.conditioning": "Conditioning", "model.dom_head_width": "Per-DOM head width (0 = off)",
+    "diffusion.timesteps": "Diffusion steps T", "diffusion.schedule": "Noise schedule",
+    "diffusion.objective": "Prediction target", "diffusion.sampler": "Sampler",
+    "diffusion.sampling_steps": "Sampling steps", "diffusion.eta": "DDIM eta",
+    "diffusion.guidance_scale": "Guidance scale", "diffusion.min_snr_gamma": "Min-SNR gamma (0 = off)",
+    "diffusion.hit_weight": "Hit DOM loss weight", "diffusion.no_hit_weight": "No-hit DOM loss weight",
+    "flow.num_couplings": "Coupling layers", "flow.hidden_size": "Coupling network width",
+    "flow.depth": "Transformer layers per coupling", "flow.num_heads": "Attention heads",
+    "flow.patch_size": "DOMs per token (patch size)", "flow.scale_bound": "Log-scale bound",
+    "flow.dequant_noise": "Dequantization noise", "flow.hit_threshold": "Hit threshold (pe)",
+    "data.geometry": "Geometry CSV (empty = from the data file)", "data.val_fraction": "Validation fraction",
+    "data.test_fraction": "Test fraction", "data.split_seed": "Split seed", "data.in_memory": "Load into memory",
+    "data.max_events": "Max events (0 = all)", "data.num_workers": "Loader workers",
+    "data.normalization": "Normalization (YAML)",
+    "train.batch_size": "Batch size (events)", "train.lr": "Learning rate", "train.weight_decay": "Weight decay",
+    "train.warmup_steps": "Warm-up steps", "train.epochs": "Epochs", "train.max_steps": "Max steps (0 = no limit)",
+    "train.max_minutes": "Max minutes (0 = no limit)", "train.grad_clip": "Gradient clip (0 = off)",
+    "train.ema_decay": "EMA decay", "train.checkpoint_every": "Checkpoint every (steps)",
+    "train.log_every": "Log every (steps)", "train.patience": "Early-stop patience (epochs, 0 = off)",
+    "train.seed": "Seed", "train.amp": "bf16 autocast (CUDA only)", "train.val_weights": "Validation weights",
+    "train.eval_events": "Physics evaluation events (0 = off)",
+}
+
+
+def form_label(key: str) -> str:
+    """Human label of a config key for the form ('train.log_every' -> 'Log every (steps)')."""
+    return FORM_LABELS.get(key) or key.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+
+def form_specs(kind: str) -> dict[str, list[dict]]:
+    """The form's fields of a model kind, by section: config.field_specs minus FORM_HIDDEN."""
+    specs = config.field_specs(config.RunConfig)
+    return {section: [s for s in specs if s["key"].startswith(section + ".") and s["key"] not in FORM_HIDDEN]
+            for section in FORM_SECTIONS[kind]}
+
+
+def is_smoke_test(preset: Path) -> bool:
+    """Tiny presets exist to show that the pipeline runs on a CPU, not to produce usable events."""
+    return "tiny" in Path(preset).stem
+
+
+def preset_label(preset: Path) -> str:
+    name = Path(preset).name
+    return f"{name} · smoke test (CPU, minutes; events not physical)" if is_smoke_test(preset) else name
+
+
+def default_dataset(preset_data_path: str, files: list[Path]) -> Path | None:
+    """The dataset a launch form starts on: the preset's data.path when it is among `files`, else the demo
+    data, else the first file. Never "the newest file": an upload must not become the training set unasked."""
+    if not files:
+        return None
+    resolved = {Path(f).resolve(): Path(f) for f in files}
+    for candidate in (preset_data_path, "data/demo.h5"):
+        where = Path(candidate) if Path(candidate).is_absolute() else paths.home() / candidate  # as the page lists them
+        if candidate and (hit := resolved.get(where.resolve())) is not None:
+            return hit
+    return files[0]

@@ -20,7 +20,11 @@ from genesis import tracking
 from genesis.errors import GenesisError
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
-BEST_METRIC = "val/loss"  # "best" = minimum over its history
+BEST_METRIC = "val/loss"  # "best" = minimum over its history (a diffusion run's; flows: val/nll)
+# Compare-view choices that stand for "the loss of each run's own kind" (tracking.LOSS_KEYS), drawn in one
+# panel per kind: never one axis for a flow's NLL and a diffusion MSE.
+LOSS_ROLES = {"val loss (per kind)": "val", "train loss (per kind)": "train"}
+NOT_APPLICABLE = "—"  # a param cell of a run whose kind has no such param
 X_AXES = {"step": "step", "wall time": "wall_time", "wall_time": "wall_time"}
 UI_URL_ENV = "GENESIS_MLFLOW_UI_URL"
 RESERVED_TAG_PREFIXES = ("mlflow.", "genesis.")
@@ -115,6 +119,14 @@ def best_values(store: tracking.Store, run_ids: Iterable[str], key: str = BEST_M
     return best.reindex(ids).astype(np.float64)
 
 
+def val_loss_histories(store: tracking.Store, run_ids: Iterable[str]) -> pd.DataFrame:
+    """Long frame run_id, step, value, timestamp, key of each run's validation loss, whatever its kind
+    (val/loss: diffusion and flows from before the naming by kind; val/nll: flows)."""
+    ids = list(run_ids)
+    parts = [metric_histories(store, ids, key).assign(key=key) for key in tracking.VAL_LOSS_KEYS]
+    return pd.concat(parts, ignore_index=True) if ids else pd.DataFrame(columns=["run_id", "step", "value", "timestamp", "key"])
+
+
 def metric_keys(frame: pd.DataFrame) -> list[str]:
     """Sorted union of the metric keys that at least one run of a store frame has logged."""
     return sorted(c[len("metrics."):] for c in frame.columns if c.startswith("metrics.") and frame[c].notna().any())
@@ -145,8 +157,19 @@ def _kind(frame: pd.DataFrame) -> pd.Series:
     return kind
 
 
-def display_table(frame: pd.DataFrame, best: pd.Series | None = None, ui_url: str | None = None) -> pd.DataFrame:
-    """Store frame -> name, status, kind, start, duration, key metrics (last; best val/loss), eval/*, ids."""
+def failure_reasons(frame: pd.DataFrame) -> pd.Series:
+    """Why each FAILED run failed (tag genesis.error; 'no reason recorded' when absent), None for the others."""
+    col = f"tags.{tracking.TAG_ERROR}"
+    error = frame[col] if col in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    failed = frame["status"] == "FAILED"
+    text = error.where(error.notna() & (error.astype(str) != ""), "no reason recorded")
+    return text.where(failed, None).astype(object)
+
+
+def display_table(frame: pd.DataFrame, best: dict[str, pd.Series] | None = None,
+                  ui_url: str | None = None) -> pd.DataFrame:
+    """Store frame -> name, status, kind, start, duration, key metrics (last; best val loss of each kind),
+    eval/*, reason (FAILED runs), ids."""
     if frame.empty:
         return pd.DataFrame(columns=["name", "status", "kind", "start", "duration", "run_id", "experiment_id"])
     out = pd.DataFrame({"name": run_labels(frame), "status": frame["status"], "kind": _kind(frame),
@@ -156,8 +179,11 @@ def display_table(frame: pd.DataFrame, best: pd.Series | None = None, ui_url: st
         if key in out:
             continue
         out[key] = frame[f"metrics.{key}"].astype(np.float64)
-        if key == BEST_METRIC and best is not None:
-            out[f"best {key}"] = best.reindex(frame["run_id"]).to_numpy(np.float64)
+        if key in tracking.VAL_LOSS_KEYS and best is not None and key in best:
+            out[f"best {key}"] = best[key].reindex(frame["run_id"]).to_numpy(np.float64)
+    reasons = failure_reasons(frame)
+    if reasons.notna().any():
+        out["reason"] = reasons.to_numpy()
     out["run_id"], out["experiment_id"] = frame["run_id"], frame["experiment_id"]
     if ui_url:
         out["mlflow"] = [mlflow_ui_link(ui_url, e, r) for e, r in zip(frame["experiment_id"], frame["run_id"])]
@@ -178,7 +204,7 @@ def runs_table(store: tracking.Store, experiments: list[str] | None, status: str
     frame, token = store.search(experiments, flt, max_results=int(page_size), page_token=page_token)
     if frame.empty:
         return display_table(frame), None
-    best = best_values(store, frame["run_id"]) if f"metrics.{BEST_METRIC}" in frame else None
+    best = {key: best_values(store, frame["run_id"], key) for key in tracking.VAL_LOSS_KEYS if f"metrics.{key}" in frame}
     return display_table(frame, best, ui_url), token or None
 
 
@@ -191,15 +217,24 @@ def selected_runs(store: tracking.Store, run_ids: Iterable[str]) -> pd.DataFrame
 
 
 def differing_params(frame: pd.DataFrame) -> pd.DataFrame:
-    """Params whose values differ among the runs of a store frame (a missing param counts as a value).
+    """Params whose values differ among the runs they apply to (a missing param counts as a value).
 
+    Like with like: a param of one kind's section (model.*, diffusion.* for diffusion; flow.* for flows)
+    is compared among the runs of that kind only and shows NOT_APPLICABLE for the others, so a diffusion
+    run never "differs" in flow.* (older runs logged every section; those values are ignored too).
     Rows are runs (index: run label), columns the differing param names without the 'params.' prefix.
     """
     cols = [c for c in frame.columns if c.startswith("params.")]
     if len(frame) < 2 or not cols:
         return pd.DataFrame(index=run_labels(frame) if len(frame) else None)
     values = frame[cols].astype(object).where(frame[cols].notna(), None)
-    keep = [c for c in cols if values[c].map(repr).nunique() > 1]
+    kinds = _kind(frame).tolist()
+    keep = []
+    for c in cols:
+        applies = np.array([tracking.param_applies(k, c[len("params."):]) for k in kinds])
+        if applies.sum() >= 2 and values.loc[applies, c].map(repr).nunique() > 1:
+            values.loc[~applies, c] = NOT_APPLICABLE
+            keep.append(c)
     out = values[keep].rename(columns=lambda c: c[len("params."):])
     out.index = run_labels(frame).to_numpy()
     out.index.name = "run"
@@ -208,7 +243,7 @@ def differing_params(frame: pd.DataFrame) -> pd.DataFrame:
 
 def numeric_params_vs_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Differing params that are all numbers, as floats, plus the runs' last value of `metric`."""
-    diff = differing_params(frame)
+    diff = differing_params(frame).replace(NOT_APPLICABLE, None)
     out = pd.DataFrame(index=diff.index)
     for col in diff.columns:
         num = pd.to_numeric(diff[col], errors="coerce")
@@ -219,20 +254,57 @@ def numeric_params_vs_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
+def compare_options(frame: pd.DataFrame) -> list[str]:
+    """Metric choices of the compare view: the per-kind loss roles (when a run logged a loss), then every
+    other logged metric by name (the raw loss keys are reached through the roles)."""
+    keys = metric_keys(frame)
+    losses = {k for kind in tracking.LOSS_KEYS.values() for k in kind.values()} | set(tracking.LEGACY_LOSS_KEYS.values())
+    roles = [role for role, split in LOSS_ROLES.items()
+             if any(k in keys for k in (tracking.LEGACY_LOSS_KEYS[split], *(v[split] for v in tracking.LOSS_KEYS.values())))]
+    return roles + [k for k in keys if k not in losses]
+
+
+def _metric_of_each_run(frame: pd.DataFrame, choice: str) -> dict[str, str | None]:
+    """run_id -> the metric key that `choice` means for that run (a loss role resolves by the run's kind)."""
+    split = LOSS_ROLES.get(choice)
+    out = {}
+    for (_, row), kind in zip(frame.iterrows(), _kind(frame)):
+        if split is None:
+            out[row["run_id"]] = choice
+        else:
+            logged = {c[len("metrics."):] for c in frame.columns if c.startswith("metrics.") and pd.notna(row[c])}
+            out[row["run_id"]] = tracking.loss_key_of(kind if isinstance(kind, str) else None, split, logged)
+    return out
+
+
 def compare_curves(store: tracking.Store, run_ids: Iterable[str], metric: str, x: str = "step") -> pd.DataFrame:
-    """Long frame run, run_id, step, value, wall_time (s since the run started) of one metric, sorted by x."""
+    """Long frame run, run_id, kind, metric, step, value, wall_time (s since the run started), sorted by x.
+
+    `metric` is a metric key or a LOSS_ROLES choice, which takes each run's own loss (train/loss or
+    val/loss for diffusion, train/nll or val/nll for flows; older flow runs' train/loss, val/loss)."""
     if x not in X_AXES:
         raise GenesisError(f"x axis must be one of {', '.join(X_AXES)}, got {x!r}")
     frame = selected_runs(store, run_ids)
-    cols = ["run", "run_id", "step", "value", "wall_time"]
+    cols = ["run", "run_id", "kind", "metric", "step", "value", "wall_time"]
     if frame.empty:
         return pd.DataFrame(columns=cols)
-    hist = metric_histories(store, frame["run_id"], metric)
+    per_run = _metric_of_each_run(frame, metric)
+    parts = [metric_histories(store, [r for r, k in per_run.items() if k == key], key).assign(metric=key)
+             for key in sorted({k for k in per_run.values() if k})]
+    hist = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "step", "value", "timestamp", "metric"])
     labels = dict(zip(frame["run_id"], run_labels(frame)))
+    kinds = dict(zip(frame["run_id"], _kind(frame).fillna("unknown")))
     starts = dict(zip(frame["run_id"], (frame["start_time"] - pd.Timestamp(0)).dt.total_seconds()))
     hist["run"] = hist["run_id"].map(labels)
+    hist["kind"] = hist["run_id"].map(kinds)
     hist["wall_time"] = hist["timestamp"] - hist["run_id"].map(starts)
     return hist[cols].sort_values(["run", X_AXES[x], "step"], kind="stable").reset_index(drop=True)
+
+
+def single_kind(frame: pd.DataFrame) -> str | None:
+    """The kind all runs of a frame share, None when they mix kinds (or none is known)."""
+    kinds = set(_kind(frame).dropna())
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 # ------------------------------------------------------------------------------------------ actions

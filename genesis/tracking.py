@@ -27,7 +27,52 @@ DEFAULT_EXPERIMENT = "genesis"
 TAG_KIND, TAG_PID, TAG_HOST, TAG_LOG, TAG_ERROR = "genesis.kind", "genesis.pid", "genesis.host", "genesis.log", "genesis.error"
 TAG_REQUEST, TAG_FINGERPRINT, TAG_GIT = "genesis.request_id", "genesis.data_fingerprint", "genesis.git_sha"
 TAG_STOP = "genesis.stop"  # how launcher.stop() ended the run: "SIGTERM" or "killed after timeout ..."
-KEY_METRICS = ("train/loss", "val/loss", "train/events_per_s", "eval/auc")
+# Losses are named by what they measure, so a flow's log-likelihood (nats per event, often -1e4) is never
+# read as, or drawn on one axis with, a diffusion model's noise-prediction error (~0.5):
+# diffusion: train/loss, val/loss (weighted MSE of the predicted noise or v, normalized units);
+# flow: train/nll, val/nll (negative log-likelihood, nats per event) and train|val/bits_per_dim.
+LOSS_KEYS = {"diffusion": {"train": "train/loss", "val": "val/loss"},
+             "flow": {"train": "train/nll", "val": "val/nll"}}
+LOSS_UNITS = {"diffusion": "MSE, normalized units", "flow": "nats per event"}
+LEGACY_LOSS_KEYS = {"train": "train/loss", "val": "val/loss"}  # flow runs logged these before the split by kind
+VAL_LOSS_KEYS = ("val/loss", "val/nll")
+KEY_METRICS = ("train/loss", "train/nll", "val/loss", "val/nll", "train/events_per_s", "eval/auc")
+# Config sections that apply to each kind: a run logs only these as params (a flow has no model.*).
+KIND_SECTIONS = {"diffusion": ("model", "diffusion"), "flow": ("flow",)}
+
+
+def loss_key(kind: str, split: str = "train") -> str:
+    """Metric name of the loss of a model kind for split 'train' or 'val', e.g. ('flow', 'val') -> 'val/nll'."""
+    try:
+        return LOSS_KEYS[kind][split]
+    except KeyError:
+        raise GenesisError(f"no loss metric for kind {kind!r}, split {split!r}; kinds: {', '.join(LOSS_KEYS)}") from None
+
+
+def loss_key_of(kind: str | None, split: str, logged: set[str] | frozenset[str]) -> str | None:
+    """The loss metric a run of `kind` actually logged for `split`: the named-by-kind key, else (runs from
+    before the split by kind, or of unknown kind) the legacy train/loss or val/loss; None if neither."""
+    candidates = [LOSS_KEYS[kind][split]] if kind in LOSS_KEYS else []
+    candidates.append(LEGACY_LOSS_KEYS[split])
+    return next((k for k in candidates if k in logged), None)
+
+
+def param_applies(kind: str | None, key: str) -> bool:
+    """Whether a flattened config key (e.g. 'flow.hidden_size') means anything for a run of `kind`:
+    sections of the other kind do not (an unknown kind keeps everything)."""
+    section = key.split(".", 1)[0]
+    if kind not in KIND_SECTIONS:
+        return True
+    other = {s for k, secs in KIND_SECTIONS.items() if k != kind for s in secs}
+    return section not in other
+
+
+def run_params(cfg) -> dict[str, Any]:
+    """Flattened config params that apply to the run's kind (what a run logs to MLflow)."""
+    from genesis import config
+
+    flat = config.flatten(config.to_dict(cfg))
+    return {k: v for k, v in flat.items() if param_applies(cfg.kind, k)}
 
 
 class StoreError(GenesisError):
@@ -217,9 +262,13 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def reconcile(store: Store, experiments: list[str] | None = None) -> list[str]:
-    """Mark RUNNING runs started on this host whose process is gone as FAILED ('process lost')."""
-    frame, _ = store.search(experiments, "attributes.status = 'RUNNING'", max_results=500)
+def reconcile(store: Store, experiments: list[str] | None = None, frame: pd.DataFrame | None = None) -> list[str]:
+    """Mark RUNNING runs started on this host whose process is gone as FAILED ('process lost').
+
+    `frame`: the RUNNING runs when the caller already has them (the live view queries them once per
+    refresh and reuses the answer here, so watching a run adds one query, not two)."""
+    if frame is None:
+        frame, _ = store.search(experiments, "attributes.status = 'RUNNING'", max_results=500)
     lost = []
     for _, row in frame.iterrows():
         pid, host = row.get(f"tags.{TAG_PID}"), row.get(f"tags.{TAG_HOST}")

@@ -384,10 +384,14 @@ class Trainer:
         return "FINISHED"
 
     def log_step(self, loss: float, grad_norm: float, rate: float, extra: dict[str, float]) -> None:
+        """Step metrics; the loss is named by kind (tracking.LOSS_KEYS). The log line carries the same
+        name and value (genesis.live reads the live curve from it without querying the store)."""
         lr = self.scheduler.get_last_lr()[0]
-        self.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+        key = tracking.loss_key(self.cfg.kind, "train")
+        self.log_metrics({key: loss, "train/lr": lr, "train/grad_norm": grad_norm,
                           "train/events_per_s": rate, **{f"train/{k}": v for k, v in extra.items()}})
-        log.info("step %d/%d epoch %d loss %.5f lr %.2e %.0f ev/s", self.step, self.total_steps, self.epoch, loss, lr, rate)
+        log.info("step %d/%d epoch %d %s %.6g lr %.2e %.0f ev/s", self.step, self.total_steps, self.epoch, key, loss,
+                 lr, rate)
 
     def end_epoch(self, complete: bool = True) -> bool:
         """Validate, save best.pt, count patience; returns True to stop early. A run that ends inside an
@@ -397,8 +401,12 @@ class Trainer:
         val = self.validate()
         if complete:
             self.epoch += 1
-        self.log_metrics({"val/loss": val, "epoch": self.epoch})
-        log.info("epoch %d val loss %.5f", self.epoch, val)
+        key = tracking.loss_key(self.cfg.kind, "val")
+        metrics = {key: val, "epoch": self.epoch}
+        if self.cfg.kind == "flow":  # per-dimension, comparable across detector sizes
+            metrics["val/bits_per_dim"] = val / (2 * self.geometry.n_doms * math.log(2))
+        self.log_metrics(metrics)
+        log.info("epoch %d step %d %s %.6g", self.epoch, self.step, key, val)
         if val < self.best_val:
             self.best_val, self.bad_epochs = val, 0
             self.save("best.pt")
@@ -466,7 +474,7 @@ def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path |
         backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
         dist.init_process_group(backend)
     if ctx.is_main and run_id is None:
-        run_id = store.create_run(cfg.experiment, cfg.name, {}, config.flatten(config.to_dict(cfg)))
+        run_id = store.create_run(cfg.experiment, cfg.name, {}, tracking.run_params(cfg))
     if ctx.world > 1:
         holder = [run_id]
         dist.broadcast_object_list(holder, src=0)

@@ -358,12 +358,34 @@ def ema(values: np.ndarray, smoothing: float) -> np.ndarray:
     return s.to_numpy() if smoothing == 0 else s.ewm(alpha=1.0 - smoothing, adjust=True).mean().to_numpy()
 
 
+# Axis titles with units of the metrics the trainer logs (tracking.LOSS_KEYS); others show their name.
+METRIC_TITLES = {
+    "train/loss": "train/loss [MSE, normalized units]", "val/loss": "val/loss [MSE, normalized units]",
+    "train/nll": "train/nll [nats per event]", "val/nll": "val/nll [nats per event]",
+    "train/bits_per_dim": "train/bits_per_dim [bits]", "val/bits_per_dim": "val/bits_per_dim [bits]",
+    "train/lr": "learning rate", "train/grad_norm": "gradient norm", "train/events_per_s": "events/s",
+}
+X_TITLES = {"step": "step", "wall_time": "wall time [s]", "time": "wall time [s]"}
+
+
+def metric_title(key: str) -> str:
+    return METRIC_TITLES.get(key, key)
+
+
+def _y_axis_type(values: np.ndarray, log_y: bool) -> str:
+    """'log' only when asked and every value is positive: a log axis silently drops values <= 0, which
+    left a flow's (negative) NLL curve empty."""
+    return "log" if log_y and len(values) and bool((np.asarray(values, dtype=np.float64) > 0).all()) else "linear"
+
+
 def metric_curves(df: pd.DataFrame, x: str = "step", y: str = "value", color: str = "run",
-                  log_y: bool = False, smoothing: float = 0.0) -> go.Figure:
+                  log_y: bool = False, smoothing: float = 0.0, x_title: str | None = None,
+                  y_title: str | None = None) -> go.Figure:
     """One line per `color` group of y against x, optionally EMA-smoothed per run.
 
     With smoothing > 0 the raw values are also drawn, faint and without a legend entry, so spikes stay
-    visible. Rows with a missing x or y are dropped.
+    visible. Rows with a missing x or y are dropped. log_y falls back to a linear axis (with a note) when
+    a value is <= 0.
     """
     missing = [c for c in (x, y, color) if c not in df.columns]
     if missing:
@@ -385,8 +407,50 @@ def metric_curves(df: pd.DataFrame, x: str = "step", y: str = "value", color: st
                                  line=dict(color=c, width=2), name=str(run), legendgroup=str(run)))
     if not len(data):
         fig.add_annotation(text="no data", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(xaxis_title=x, yaxis=dict(title=y, type="log" if log_y else "linear"),
+    axis_type = _y_axis_type(data[y].to_numpy(), log_y)
+    if log_y and axis_type == "linear" and len(data):
+        fig.add_annotation(text="linear axis: some values are ≤ 0", showarrow=False, xref="paper", yref="paper",
+                           x=1, y=1.06, xanchor="right", font=dict(size=11, color="gray"))
+    fig.update_layout(xaxis_title=x_title or X_TITLES.get(x, x), yaxis=dict(title=y_title or y, type=axis_type),
                       hovermode="x unified", uirevision=UIREVISION, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def loss_panels(df: pd.DataFrame, x: str = "step", log_y: bool = False, smoothing: float = 0.0,
+                height_per_panel: int = 300) -> go.Figure:
+    """Curves of long frame (kind, metric, run, x, value) in one panel per model kind, each with its own
+    y axis titled with the metric and its unit: a flow's NLL (nats, negative) and a diffusion loss (MSE)
+    measure different things and are never drawn on one axis. Lines of a run keep one colour in all panels;
+    log_y applies per panel where every value is positive (else that panel stays linear)."""
+    missing = [c for c in ("kind", "metric", "run", x, "value") if c not in df.columns]
+    if missing:
+        raise ValueError(f"loss_panels: column(s) {missing} not in DataFrame (has {list(df.columns)})")
+    data = df.dropna(subset=[x, "value"])
+    kinds = sorted(data["kind"].fillna("unknown").astype(str).unique()) or ["(none)"]
+    titles = []
+    for kind in kinds:
+        metrics = sorted(data.loc[data["kind"].fillna("unknown").astype(str) == kind, "metric"].unique())
+        titles.append(f"{kind}: {', '.join(metrics)}" if metrics else kind)
+    fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=titles, vertical_spacing=0.22 / len(kinds))
+    colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(sorted(data["run"].astype(str).unique()))}
+    for row, kind in enumerate(kinds, start=1):
+        part = data[data["kind"].fillna("unknown").astype(str) == kind]
+        for (run, metric), g in part.groupby([part["run"].astype(str), "metric"], sort=True):
+            g = g.sort_values(x)
+            fig.add_trace(go.Scatter(x=g[x].to_numpy(), y=ema(g["value"].to_numpy(), smoothing),
+                                     mode="lines+markers" if len(g) < 30 else "lines", name=f"{run} · {metric}",
+                                     line=dict(color=colors[run], width=2, dash="dot" if metric.startswith("val/") else None),
+                                     legendgroup=run), row=row, col=1)
+        metrics = sorted(part["metric"].unique())
+        units = {metric_title(m).partition("[")[2].rstrip("]") for m in metrics}
+        unit = units.pop() if len(units) == 1 else ""
+        fig.update_yaxes(title_text=" / ".join(metrics) + (f" [{unit}]" if unit else ""),
+                         type=_y_axis_type(part["value"].to_numpy(), log_y), row=row, col=1)
+        fig.update_xaxes(title_text=X_TITLES.get(x, x), row=row, col=1)
+    if not len(data):
+        fig.add_annotation(text="no data", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_layout(height=max(320, height_per_panel * len(kinds)), hovermode="x unified", uirevision=UIREVISION,
+                      margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

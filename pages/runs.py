@@ -55,6 +55,14 @@ if table.empty:
     st.stop()
 
 first = (len(tokens) - 1) * page_size
+hidden = {"run_id", "experiment_id"}
+event = st.dataframe(
+    table, key=f"runs_table_{st.session_state.runs_view}", on_select="rerun", selection_mode="multi-row",
+    hide_index=True, column_order=[c for c in table.columns if c not in hidden],
+    column_config={"mlflow": st.column_config.LinkColumn("MLflow", display_text="open"),
+                   "reason": st.column_config.TextColumn("failure reason", width="large"),
+                   "start": st.column_config.DatetimeColumn("start (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+# Paging under the table: above it, the table's hover toolbar (search, download, full screen) covered Next.
 prev, where, nxt = st.columns([1, 4, 1])
 where.caption(f"Page {len(tokens)}: runs {first + 1}-{first + len(table)}. Select rows to compare them.")
 if prev.button("Previous", icon=":material/chevron_left:", disabled=len(tokens) == 1):
@@ -65,14 +73,11 @@ if nxt.button("Next", icon=":material/chevron_right:", disabled=not next_token):
     tokens.append(next_token)
     st.session_state.runs_view += 1
     st.rerun()
-
-hidden = {"run_id", "experiment_id"}
-event = st.dataframe(
-    table, key=f"runs_table_{st.session_state.runs_view}", on_select="rerun", selection_mode="multi-row",
-    hide_index=True, column_order=[c for c in table.columns if c not in hidden],
-    column_config={"mlflow": st.column_config.LinkColumn("MLflow", display_text="open"),
-                   "start": st.column_config.DatetimeColumn("start (UTC)", format="YYYY-MM-DD HH:mm:ss")})
 picked = [table["run_id"].iloc[i] for i in event.selection.rows if i < len(table)]
+# A failure's reason in red, not folded away: the selected failed runs, else the newest run if it failed.
+explain = picked or (table["run_id"].iloc[:1].tolist() if len(tokens) == 1 else [])
+for _, row in table[table["run_id"].isin(explain) & (table["status"] == "FAILED")].iterrows():
+    st.error(f"**{row['name']}** failed: {row['reason']}", icon=":material/error:")
 if not picked:
     st.stop()
 
@@ -81,30 +86,35 @@ with user_errors():
     frame = runs.selected_runs(store, picked)
 labels = runs.run_labels(frame).tolist()
 st.subheader(f"Compare {len(picked)} run{'s' if len(picked) > 1 else ''}")
-keys = runs.metric_keys(frame)
-if not keys:
+options = runs.compare_options(frame)
+if not options:
     st.info("The selected runs have not logged any metrics yet.")
 else:
     m1, m2, m3, m4 = st.columns([2, 1, 2, 1])
-    preferred = next((k for k in (runs.BEST_METRIC, "train/loss") if k in keys), keys[0])
-    metric = m1.selectbox("Metric", keys, index=keys.index(preferred))
+    metric = m1.selectbox("Metric", options, help="A loss is each run's own: MSE for diffusion, NLL (nats per "
+                          "event) for flows, drawn in one panel per model kind")
     x = m2.radio("x axis", ["step", "wall time"], horizontal=True)
     smoothing = m3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01)
-    log_y = m4.toggle("Log scale", value=False)
+    log_y = m4.toggle("Log scale", value=False, help="Panels with values ≤ 0 (a flow's NLL) stay linear")
     with user_errors():
         curves = runs.compare_curves(store, picked, metric, x)
-    st.plotly_chart(viz.metric_curves(curves, x=runs.X_AXES[x], color="run", log_y=log_y, smoothing=smoothing),
+    st.plotly_chart(viz.loss_panels(curves, x=runs.X_AXES[x], log_y=log_y, smoothing=smoothing),
                     key="compare_curves")
     if len(picked) > 1:
         diff = runs.differing_params(frame)
         st.markdown("**Params that differ**")
+        st.caption(f"Each model kind's own params are compared among runs of that kind ({runs.NOT_APPLICABLE}: "
+                   "does not apply).")
         if diff.columns.empty:
             st.caption("All params are equal.")
         else:
             st.dataframe(diff)
-        numeric = runs.numeric_params_vs_metric(frame, metric)
-        if len(numeric.columns) > 1:
-            st.plotly_chart(viz.parallel_coordinates(numeric, metric), key="parallel_coordinates")
+        kind = runs.single_kind(frame)
+        key = curves["metric"].iloc[0] if len(curves) and curves["metric"].nunique() == 1 else None
+        if kind and key:  # one kind, one metric: the parallel plot's colour means the same for every line
+            numeric = runs.numeric_params_vs_metric(frame, key)
+            if len(numeric.columns) > 1:
+                st.plotly_chart(viz.parallel_coordinates(numeric, key), key="parallel_coordinates")
 if ui_url:
     with user_errors():
         st.markdown("  \n".join(f"[{label}]({runs.mlflow_ui_link(ui_url, e, r)})" for label, e, r
