@@ -48,11 +48,13 @@ def ready_store() -> tracking.Store:
     return s
 
 
-def data_files() -> list[Path]:
-    """HDF5 files in data/, newest first, generated samples (data/generated/) after the datasets."""
+def data_files(generated: bool = True) -> list[Path]:
+    """HDF5 files in data/, newest first, generated samples (data/generated/) after the datasets (or left
+    out with generated=False)."""
     files = paths.list_files(paths.data_dir(), (".h5", ".hdf5"))
-    generated = paths.data_dir() / "generated"
-    return sorted(files, key=lambda p: generated in p.parents)  # stable: keeps newest-first within each group
+    folder = paths.data_dir() / "generated"
+    files = sorted(files, key=lambda p: folder in p.parents)  # stable: keeps newest-first within each group
+    return files if generated else [p for p in files if folder not in p.parents]
 
 
 def rel(path: Path) -> str:
@@ -115,11 +117,14 @@ def mtime(path: str | Path) -> float:
     return Path(path).stat().st_mtime
 
 
-def pick_data_file(label: str = "Dataset", key: str = "data_file") -> Path | None:
+def pick_data_file(label: str = "Dataset", key: str = "data_file", default: Path | None = None) -> Path | None:
+    """A dataset picker; it starts on `default` (when given and listed) until the user picks another file."""
     files = data_files()
     if not files:
         st.info("No datasets in data/ yet. Create the demo dataset on the Home page or upload one on the Data page.")
         return None
+    if default is not None and default in files and st.session_state.get(key) not in files:
+        st.session_state[key] = default  # through the state, not index=: no "default and state" warning
     choice = st.selectbox(label, files, format_func=rel, key=key)
     with user_errors():
         return paths.inside(choice, paths.data_dir())
