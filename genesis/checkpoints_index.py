@@ -143,7 +143,20 @@ def list_checkpoints(store: tracking.Store) -> pd.DataFrame:
                          "kind": None, "status": None, "experiment_id": None})
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["modified"] = pd.to_datetime(frame["mtime"], unit="s")
-    return frame.sort_values("mtime", ascending=False, kind="stable").reset_index(drop=True)
+    return _ordered(frame)
+
+
+FILE_RANK = {"best.pt": 0, "last.pt": 1}  # within a run: the best checkpoint first, the one people want
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """Newest run first (by its newest file; uploads each on their own), within a run best.pt, last.pt,
+    then other files newest first. last.pt is written after best.pt, so mtime alone put it first."""
+    group = frame["run_id"].where(frame["run_id"].notna(), frame["path"])
+    keys = pd.DataFrame({"group_mtime": frame.groupby(group)["mtime"].transform("max"),
+                         "rank": frame["file"].map(FILE_RANK).fillna(len(FILE_RANK)), "mtime": frame["mtime"]})
+    order = keys.sort_values(["group_mtime", "rank", "mtime"], ascending=[False, True, False], kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
 
 
 def checkpoint_row(table: pd.DataFrame, path: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Events are physical (N, 2, P) arrays [npe, first-hit time ns], no-hit DOMs 0; la
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import tempfile
@@ -50,13 +51,32 @@ class CheckpointInfo:
 
 
 def list_checkpoints(store) -> list[CheckpointInfo]:
-    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads), newest first."""
+    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads) that can be sampled:
+    uploads that are no GENESIS checkpoint (legacy files, which only the inspector reads) are left out.
+    Order as there: newest run first, its best.pt before its last.pt."""
     from genesis import checkpoints_index
 
     frame = checkpoints_index.list_checkpoints(store)
-    return [CheckpointInfo(Path(r.path), r.run_id if isinstance(r.run_id, str) else None, str(r.label),
-                           r.kind if isinstance(r.kind, str) and r.kind else "?", float(r.mtime))
-            for r in frame.itertuples()]
+    out = []
+    for r in frame.itertuples():
+        kind = r.kind if isinstance(r.kind, str) and r.kind else _file_kind(str(r.path), float(r.mtime))
+        if kind is not None:
+            out.append(CheckpointInfo(Path(r.path), r.run_id if isinstance(r.run_id, str) else None, str(r.label),
+                                      kind, float(r.mtime)))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _file_kind(path: str, mtime: float) -> str | None:
+    """A checkpoint file's model kind, None when it cannot be sampled (legacy or unreadable); cached per
+    path and mtime, so an unchanged upload is read once per process."""
+    from genesis import checkpoint
+
+    try:
+        kind = checkpoint.load_state(path).get("kind")
+    except CheckpointError:
+        return None
+    return kind if kind in ("diffusion", "flow") else None
 
 
 def describe(loaded) -> str:
@@ -218,6 +238,79 @@ def compare(generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, ge
                                          f"{n} were generated")
 
 
+# ---------------------------------------------------------------------------------- quality check
+QUALITY_FACTOR = 3.0  # generated and simulated more than this many times apart: the page shows a banner
+BAD_FACTOR = 10.0  # ... more than this: an error banner (the model is not usable at these labels)
+SUMMARY_ROWS = {"n_hit_doms": ("hit DOMs", 1.0), "total_npe": ("total charge [pe]", 1.0),
+                "time_span": ("time span [ns]", 10.0)}  # name -> (row label, floor below which values count as equal)
+CHECKED = ("n_hit_doms", "total_npe")  # the banner's quantities; time spans of few hits vary too much
+
+
+def event_summaries(signal: np.ndarray) -> dict[str, np.ndarray]:
+    """Per event (N,) of physical events (N, 2, P): hit DOMs, total charge pe, time span (latest - earliest
+    first-hit time over hit DOMs, ns; 0 with fewer than two hits)."""
+    npe, time_ns = np.asarray(signal[:, 0], np.float64), np.asarray(signal[:, 1], np.float64)
+    hit = npe > 0
+    latest = np.where(hit, time_ns, -np.inf).max(1)
+    earliest = np.where(hit, time_ns, np.inf).min(1)
+    span = np.where(hit.sum(1) >= 2, latest - earliest, 0.0)
+    return {"n_hit_doms": hit.sum(1).astype(np.float64), "total_npe": np.where(hit, npe, 0.0).sum(1),
+            "time_span": span}
+
+
+def fold(a: float, b: float, floor: float = 1.0) -> float:
+    """How many times larger the larger of a and b is (>= 1); values below `floor` count as `floor`, so
+    0 hits against 60 is 60x, not infinite."""
+    lo, hi = sorted((max(float(a), floor), max(float(b), floor)))
+    return hi / lo
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    """Generated vs simulated at the same labels. table: rows hit DOMs / total charge / time span, columns
+    generated, simulated, ratio (generated / simulated); level: "ok", "warning" or "error"; message: the
+    banner text (empty when ok); far: the quantities more than QUALITY_FACTOR apart."""
+
+    table: pd.DataFrame
+    level: str
+    message: str
+    far: tuple[str, ...]
+
+
+def _num(x: float) -> str:
+    """1,234 below a million, 5.7e+08 above (banner text)."""
+    return f"{x:,.0f}" if abs(x) < 1e6 else f"{x:.2g}"
+
+
+def _ratio(g: float, s: float, floor: float) -> float:
+    return max(g, floor) / max(s, floor)
+
+
+def quality_check(generated: np.ndarray, simulated: np.ndarray, event: int | None = None,
+                  factor: float = QUALITY_FACTOR, bad: float = BAD_FACTOR) -> QualityCheck:
+    """Compare hit count, total charge and time span of generated and simulated events (N, 2, P) at the same
+    labels: medians over all events, or one event when `event` is given. A quantity of CHECKED more than
+    `factor` times apart gives a warning, more than `bad` times an error."""
+    gen, sim = event_summaries(generated), event_summaries(simulated)
+    pick = (lambda v: float(v[event])) if event is not None else (lambda v: float(np.median(v)))
+    rows = {label: (pick(gen[k]), pick(sim[k]), _ratio(pick(gen[k]), pick(sim[k]), floor))
+            for k, (label, floor) in SUMMARY_ROWS.items()}
+    table = pd.DataFrame(rows, index=["generated", "simulated", "generated / simulated"]).T
+    table.index.name = "median per event" if event is None else f"event {event}"
+    folds = {k: fold(pick(gen[k]), pick(sim[k]), SUMMARY_ROWS[k][1]) for k in CHECKED}
+    far = tuple(k for k in CHECKED if folds[k] > factor)
+    if not far:
+        return QualityCheck(table, "ok", "", far)
+    level = "error" if max(folds[k] for k in far) > bad else "warning"
+    what = "; ".join(f"{SUMMARY_ROWS[k][0]} {_num(pick(gen[k]))} generated vs {_num(pick(sim[k]))} simulated "
+                     f"({_num(folds[k])}x {'higher' if pick(gen[k]) > pick(sim[k]) else 'lower'})" for k in far)
+    scope = "the median event" if event is None else f"event {event}"
+    message = (f"Generated events are far from simulated ones at the same labels ({scope}: {what}). "
+               "The model is probably untrained, trained too briefly, or trained on other data: do not use these "
+               "events; see the Feature comparison tab.")
+    return QualityCheck(table, level, message, far)
+
+
 # ------------------------------------------------------------------------------------- inpainting
 def check_inpaint_inputs(loaded, geometry: Geometry, method: str) -> None:
     """Clear errors for an unknown method, a checkpoint of the wrong kind, or a different detector (P)."""
@@ -233,6 +326,52 @@ def check_inpaint_inputs(loaded, geometry: Geometry, method: str) -> None:
     if loaded.geometry.n_doms != geometry.n_doms:
         raise DataError(f"the checkpoint was trained on P = {loaded.geometry.n_doms} DOMs but the dataset has "
                         f"P = {geometry.n_doms}; pick a dataset on the checkpoint's detector or another checkpoint")
+
+
+DEMO_DATA = "data/demo.h5"  # the presets' data.path and the Home page's demo dataset
+MAP_DEFAULTS = {"cpu": (100, 2)}  # device -> flow-MAP (steps, restarts): a string in seconds on 2 cores
+MAP_DEFAULTS_ACCELERATOR = (200, 3)  # the library's defaults, for GPUs
+SLOW_SECONDS = 60.0  # expected times above this come with a hint to lower the steps
+
+
+def map_defaults(device: str) -> tuple[int, int]:
+    """Default flow-MAP (steps, restarts) for a device: CPU-sized on the CPU, the library's elsewhere."""
+    return MAP_DEFAULTS.get(device, MAP_DEFAULTS_ACCELERATOR)
+
+
+def preferred_data_file(files: list[Path], trained_on: str | None = None) -> Path | None:
+    """The file a data picker should start on: the checkpoint's training file, else the demo dataset (the
+    presets' data.path), else the first of `files` (newest). Never just the newest upload: a 5-event test
+    file uploaded last must not become everybody's default."""
+    resolved = {Path(f).resolve(): Path(f) for f in files}
+    for candidate in (trained_on, DEMO_DATA):
+        if candidate:
+            hit = resolved.get(paths.resolve_data_path(candidate))
+            if hit is not None:
+                return hit
+    return files[0] if files else None
+
+
+def trained_on(loaded) -> str | None:
+    """The data path recorded in a loaded checkpoint (None when it has none)."""
+    value = ((loaded.state or {}).get("data") or {}).get("path") if hasattr(loaded, "state") else None
+    return str(value) if value else None
+
+
+def expected_time_text(method: str, device: str, n_masked: int, seconds: float, work: str) -> str:
+    """One line shown before inpainting starts: the expected time and what it is made of."""
+    text = (f"Expected time: about **{seconds:,.0f} s** on {device} for {n_masked:,} masked DOMs ({work}; "
+            "the zero and neighbour baselines add well under a second).")
+    if seconds > SLOW_SECONDS:
+        text += " Lower the steps or restarts for a quicker first look."
+    return text
+
+
+def inpaint_verdict(result) -> tuple[bool, str]:
+    """(beat both baselines, a sentence) for an InpaintResult with baselines; see inpaint.inpaint_verdict."""
+    from genesis.inpaint import inpaint_verdict as verdict
+
+    return verdict(result.metrics, result.method)
 
 
 def strings_from_selection(points: Iterable[dict] | None) -> list[int]:

@@ -93,7 +93,7 @@ def _detector_traces(geometry: Geometry, show_strings: bool, showlegend: bool) -
 
 
 def _hit_trace(geometry: Geometry, npe: np.ndarray, time: np.ndarray, cmin: float, cmax: float,
-               showscale: bool, showlegend: bool) -> go.Scatter3d:
+               showscale: bool, showlegend: bool, colorbar_x: float | None = None) -> go.Scatter3d:
     hit = npe > 0
     pos = _r(geometry.positions[hit])
     # Absolute (not per-event) size mapping so marker sizes compare across linked views.
@@ -105,7 +105,8 @@ def _hit_trace(geometry: Geometry, npe: np.ndarray, time: np.ndarray, cmin: floa
                       "<br>t %{customdata[3]:.1f} ns<extra></extra>",
         marker=dict(size=size, color=time[hit], colorscale=TIME_COLORSCALE, cmin=cmin, cmax=cmax,
                     showscale=showscale, opacity=0.9, line=dict(width=0),
-                    colorbar=dict(title=dict(text=TIME_COLORBAR_TITLE, side="right"), thickness=14, len=0.8)),
+                    colorbar=dict(title=dict(text=TIME_COLORBAR_TITLE, side="right"), thickness=14, len=0.8,
+                                  **({} if colorbar_x is None else {"x": colorbar_x, "xanchor": "right"}))),
         legendgroup="hits", showlegend=showlegend)
 
 
@@ -148,10 +149,11 @@ def _track_traces(label: np.ndarray, showlegend: bool) -> list:
 
 def _event_traces(geometry: Geometry, npe: np.ndarray, time: np.ndarray, label: np.ndarray | None,
                   mask: np.ndarray | None, time_range: tuple[float, float], show_strings: bool,
-                  showscale: bool = True, showlegend: bool = True) -> list:
+                  showscale: bool = True, showlegend: bool = True, colorbar_x: float | None = None) -> list:
     npe, time = _check_event(geometry, npe, time)
     traces = _detector_traces(geometry, show_strings, showlegend)
-    traces.append(_hit_trace(geometry, npe, time, *time_range, showscale=showscale, showlegend=showlegend))
+    traces.append(_hit_trace(geometry, npe, time, *time_range, showscale=showscale, showlegend=showlegend,
+                             colorbar_x=colorbar_x))
     if mask is not None:
         traces.append(_mask_trace(geometry, mask, showlegend))
     if label is not None:
@@ -190,25 +192,47 @@ def event_figure(geometry: Geometry, npe: np.ndarray, time: np.ndarray, label: n
     return fig
 
 
+COLOUR_RANGES = ("shared", "each")  # or an event index: its hit-time range for every view
+
+
+def _time_ranges(events: Sequence[tuple[np.ndarray, np.ndarray]], colour_range: str | int) -> list[tuple[float, float]]:
+    """One (cmin, cmax) per view: over all events ("shared"), per event ("each"), or event i's (an int)."""
+    if colour_range == "each":
+        return [_hit_time_range([e]) for e in events]
+    if colour_range == "shared":
+        return [_hit_time_range(events)] * len(events)
+    if isinstance(colour_range, (int, np.integer)) and not isinstance(colour_range, bool) \
+            and 0 <= colour_range < len(events):
+        return [_hit_time_range([events[colour_range]])] * len(events)
+    raise ValueError(f"colour_range must be one of {COLOUR_RANGES} or an event index 0..{len(events) - 1}, "
+                     f"got {colour_range!r}")
+
+
 def linked_event_figures(geometry: Geometry, events: Sequence[tuple[str, np.ndarray, np.ndarray]],
                          label: np.ndarray | None = None, mask: np.ndarray | None = None,
-                         camera: dict | None = None, show_strings: bool = True) -> go.Figure:
-    """Side-by-side 3D views (one scene per event, e.g. masked / inpainted / true) on one time scale.
+                         camera: dict | None = None, show_strings: bool = True,
+                         colour_range: str | int = "shared") -> go.Figure:
+    """Side-by-side 3D views (one scene per event, e.g. masked / inpainted / true), starting from one camera.
 
-    events: list of (name, npe (P,), time (P,)). All scenes share cmin/cmax (one colourbar) and start from
-    the same camera. Plotly does not sync cameras live: rotating one scene does not rotate the others.
+    events: list of (name, npe (P,), time (P,)). colour_range: "shared" = one time scale over all events
+    (one colourbar); "each" = every view its own range and colourbar, so a quiet event is not washed out
+    by a noisy one; an event index = that event's range for all views (times outside it saturate).
+    Plotly does not sync cameras live: rotating one scene does not rotate the others.
     The legend is shown once; its entries toggle the matching traces in every scene (legend groups).
     """
     if not events:
         raise ValueError("linked_event_figures needs at least one (name, npe, time) event")
     checked = [(name, *_check_event(geometry, n, t)) for name, n, t in events]
-    tr = _hit_time_range([(n, t) for _, n, t in checked])
+    ranges = _time_ranges([(n, t) for _, n, t in checked], colour_range)
     cols = len(checked)
     fig = make_subplots(rows=1, cols=cols, specs=[[{"type": "scene"}] * cols],
                         subplot_titles=[name for name, _, _ in checked], horizontal_spacing=0.01)
+    each = colour_range == "each"
     for i, (_, n, t) in enumerate(checked):
-        for trace in _event_traces(geometry, n, t, label, mask, tr, show_strings,
-                                   showscale=i == 0, showlegend=i == 0):
+        # own ranges: a colourbar at the right edge of every view; one range: a single colourbar
+        bar_x = (i + 1) / cols - 0.01 if each else None
+        for trace in _event_traces(geometry, n, t, label, mask, ranges[i], show_strings,
+                                   showscale=each or i == 0, showlegend=i == 0, colorbar_x=bar_x):
             fig.add_trace(trace, row=1, col=i + 1)
     scenes = {f"scene{i + 1 if i else ''}": _scene(camera) for i in range(cols)}
     fig.update_layout(**scenes, uirevision=UIREVISION, margin=dict(l=0, r=0, t=40, b=0),
@@ -307,6 +331,18 @@ def _grid(n: int, cols: int) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
+FEATURE_UNITS = {"total_npe": "pe", "log10_total_npe": "log10 pe", "n_hit_doms": "DOMs", "n_hit_strings": "strings",
+                 "centroid_x": "m", "centroid_y": "m", "centroid_z": "m", "time_mean": "ns", "time_std": "ns",
+                 "time_span": "ns", "brightest_fraction": "fraction of charge", "linefit_zenith": "rad",
+                 "linefit_azimuth": "rad", "linefit_speed": "m/ns", "linefit_angle": "rad"}
+
+
+def axis_title(feature: str) -> str:
+    """'time_span [ns]': a feature name with its unit (metrics.event_features names)."""
+    unit = FEATURE_UNITS.get(feature)
+    return f"{feature} [{unit}]" if unit else feature
+
+
 def feature_histograms(features_by_set: dict[str, dict[str, np.ndarray]], names: list[str],
                        bins: int = 40, cols: int = 3) -> go.Figure:
     """Grid of overlaid normalized histograms, one panel per feature in `names`, bins shared across sets."""
@@ -324,6 +360,8 @@ def feature_histograms(features_by_set: dict[str, dict[str, np.ndarray]], names:
         for i, (set_name, feats) in enumerate(features_by_set.items()):
             fig.add_trace(_step_trace(feats[feat], edges, set_name, PALETTE[i % len(PALETTE)], k == 0),
                           row=r + 1, col=c + 1)
+        fig.update_xaxes(title_text=axis_title(feat), row=r + 1, col=c + 1)
+    fig.update_yaxes(title_text="fraction of events", col=1)
     fig.update_layout(height=260 * rows, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
     return fig
 
@@ -341,8 +379,9 @@ def label_histograms(labels: np.ndarray, bins: int = 40) -> go.Figure:
             col = col[col > 0]  # log bins are undefined for non-positive energies
         trace = _step_trace(col, _edges([col], bins, log=log), "labels", PALETTE[0], False)
         fig.add_trace(trace, row=k // 3 + 1, col=k % 3 + 1)
+        fig.update_xaxes(title_text=LABEL_NAMES[k], row=k // 3 + 1, col=k % 3 + 1)
     fig.update_xaxes(type="log", row=1, col=1)
-    fig.update_yaxes(title_text="fraction", col=1)
+    fig.update_yaxes(title_text="fraction of events", col=1)
     fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
     return fig
 

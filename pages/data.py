@@ -1,6 +1,7 @@
 """Data: pick, upload or import (pulse tables) an HDF5 file, see its summary and label histograms, and look at
 any event in 3D."""
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ with st.expander("Upload an HDF5 file", icon=":material/upload:"):
                 except DataError as exc:  # name the upload, not the staging folder
                     raise DataError(str(exc).replace(str(staged), target.name)) from None
                 shutil.move(staged, target)
+        st.session_state["data_file"] = target  # the picker below moves to the new file
         st.success(f"Kept {rel(target)}")
 
 with st.expander("Import pulse tables (SQLite or Parquet)", icon=":material/database:"):
@@ -53,6 +55,7 @@ with st.expander("Import pulse tables (SQLite or Parquet)", icon=":material/data
                 truth=truth.getvalue() if truth else None, truth_name=truth.name if truth else "truth.parquet",
                 max_bytes=MAX_UPLOAD_MB * 2**20, pulse_table=pulse_table.strip() or None, drop_unmatched=drop,
                 progress=lambda done, total: bar.progress(done / total, text=f"Importing: {done}/{total} events"))
+        st.session_state["data_file"] = Path(report.out)
         st.success(f"Kept {rel(Path(report.out))}: {report.n_events} events, {report.n_pulses} pulses"
                    + (f", {report.n_dropped} pulses dropped" if report.n_dropped else ""))
 
@@ -71,7 +74,14 @@ cols[2].metric("Hit DOMs / event", f"{summary.mean_hits_per_event:.1f}")
 cols[3].metric("Hit fraction", f"{summary.hit_fraction:.3%}")
 cols[4].metric("Max npe", f"{summary.npe_max:,.0f}")
 st.caption(f"Hit times {summary.time_min:.0f} .. {summary.time_max:.0f} ns · geometry {geometry.name} "
-           f"({len(geometry.strings)} strings) · " + ", ".join(f"{k}: {v[:80]}" for k, v in summary.attrs.items()))
+           f"({len(geometry.strings)} strings) · attributes below")
+with st.expander(f"File attributes ({', '.join(summary.attrs) or 'none'})"):
+    for name, value in summary.attrs.items():  # whole values: a producer JSON cut at 80 characters misled
+        st.markdown(f"**{name}**")
+        try:
+            st.json(json.loads(value), expanded=1)
+        except json.JSONDecodeError:  # plain text, e.g. units or a schema version
+            st.code(value, language=None, wrap_lines=True)
 
 tab_event, tab_labels = st.tabs(["Event in 3D", "Label distributions"])
 with tab_event:

@@ -16,10 +16,12 @@ store = ready_store()
 left, right = st.columns(2)
 left.metric("MLflow store", "local SQLite" if store.is_local else "remote server")
 left.code(store.tracking_uri, language=None)
-files = data_files()
+files = data_files(generated=False)  # generated samples are listed on the Data page, not counted as datasets
 right.metric("Datasets in data/", len(files))
 for f in files[:10]:
     right.write(f"`{rel(f)}`")
+if n_generated := len(data_files()) - len(files):
+    right.caption(f"and {n_generated:,} generated sample file{'s' if n_generated > 1 else ''} in data/generated/")
 
 with user_errors():
     with st.spinner("Checking runs"):

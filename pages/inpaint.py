@@ -9,7 +9,7 @@ import streamlit as st
 from genesis import inpaint, viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
-from pages._shared import (MAX_UPLOAD_MB, device_options, file_summary, geometry_of, loaded_model, mtime,
+from pages._shared import (MAX_UPLOAD_MB, data_files, device_options, file_summary, geometry_of, loaded_model, mtime,
                            pick_data_file, ready_store, rel, user_errors)
 
 METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slow, high quality)",
@@ -28,6 +28,12 @@ def repaint_estimate(path: str, stamp: float, device: str, steps: int, _loaded) 
     return inpaint.estimate_repaint_seconds(_loaded, 1, steps)
 
 
+@st.cache_data(show_spinner="Timing flow MAP on this machine")
+def flow_map_timing(path: str, stamp: float, device: str, _loaded) -> tuple[float, float]:
+    """(seconds per restart, seconds per step) of flow MAP on one event; cached per checkpoint and device."""
+    return inpaint.time_flow_map(_loaded, 1)
+
+
 def _add_clicked_strings() -> None:
     """on_select of the top view: add the clicked/boxed strings to the strings list."""
     points = st.session_state["top_view"].selection.points
@@ -35,7 +41,7 @@ def _add_clicked_strings() -> None:
     st.session_state["mask_strings"] = sorted(set(st.session_state.get("mask_strings", [])) | set(picked))
 
 
-def mask_widgets(geometry) -> tuple[np.ndarray | None, str]:
+def mask_widgets(geometry, seed: int) -> tuple[np.ndarray | None, str]:
     """Mask parts from widgets and the clickable top view -> (mask (P,) or None with a message shown, spec)."""
     valid = [int(s) for s in geometry.strings]
     st.session_state["mask_strings"] = [s for s in st.session_state.get("mask_strings", []) if s in valid]
@@ -51,10 +57,13 @@ def mask_widgets(geometry) -> tuple[np.ndarray | None, str]:
                            for i, (a, v) in enumerate(zip(("x", "y", "z", "radius"), (0.0, 0.0, -300.0, 100.0))))
         upload = st.file_uploader(f"Dead-DOM list (CSV string,dom or one DOM index per line; ≤ {MAX_UPLOAD_MB} MB)",
                                   type=["csv", "txt"])
-        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0))
     with right:
         st.plotly_chart(viz.top_view_figure(geometry, strings), key="top_view", on_select=_add_clicked_strings,
                         selection_mode=("points", "box", "lasso"))
+    if not (strings or fraction or deepcore or sphere or upload):  # nothing chosen yet: a hint, not a warning
+        st.caption("Choose what to mask: strings (list or top view), random DOMs, DeepCore, a sphere or a "
+                   "dead-DOM file.")
+        return None, ""
     try:
         if upload is not None and upload.size > MAX_UPLOAD_MB * 2**20:
             raise GenesisError(f"upload is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB")
@@ -67,24 +76,36 @@ def mask_widgets(geometry) -> tuple[np.ndarray | None, str]:
     return mask, spec
 
 
-def method_settings(method: str, loaded, ckpt, device: str) -> dict:
+def method_settings(method: str, loaded, device: str) -> dict:
+    """Widgets of the chosen method's settings (CPU-sized defaults on the CPU)."""
     c = st.columns(3)
     if method == "flow-map":
-        return {"steps": int(c[0].number_input("Optimisation steps", 1, 5000, 200)),
-                "restarts": int(c[1].number_input("Restarts", 1, 10, 3,
+        steps, restarts = ss.map_defaults(device)
+        return {"steps": int(c[0].number_input("Optimisation steps", 1, 5000, steps)),
+                "restarts": int(c[1].number_input("Restarts", 1, 10, restarts,
                                                   help="MAP runs from different flow samples: the best one is shown, "
-                                                       "their spread is the per-DOM uncertainty")),
-                "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
+                                                       "their spread is the per-DOM uncertainty"))}
     if method == "repaint":
         t = loaded.config.diffusion.timesteps
-        steps = int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))
-        evaluations, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, steps, loaded)
-        c[1].caption(f"Slow, high-quality option: {evaluations:,} network evaluations (jump length "
-                     f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes); expected about "
-                     f"**{seconds:,.0f} s** on this machine")
-        return {"steps": steps, "seed": int(c[2].number_input("Method seed", 0, 2**31 - 1, 0))}
+        return {"steps": int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))}
     c[0].caption("Baselines have no settings.")
     return {}
+
+
+def expected_time(method: str, loaded, ckpt, device: str, settings: dict, n_masked: int) -> None:
+    """The expected time of the run, shown before it starts (timed on this machine, cached)."""
+    if method == "flow-map":
+        timing = flow_map_timing(str(ckpt.path), mtime(ckpt.path), device, loaded)
+        total, seconds = inpaint.estimate_flow_map_seconds(timing, settings["steps"], settings["restarts"])
+        work = f"{settings['steps']} steps x {settings['restarts']} restarts = {total:,} flow evaluations"
+    elif method == "repaint":
+        total, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, settings["steps"], loaded)
+        work = (f"slow, high-quality option: {total:,} network evaluations, jump length "
+                f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes")
+    else:
+        st.caption("Expected time: well under a second (a baseline).")
+        return
+    st.caption(ss.expected_time_text(method, device, n_masked, seconds, work))
 
 
 def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settings: dict) -> None:
@@ -109,6 +130,9 @@ def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settin
 
 def show_results(state: dict) -> None:
     result, geometry = state["result"], state["geometry"]
+    beat, verdict = ss.inpaint_verdict(result)
+    (st.success if beat else st.warning)(f"Verdict: {verdict}", icon=":material/verified:" if beat
+                                         else ":material/warning:")
     chosen = result.metrics[result.method]
     c = st.columns(4)
     c[0].metric("Masked DOMs", chosen["n_masked_doms"])
@@ -153,22 +177,27 @@ if not checkpoints:
 left, right = st.columns([4, 1])
 ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda ck: ck.label)
 device = right.selectbox("Device", device_options())
-path = pick_data_file("Event from dataset")
+with user_errors():
+    loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
+# the checkpoint's own training file, else the demo dataset: never merely the newest upload
+path = pick_data_file("Event from dataset", default=ss.preferred_data_file(data_files(), ss.trained_on(loaded)))
 if path is None:
     st.stop()
 with user_errors():
-    loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
     geometry = geometry_of(str(path), mtime(path))
     n_events = file_summary(str(path), mtime(path)).n_events
-c = st.columns([1, 3])
+c = st.columns([1, 3, 1])
 index = int(c[0].number_input("Event", 0, n_events - 1, 0))
 method = c[1].selectbox("Method", list(METHODS), format_func=METHODS.get)
+seed = int(c[2].number_input("Seed", 0, 2**31 - 1, 0, help="for the random mask and the method's samples"))
 with user_errors():
     ss.check_inpaint_inputs(loaded, geometry, method)
-settings = method_settings(method, loaded, ckpt, device)
+settings = method_settings(method, loaded, device)
 st.subheader("Mask")
-mask, spec = mask_widgets(geometry)
+mask, spec = mask_widgets(geometry, seed)
+if mask is not None:
+    expected_time(method, loaded, ckpt, device, settings, int(mask.sum()))
 if st.button("Inpaint", type="primary", icon=":material/healing:", disabled=mask is None):
-    run(loaded, path, index, geometry, mask, spec, method, settings)
+    run(loaded, path, index, geometry, mask, spec, method, {**settings, "seed": seed})
 if "inpaint" in st.session_state:
     show_results(st.session_state["inpaint"])

@@ -14,10 +14,11 @@ from pages._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, p
 
 ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
 KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
+TABLE_FORMAT = {c: st.column_config.NumberColumn(c, format="%.3g")
+                for c in ("generated", "simulated", "generated / simulated")}
 
 st.title("Sample")
 store = ready_store()
-
 
 
 def pick_model():
@@ -121,17 +122,26 @@ def show_results(state: dict) -> None:
         st.warning(f"{rel(result.path)} no longer exists; generate again to download.")
     if result.n_events > len(gen):
         st.caption(f"Showing and comparing the first {len(gen):,} of {result.n_events:,} events.")
+    quality = ss.quality_check(gen, ref)
+    if quality.level != "ok":
+        (st.error if quality.level == "error" else st.warning)(quality.message, icon=":material/warning:")
     browse, summary, features = st.tabs(["Event browser", "Summary histograms", "Feature comparison"])
     with browse:
-        i = int(st.number_input("Event", 0, len(gen) - 1, 0, key="sample_event"))
+        c = st.columns([1, 2])
+        i = int(c[0].number_input("Event", 0, len(gen) - 1, 0, key="sample_event"))
+        colours = c[1].radio("Colour range", ["each view its own", "from the simulated event"], horizontal=True,
+                             help="time colour scale of the 3D views; one shared range let a noisy generated "
+                                  "event wash out the simulated one")
         lab = result.labels[i]
         st.write(f"E = {lab[0]:.3g} GeV · zenith {np.degrees(lab[1]):.1f}° · azimuth {np.degrees(lab[2]):.1f}° · "
-                 f"vertex ({lab[3]:.0f}, {lab[4]:.0f}, {lab[5]:.0f}) m · generated {int((gen[i, 0] > 0).sum())} hit "
-                 f"DOMs, {gen[i, 0].sum():,.0f} pe · simulated {int((ref[i, 0] > 0).sum())} hit DOMs, "
-                 f"{ref[i, 0].sum():,.0f} pe")
-        st.plotly_chart(viz.linked_event_figures(geometry, [("generated", gen[i, 0], gen[i, 1]),
-                                                            ("simulated", ref[i, 0], ref[i, 1])], label=lab),
-                        key="sample_events")
+                 f"vertex ({lab[3]:.0f}, {lab[4]:.0f}, {lab[5]:.0f}) m")
+        views, numbers = st.columns([2, 1])
+        views.plotly_chart(viz.linked_event_figures(geometry, [("generated", gen[i, 0], gen[i, 1]),
+                                                               ("simulated", ref[i, 0], ref[i, 1])], label=lab,
+                                                    colour_range="each" if colours.startswith("each") else 1),
+                           key="sample_events")
+        numbers.dataframe(ss.quality_check(gen, ref, event=i).table, column_config=TABLE_FORMAT)
+        numbers.dataframe(quality.table, column_config=TABLE_FORMAT)
     with summary:
         st.plotly_chart(viz.feature_histograms(comp.features, ss.SUMMARY_FEATURES), key="sample_summary")
         st.plotly_chart(viz.charge_time_histograms({"generated": (gen[:, 0], gen[:, 1]),
