@@ -8,6 +8,7 @@ here imports streamlit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -207,16 +208,34 @@ def _values(norm: dict[str, Any], key: str, n: int) -> list[float]:
     return [float(x) if isinstance(x, (int, float)) else math.nan for x in v[:n]] + [math.nan] * (n - len(v[:n]))
 
 
+PHYSICAL_UNITS = {"npe": "pe", "time": "ns", "x": "m", "y": "m", "z": "m", "energy": "GeV", "zenith": "rad",
+                  "azimuth": "rad"}
+_TRANSFORMED = {"ln": "ln(1 + {x}/{u})", "log1p": "ln(1 + {x}/{u})", "log10": "log10(1 + {x}/{u})"}
+
+
+def transformed_unit(channel: str, transform: str) -> str:
+    """Unit of T(x), in which a channel's offset and scale are given: 'ns', 'ln(1 + npe/pe)', 'log10(E/GeV)'."""
+    unit = PHYSICAL_UNITS.get(channel, "")
+    if transform in ("none", "", None) or transform not in _TRANSFORMED:
+        return unit if transform in ("none", "", None) else f"{transform}({channel})"
+    if channel == "energy":  # energy's log10 has no +1 (see normalization.ENERGY_TRANSFORMS)
+        return f"log10(E/{unit})"
+    return _TRANSFORMED[transform].format(x="t" if channel == "time" else channel, u=unit)
+
+
 def normalization_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(signal/geometry table of the 5 affine channels, label table of the 6 label channels):
-    channel, transform T, offset, scale, with x_n = (T(x) - offset) / scale."""
+    channel, transform T, unit (of T(x), which offset and scale share), offset, scale, with
+    x_n = (T(x) - offset) / scale dimensionless."""
     norm = report.get("normalization") or {}
     t = {k: norm.get(k, "not recorded") for k in TRANSFORM_KEYS}
-    affine = pd.DataFrame({"channel": inspect.AFFINE_CHANNELS,
-                           "transform": [t["npe_transform"], t["time_transform"], "none", "none", "none"],
+    affine_t = [t["npe_transform"], t["time_transform"], "none", "none", "none"]
+    label_t = [t["energy_transform"]] + ["none"] * 5
+    affine = pd.DataFrame({"channel": inspect.AFFINE_CHANNELS, "transform": affine_t,
+                           "unit": [transformed_unit(c, tr) for c, tr in zip(inspect.AFFINE_CHANNELS, affine_t)],
                            "offset": _values(norm, "affine_offsets", 5), "scale": _values(norm, "affine_scales", 5)})
-    labels = pd.DataFrame({"channel": inspect.LABEL_CHANNELS,
-                           "transform": [t["energy_transform"]] + ["none"] * 5,
+    labels = pd.DataFrame({"channel": inspect.LABEL_CHANNELS, "transform": label_t,
+                           "unit": [transformed_unit(c, tr) for c, tr in zip(inspect.LABEL_CHANNELS, label_t)],
                            "offset": _values(norm, "label_offsets", 6), "scale": _values(norm, "label_scales", 6)})
     return affine, labels
 
@@ -236,6 +255,58 @@ def suggested_normalization_diff(report: dict[str, Any], data_path: str | Path, 
     if model_doms is not None and model_doms != n_doms:
         out.append(f"n_doms: checkpoint {model_doms} vs data {n_doms} (the model cannot read this file)")
     return out + inspect.normalization_mismatch(report, gn.suggest(signal, labels, positions, base))
+
+
+FIT_LIMIT = 10.0  # the bulk of a channel beyond +-this many normalized units: the model never saw such inputs
+MIN_SPREAD = 0.01  # the bulk narrower than this: the normalization squeezes the channel to a constant
+BULK = (0.1, 99.9)  # percentiles that make "the bulk" (a few outliers must not raise a warning)
+
+
+def _normalized_channels(norm: gn.Normalization, signal, labels, positions) -> dict[str, "np.ndarray"]:
+    """Each channel of a data sample as the model sees it: hit npe and time of hit DOMs, positions, labels."""
+    import numpy as np
+
+    hit = signal[:, 0] > 0
+    off, sc = np.asarray(norm.affine_offsets, np.float64), np.asarray(norm.affine_scales, np.float64)
+    values = {"npe": (gn.forward_npe(signal[:, 0][hit].astype(np.float64), norm.npe_transform) - off[0]) / sc[0],
+              "time": (gn.forward_time(signal[:, 1][hit].astype(np.float64), norm.time_transform) - off[1]) / sc[1]}
+    values.update({a: (positions[:, i] - off[2 + i]) / sc[2 + i] for i, a in enumerate("xyz")})
+    lab = np.asarray(norm.normalize_labels(np.asarray(labels, np.float64)))
+    values.update({name: lab[:, i] for i, name in enumerate(inspect.LABEL_CHANNELS)})
+    return values
+
+
+def normalization_fit(report: dict[str, Any], data_path: str | Path, max_events: int = 2000) -> list[str]:
+    """Problems of a data file under the checkpoint's normalization: a DOM count the model cannot read, or a
+    channel whose bulk (BULK percentiles) lies beyond +-FIT_LIMIT or spans less than MIN_SPREAD in normalized
+    units. Empty when the data fits. Unlike `suggested_normalization_diff` this does not ask for the values
+    `genesis stats` would pick: a preset's hand-chosen offsets and scales fit its data without being those."""
+    import numpy as np
+
+    from genesis.data import schema
+
+    n, n_doms, _ = schema.file_info(data_path)
+    model_doms = (report.get("model") or {}).get("n_doms")
+    if model_doms is not None and model_doms != n_doms:
+        return [f"n_doms: checkpoint {model_doms} vs data {n_doms} (the model cannot read this file)"]
+    have = {k: v for k, v in (report.get("normalization") or {}).items()
+            if k in {f.name for f in dataclasses.fields(gn.Normalization)}}
+    if not have:
+        return ["the checkpoint carries no normalization metadata"]
+    signal, labels, _ = schema.read_events(data_path, 0, min(n, max_events))
+    channels = _normalized_channels(gn.Normalization.from_dict(have), signal, labels,
+                                    schema.read_geometry(data_path).positions.astype(np.float64))
+    out = []
+    for name, v in channels.items():
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        lo, hi = np.percentile(v, BULK)
+        if max(abs(lo), abs(hi)) > FIT_LIMIT:
+            out.append(f"{name}: the data spans {lo:.3g} .. {hi:.3g} after normalization, beyond +-{FIT_LIMIT:g}")
+        elif hi - lo < MIN_SPREAD and np.ptp(v) > 0:
+            out.append(f"{name}: the data is squeezed into {lo:.3g} .. {hi:.3g} after normalization")
+    return out
 
 
 # === tables =======================================================================================

@@ -21,6 +21,11 @@ def dataset_diff(path: str, modified: float, data: str, data_modified: float) ->
     return ci.suggested_normalization_diff(inspect(path, modified, REPORT_BATCH), data)
 
 
+@st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
+def dataset_fit(path: str, modified: float, data: str, data_modified: float) -> list[str]:
+    return ci.normalization_fit(inspect(path, modified, REPORT_BATCH), data)
+
+
 def shown(fn, *args):
     """fn(*args), or None after showing a GenesisError as a message (the rest of the page still renders)."""
     try:
@@ -78,7 +83,8 @@ with tabs[0]:
 
 with tabs[1]:
     affine, label_table = ci.normalization_tables(report)
-    st.caption("x_n = (T(x) - offset) / scale per channel; samples are denormalized with these values.")
+    st.caption("x_n = (T(x) - offset) / scale per channel, dimensionless; offset and scale are in the unit of "
+               "T(x) shown. Samples are denormalized with these values.")
     left, right = st.columns(2)
     left.markdown("**Signal and geometry**")
     left.dataframe(affine, hide_index=True)
@@ -96,12 +102,17 @@ with tabs[1]:
                                  "checkpoint's transforms")
         with user_errors():
             data = paths.inside(data, paths.data_dir())
-        diffs = shown(dataset_diff, path, mtimes[path], str(data), mtime(data))
-        if diffs:
-            st.warning(f"The normalization suggested for {rel(data)} differs from the checkpoint's:\n\n"
-                       + "\n".join(f"- {d}" for d in diffs), icon=":material/warning:")
-        elif diffs is not None:
-            st.success(f"{rel(data)} suggests the same normalization as the checkpoint's.")
+        problems = shown(dataset_fit, path, mtimes[path], str(data), mtime(data))
+        if problems:
+            st.warning(f"{rel(data)} does not fit the checkpoint's normalization:\n\n"
+                       + "\n".join(f"- {d}" for d in problems), icon=":material/warning:")
+        elif problems is not None:
+            st.success(f"{rel(data)} fits the checkpoint's normalization: the bulk of every channel lies within "
+                       f"±{ci.FIT_LIMIT:g} after normalization.")
+        diffs = shown(dataset_diff, path, mtimes[path], str(data), mtime(data)) if problems is not None else None
+        if diffs:  # information, not a warning: hand-chosen preset values differ from these and still fit
+            with st.expander("What `genesis stats` would suggest for this dataset"):
+                st.markdown("\n".join(f"- {d}" for d in diffs))
 
 with tabs[2]:
     st.caption(f"{params['total']:,} parameters ({params.get('trainable') or 0:,} trainable), "
