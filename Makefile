@@ -35,6 +35,7 @@ browser:
 test: install browser
 	$(PY) -m pytest -q
 
+# prints http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning: our runs, not GenAI traces
 mlflow-ui: install
 	$(PY) -m genesis ui --port 5000
 

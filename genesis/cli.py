@@ -189,18 +189,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """Start `mlflow ui` on the project's store and print the address of our runs in the model-training view."""
     import os
     import subprocess
 
-    from genesis import tracking
+    from genesis import mlflow_ui, tracking
 
     store = tracking.Store.default()
-    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-            "--host", args.host, "--port", str(args.port)]
-    if store.artifact_root:
-        argv += ["--default-artifact-root", store.artifact_root]
-    print(f"MLflow UI on http://{args.host}:{args.port} for {store.tracking_uri}")
-    return subprocess.call(argv, env=os.environ.copy())
+    exp_id = mlflow_ui.mark_model_training(store)  # created before the server starts: no first-time race
+    base = f"http://{args.host}:{args.port}"
+    url = mlflow_ui.runs_url(base, exp_id)
+    print(f"Starting the MLflow UI for {store.tracking_uri} (about 15 s) ...", flush=True)
+    process = subprocess.Popen(mlflow_ui.ui_command(store, args.host, args.port), env=os.environ.copy())
+    try:
+        if mlflow_ui.wait_until_up(base, process):
+            print(f"MLflow UI ready. Open our runs (model-training view):\n  {url}", flush=True)
+        elif process.poll() is None:
+            print(f"MLflow UI is slow to start; open it when it answers:\n  {url}", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite existing report files")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    s = sub.add_parser("ui", help="start the MLflow UI on the project's store, in its model-training view")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5000)
     s.set_defaults(func=cmd_ui)
