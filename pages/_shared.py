@@ -33,7 +33,10 @@ def store() -> tracking.Store:
 
 @st.cache_resource(show_spinner=False)
 def _store_ready(uri: str) -> bool:
-    tracking.Store.default().experiment_id(tracking.DEFAULT_EXPERIMENT)
+    from genesis import mlflow_ui
+
+    # creates the experiment, tagged so that `mlflow ui` opens it in the model-training view (not GenAI)
+    mlflow_ui.mark_model_training(tracking.Store.default(), tracking.DEFAULT_EXPERIMENT)
     return True
 
 
