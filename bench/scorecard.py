@@ -12,9 +12,13 @@ about 15 minutes per model on 2 idle cores):
     python bench/scorecard.py --device cpu --preset-suffix tiny --train-events 20000 --eval-events 1000 \
         --set train.max_steps=2000 --set train.batch_size=64 [--models diffusion] [--ablate]
 
---ablate trains the diffusion variants of ABLATION (each row adds one change to the row above it, all
-on the same data with the same budget) and evaluates the last one with the stochastic samplers too;
-it prints one table with the simulator floor measured in the same run.
+--ablate trains the variants of ABLATION (each diffusion row adds one change to the row above it; the
+flow rows compare the flow preset before and after), all on the same data with the same budget, and
+prints one table with the simulator floor measured in the same run. --jobs 2 runs two rows at once (one
+torch thread each), which on 2 cores takes about half the time of one row after the other:
+
+    python bench/scorecard.py --device cpu --preset-suffix tiny --train-events 20000 --eval-events 1000 \
+        --set train.max_steps=2000 --set train.batch_size=64 --ablate --jobs 2
 
 Presets: configs/default.yaml + configs/flow.yaml, or with --preset-suffix S configs/S.yaml +
 configs/flow_S.yaml. Data (IceCube-86-like geometry, default simulator) is simulated into --workdir and
@@ -54,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default="diffusion,flow", help="comma-separated subset of diffusion,flow")
     p.add_argument("--epochs", type=int, default=1000,
                    help="epoch cap (train.epochs); large by default so the time budget ends training")
-    p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps for the diffusion model")
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM sampling steps for the diffusion model (default: the preset's diffusion.sampling_steps)")
     p.add_argument("--seed", type=int, default=0, help="sampling and classifier seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for both models (e.g. train.batch_size=128)")
@@ -62,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
     p.add_argument("--ablate", action="store_true", help="train and compare the ABLATION variants of the diffusion preset")
     p.add_argument("--ablate-rows", default="", help="comma-separated ABLATION row numbers to run (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="--ablate: train and evaluate this many rows at once "
+                   "(processes of one torch thread each)")
     args = p.parse_args(argv)
     if args.minutes is None:
         args.minutes = 0.0 if any(s.startswith("train.max_steps=") for s in args.set) else 8.0
@@ -95,17 +102,29 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
     return path
 
 
-# Ablation rows: (name, overrides on top of the diffusion preset). The first row is the model before the
-# hit-aware representation (the presets' defaults until then); each later row adds one change.
+# Ablation rows: (name, model kind, overrides on top of that kind's preset). The first diffusion row is the
+# model before the hit-aware representation (the presets' defaults until then); each later row adds one
+# change. A row whose overrides differ from an earlier row's only in sampling settings reuses that row's
+# model (no second training). The flow rows compare the flow preset before and after.
+SAMPLING_KEYS = ("diffusion.eta=", "diffusion.sampling_steps=")
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
-          "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1", "diffusion.eta=0"]
+          "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
+          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50"]
 HIT = [*BEFORE, "data.normalization.representation=hit"]
+PHYSICS = [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]
+V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v", "diffusion.min_snr_gamma=5"]
+FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
+               "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
+               "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]"]
 ABLATION = [
-    ("before", BEFORE),
-    ("+hit channel", HIT),
-    ("+physics+DOM head", [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]),
+    ("before", "diffusion", BEFORE),
+    ("+hit channel", "diffusion", HIT),
+    ("+physics+DOM head", "diffusion", PHYSICS),
+    ("+v objective, min-SNR", "diffusion", V_OBJECTIVE),
+    ("+DDIM-100 eta 1 = preset", "diffusion", []),
+    ("flow before", "flow", FLOW_BEFORE),
+    ("flow preset", "flow", []),
 ]
-SAMPLER_ROWS = [("  DDIM eta=1", {"eta": 1.0}), ("  DDIM-100 eta=1", {"eta": 1.0, "steps": 100})]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
 
 
@@ -172,7 +191,8 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
         loaded.config = dataclasses.replace(
             loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion, eta=sampler["eta"]))
     params = sum(p.numel() for p in loaded.model.parameters())
-    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=sampler.get("steps", args.steps),
+    steps = sampler.get("steps", args.steps or loaded.config.diffusion.sampling_steps)
+    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=steps,
                                  seed=args.seed,
                                  reference={"source": "file", "path": str(workdir / "heldout.h5"), "n": len(ref_labels)})
     if not args.no_mlflow:
@@ -245,18 +265,62 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
               f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}")
 
 
-def run_ablation(train_file: Path, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
-    preset = preset_paths(args.preset_suffix)["diffusion"]
-    rows: dict[str, dict] = {}
-    picked = [int(i) for i in args.ablate_rows.split(",") if i.strip()] or range(len(ABLATION))
-    for name, overrides in [ABLATION[i] for i in picked]:
-        tag = "abl-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
-        info = train_one(tag, preset, train_file, args, workdir, overrides)
-        rows[name] = evaluate_one(info, ref_signal, ref_labels, args, workdir, tag)
-        print_ablation(rows, len(ref_labels))
-    for name, sampler in SAMPLER_ROWS:
-        rows[name] = evaluate_one(info, ref_signal, ref_labels, args, workdir, tag + name.strip().replace(" ", "_"), sampler)
-    return rows
+def training_key(kind: str, overrides: list[str]) -> tuple:
+    """What a row trains: its kind and overrides without the sampling-only ones."""
+    return kind, tuple(o for o in overrides if not o.startswith(SAMPLING_KEYS))
+
+
+def sampler_of(overrides: list[str]) -> dict:
+    """The sampling overrides of a row as evaluate_one's sampler dict ({} = the preset's settings)."""
+    values = dict(o.split("=", 1) for o in overrides if o.startswith(SAMPLING_KEYS))
+    out = {"eta": float(values["diffusion.eta"])} if "diffusion.eta" in values else {}
+    return out | ({"steps": int(values["diffusion.sampling_steps"])} if "diffusion.sampling_steps" in values else {})
+
+
+def tag_of(name: str) -> str:
+    return "abl-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def _train_row(kind: str, overrides: list[str], tag: str, train_file: str, args: argparse.Namespace,
+               workdir: str, threads: int) -> dict:
+    """One training of the ablation (runs in a worker process when --jobs > 1)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return train_one(tag, preset_paths(args.preset_suffix)[kind], Path(train_file), args, Path(workdir), overrides)
+
+
+def _evaluate_row(info: dict, name: str, overrides: list[str], held_file: str, args: argparse.Namespace,
+                  workdir: str, threads: int) -> dict:
+    import torch
+
+    from genesis.data import schema
+
+    if threads:
+        torch.set_num_threads(threads)
+    ref_signal, ref_labels, _ = schema.read_events(held_file)
+    return evaluate_one(info, ref_signal, ref_labels, args, Path(workdir), tag_of(name), sampler_of(overrides))
+
+
+def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
+    """Train every distinct model of the picked ABLATION rows, then evaluate every row; with --jobs N,
+    N processes of one torch thread each share the work (on 2 cores, 2 one-thread jobs do about twice
+    the work of one two-thread job: this small model does not scale across threads)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    picked = [ABLATION[int(i)] for i in args.ablate_rows.split(",") if i.strip()] or ABLATION
+    trainings = {training_key(kind, ov): (kind, ov, tag_of(name)) for name, kind, ov in reversed(picked)}
+    threads = 1 if args.jobs > 1 else 0
+    common = (str(train_file), args, str(workdir), threads)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {key: pool.submit(_train_row, kind, ov, tag, *common) for key, (kind, ov, tag) in trainings.items()}
+        infos = {key: f.result() for key, f in futures.items()}
+        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov)], name, ov, str(held_file), args,
+                                   str(workdir), threads)
+                 for name, kind, ov in picked}
+        return {name: f.result() for name, f in evals.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     held_file = simulated_file(workdir / "heldout.h5", args.eval_events, geo, seed=2)
     ref_signal, ref_labels, _ = schema.read_events(held_file)
     presets = preset_paths(args.preset_suffix)
-    rows: dict[str, dict] = run_ablation(train_file, ref_signal, ref_labels, args, workdir) if args.ablate else {}
+    rows: dict[str, dict] = run_ablation(train_file, held_file, args, workdir) if args.ablate else {}
     for kind in [] if args.ablate else [m.strip() for m in args.models.split(",") if m.strip()]:
         if kind not in presets:
             raise SystemExit(f"unknown model {kind!r}; use diffusion and/or flow")
