@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test install browser demo-data mlflow-ui bench clean
+.PHONY: run test install browser demo-data demo-models mlflow-ui bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(VENV)/.installed
 
 demo-data: install
 	test -f data/demo.h5 || $(PY) -m genesis simulate --events 3000 --seed 0 --out data/demo.h5
+
+# The demo checkpoints shipped in genesis/resources/demo (Sample and Inpaint work on a fresh clone):
+# tiny.yaml and flow_tiny.yaml, 2000 steps of 64 simulated events each, ~15-20 minutes on 2 idle cores.
+demo-models: install
+	$(PY) -m genesis demo-models
 
 run: install demo-data
 	$(PY) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false

@@ -212,6 +212,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return process.wait()
 
 
+def cmd_demo_models(args: argparse.Namespace) -> int:
+    """Train the shipped demo checkpoints (make demo-models)."""
+    from genesis import demo
+
+    demo.build_demo_models(Path(args.out_dir) if args.out_dir else demo.DEMO_DIR, steps=args.steps, batch_size=args.batch_size, events=args.events,
+                           seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m genesis", description="GENESIS: generative models of IceCube events")
     sub = p.add_subparsers(dest="command", required=True)
@@ -326,7 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5000)
     s.set_defaults(func=cmd_ui)
+
+    s = sub.add_parser("demo-models", help="train the small demo checkpoints shipped for the Sample and Inpaint pages")
+    s.add_argument("--out-dir", help="where the checkpoints go (default: genesis/resources/demo, the shipped ones)")
+    s.add_argument("--steps", type=_positive_int, default=2000, help="training steps per model")
+    s.add_argument("--batch-size", type=_positive_int, default=64)
+    s.add_argument("--events", type=_positive_int, default=20000, help="simulated training events")
+    s.add_argument("--seed", type=_seed, default=1, help="simulator seed of the training events")
+    s.set_defaults(func=cmd_demo_models)
     return p
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,105 @@
+"""Demo checkpoints shipped with the code, so the Sample and Inpaint pages work on a fresh clone.
+
+`build_demo_models()` (CLI `python -m genesis demo-models`, `make demo-models`) simulates a training file,
+trains one small diffusion model (configs/tiny.yaml) and one small flow (configs/flow_tiny.yaml) with the
+project's own trainer for a fixed step budget, and exports each as a slim checkpoint: the weights that
+sampling uses (EMA where there is one), no optimizer or scheduler state, and a `provenance` record (the
+command, git commit, data, steps, wall time, validation loss). The two trainings run side by side in two
+processes of one torch thread each (on 2 cores that is about twice as fast as one after the other).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from genesis import checkpoint, config
+from genesis.paths import PACKAGE_ROOT
+
+DEMO_DIR = PACKAGE_ROOT / "genesis" / "resources" / "demo"
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """One demo model: its file name and the preset it is trained from."""
+
+    name: str
+    preset: str
+
+
+SPECS = (DemoSpec("demo-diffusion.pt", "configs/tiny.yaml"), DemoSpec("demo-flow.pt", "configs/flow_tiny.yaml"))
+
+
+def demo_checkpoints(folder: Path = DEMO_DIR) -> list[Path]:
+    """The shipped demo checkpoints that exist, diffusion first."""
+    return [folder / s.name for s in SPECS if (folder / s.name).is_file()]
+
+
+def slim_state(state: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint dict without optimizer/scheduler state, keeping only the weights sampling uses."""
+    weights = state["ema"] if state.get("ema") is not None else state["model"]
+    return {**state, "model": weights, "ema": None, "optimizer": None, "scheduler": None, "provenance": provenance}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -> dict[str, Any]:
+    """Train one demo model with the bare trainer (no MLflow run: demo models are not lab runs)."""
+    import torch
+
+    from genesis.train import DistContext, StopRequested, Trainer
+
+    torch.set_num_threads(1)
+    overrides = [f"data.path={data}", f"train.max_steps={steps}", f"train.batch_size={batch_size}", "train.epochs=100000",
+                 "train.max_minutes=0", "train.device=cpu", "train.eval_events=0"]
+    cfg = config.load(PACKAGE_ROOT / spec.preset, overrides)
+    trainer = Trainer(cfg, None, None, DistContext(), torch.device("cpu"))
+    trainer.ckpt_dir = Path(workdir) / spec.name.removesuffix(".pt")
+    trainer.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    trainer.fit(StopRequested())
+    return {"checkpoint": str(trainer.ckpt_dir / "last.pt"), "preset": spec.preset, "overrides": overrides[1:],
+            "steps": trainer.step, "train_wall_s": round(time.time() - t0, 1), "best_val_loss": trainer.best_val}
+
+
+def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: int = 64, events: int = 20000,
+                      seed: int = 1, log: Callable[[str], None] = print) -> list[Path]:
+    """Simulate `events` training events, train every SPECS model for `steps` steps and write the slim
+    checkpoints into out_dir. Returns their paths."""
+    from genesis.data.simulate import simulate_to_file
+    from genesis.geometry import icecube86_like
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="genesis-demo-") as work:
+        data = Path(work) / "train.h5"
+        log(f"simulating {events} training events (seed {seed}) ...")
+        simulate_to_file(data, events, icecube86_like(), seed=seed)
+        log(f"training {', '.join(s.preset for s in SPECS)} for {steps} steps of {batch_size} events each ...")
+        with ProcessPoolExecutor(len(SPECS), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_train, SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS),
+                                    [batch_size] * len(SPECS), [work] * len(SPECS)))
+        written = []
+        for spec, result in zip(SPECS, results):
+            provenance = {"command": "python -m genesis demo-models " + " ".join(sys.argv[2:]),
+                          "git_commit": git_commit(), "data": {"simulator_seed": seed, "events": events},
+                          **{k: v for k, v in result.items() if k != "checkpoint"}}
+            state = slim_state(checkpoint.load_state(result["checkpoint"]), provenance)
+            written.append(checkpoint.save(state, out_dir / spec.name))
+            log(f"wrote {out_dir / spec.name} ({(out_dir / spec.name).stat().st_size / 1e6:.1f} MB): "
+                f"{json.dumps(provenance)}")
+    return written
