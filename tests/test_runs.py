@@ -177,7 +177,8 @@ def test_differing_params_lists_only_differences(populated, store):
 
 def test_compare_curves_long_frame(populated, store):
     curves = runs.compare_curves(store, [populated["alpha"], populated["beta"]], "val/loss", x="step")
-    assert list(curves.columns) == ["run", "run_id", "step", "value", "wall_time"]
+    assert list(curves.columns) == ["run", "run_id", "kind", "metric", "step", "value", "wall_time"]
+    assert set(zip(curves["run"], curves["kind"])) == {("alpha", "flow"), ("beta", "diffusion")}
     alpha = curves[curves["run"] == "alpha"]
     assert list(alpha["step"]) == [0, 1, 2] and list(alpha["value"]) == pytest.approx(VAL["alpha"])
     assert (curves["wall_time"] >= 0).all() and (curves["wall_time"] < 600).all()
@@ -252,7 +253,8 @@ def test_page_lists_compares_and_acts(populated, store, monkeypatch):
     assert_clean(at)
     assert any(s.value == "Compare 2 runs" for s in at.subheader)
     metric = next(s for s in at.selectbox if s.label == "Metric")
-    assert metric.value == "val/loss" and set(metric.options) == {"eval/auc", "train/loss", "val/loss"}
+    assert metric.value == "val loss (per kind)"
+    assert set(metric.options) == {"val loss (per kind)", "train loss (per kind)", "eval/auc"}
     charts = at.get("plotly_chart")
     assert len(charts) >= 1
     assert "/#/experiments/" in " ".join(m.value for m in at.markdown)
@@ -348,3 +350,109 @@ def test_page_bad_ui_url_warns_and_still_lists(populated, monkeypatch):
     assert_clean(at)
     assert any("http://" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) == 4 and "mlflow" not in at.dataframe[0].value.columns
+
+
+# ------------------------------------------------------------------------------------------ honest comparisons
+
+
+def _kind_runs(store: tracking.Store) -> dict[str, str]:
+    """A diffusion run (train/loss, val/loss), a flow run (train/nll, val/nll: negative) and a flow run from
+    before losses were named by kind (train/loss, val/loss: also negative). Params as each one logged them:
+    the old ones every section, the new ones only their kind's."""
+    specs = {
+        "dit": ("diffusion", {"train/loss": [0.9, 0.5, 0.3], "val/loss": [0.6, 0.4]},
+                {"kind": "diffusion", "model.hidden_size": "64", "diffusion.timesteps": "1000", "train.lr": "0.001"}),
+        "flow": ("flow", {"train/nll": [-100.0, -3e4, -3.9e4], "val/nll": [-2e4, -3.8e4]},
+                 {"kind": "flow", "flow.hidden_size": "32", "train.lr": "0.001"}),
+        "old-flow": ("flow", {"train/loss": [-50.0, -2e4], "val/loss": [-1e4]},
+                     {"kind": "flow", "flow.hidden_size": "64", "model.hidden_size": "128", "diffusion.timesteps": "50",
+                      "train.lr": "0.001"}),
+    }
+    ids = {}
+    for name, (kind, metrics, params) in specs.items():
+        run_id = store.create_run("genesis", name, {tracking.TAG_KIND: kind}, params)
+        for key, values in metrics.items():
+            for step, v in enumerate(values):
+                store.log_metrics(run_id, {key: v}, step * 10)
+        store.end_run(run_id, "FINISHED")
+        ids[name] = run_id
+    return ids
+
+
+def test_losses_compare_per_kind_in_separate_panels(home, store):
+    from genesis import viz
+
+    ids = _kind_runs(store)
+    frame = runs.selected_runs(store, ids.values())
+    assert runs.compare_options(frame)[:2] == ["val loss (per kind)", "train loss (per kind)"]
+    assert not {"train/loss", "val/loss", "train/nll", "val/nll"} & set(runs.compare_options(frame))
+    curves = runs.compare_curves(store, ids.values(), "val loss (per kind)")
+    metric_of = curves.groupby("run")["metric"].unique().map(list).to_dict()
+    assert metric_of == {"dit": ["val/loss"], "flow": ["val/nll"], "old-flow": ["val/loss"]}  # each run's own
+    assert dict(curves.groupby("run")["kind"].first()) == {"dit": "diffusion", "flow": "flow", "old-flow": "flow"}
+
+    fig = viz.loss_panels(curves, log_y=True)
+    axis_of = {t.name.split(" · ")[0]: t.yaxis for t in fig.data}
+    assert axis_of["flow"] == axis_of["old-flow"] != axis_of["dit"]  # never one axis across kinds
+    layout = fig.layout
+    diff_axis, flow_axis = (layout["yaxis" + axis_of[k][1:]] for k in ("dit", "flow"))
+    assert diff_axis.type == "log" and "MSE" in diff_axis.title.text  # all positive: log as asked
+    assert flow_axis.type == "linear"  # negative NLL: a log axis would draw nothing
+    flow_y = np.concatenate([np.asarray(t.y) for t in fig.data if t.name.startswith("flow ·")])
+    assert (flow_y < 0).all() and len(flow_y) == 2
+
+
+def test_params_that_differ_compare_like_with_like(home, store):
+    ids = _kind_runs(store)
+    frame = runs.selected_runs(store, ids.values())
+    diff = runs.differing_params(frame)
+    # flow.hidden_size differs among the two flows; the old flow's model.*/diffusion.* never count
+    assert sorted(diff.columns) == ["flow.hidden_size", "kind"]
+    assert diff.loc["dit", "flow.hidden_size"] == runs.NOT_APPLICABLE
+    assert list(diff.loc[["flow", "old-flow"], "flow.hidden_size"]) == ["32", "64"]
+    one_kind = runs.selected_runs(store, [ids["flow"], ids["old-flow"]])
+    assert runs.single_kind(one_kind) == "flow" and runs.single_kind(frame) is None
+    assert list(runs.differing_params(one_kind).columns) == ["flow.hidden_size"]
+
+
+def test_failure_reason_in_table_and_red_on_the_page(populated, store):
+    failed = store.create_run("genesis", "broken", {tracking.TAG_KIND: "diffusion"}, {"kind": "diffusion"})
+    store.end_run(failed, "FAILED", "DataError: data/tiny.h5: the 'val' split is empty")
+    table = by_name(runs.runs_table(store, EXP)[0])
+    assert table.loc["broken", "reason"] == "DataError: data/tiny.h5: the 'val' split is empty"
+    assert table.loc["beta", "reason"] == "no reason recorded" and pd.isna(table.loc["alpha", "reason"])
+    at = page().run()
+    assert_clean(at)
+    # the newest run failed: its reason shows in red without selecting anything
+    assert any("broken" in e.value and "split is empty" in e.value for e in at.error)
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [3], "columns": []}}  # beta (FAILED)
+    at.run()
+    assert any("beta" in e.value and "no reason recorded" in e.value for e in at.error)
+
+
+def _walk(block):
+    for child in getattr(block, "children", {}).values():
+        yield child
+        yield from _walk(child)
+
+
+def test_page_paging_buttons_sit_below_the_table(populated):
+    at = page().run()
+    order = [getattr(e, "type", "") + ":" + str(getattr(e, "label", "")) for e in _walk(at.main)]
+    table = next((i for i, e in enumerate(order) if e.startswith(("arrow_data_frame", "dataframe"))), order)
+    nxt = next(i for i, e in enumerate(order) if e == "button:Next")
+    assert nxt > table  # above the table, its hover toolbar covered the Next button
+
+
+def test_trained_runs_log_their_kinds_losses_and_params(trained_home):
+    store = tracking.Store.default()
+    flow, dit = store.run(trained_home.flow_run), store.run(trained_home.diffusion_run)
+    assert {"train/nll", "val/nll", "train/bits_per_dim", "val/bits_per_dim"} <= set(flow.data.metrics)
+    assert not {"train/loss", "val/loss"} & set(flow.data.metrics)
+    assert {"train/loss", "val/loss"} <= set(dit.data.metrics) and not {"train/nll", "val/nll"} & set(dit.data.metrics)
+    assert not [k for k in flow.data.params if k.startswith(("model.", "diffusion."))]
+    assert [k for k in flow.data.params if k.startswith("flow.")]
+    assert not [k for k in dit.data.params if k.startswith("flow.")]
+    assert [k for k in dit.data.params if k.startswith("model.")] and [k for k in dit.data.params if k.startswith("diffusion.")]
+    val = runs.val_loss_histories(store, [trained_home.flow_run, trained_home.diffusion_run])
+    assert set(zip(val["run_id"], val["key"])) == {(trained_home.flow_run, "val/nll"), (trained_home.diffusion_run, "val/loss")}
