@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
     p.add_argument("--ablate", action="store_true", help="train and compare the ABLATION variants of the diffusion preset")
     p.add_argument("--ablate-rows", default="", help="comma-separated ABLATION row numbers to run (default: all)")
+    p.add_argument("--keep-rows", action="store_true", help="--ablate: keep the rows of the previous scorecard.json "
+                   "in the workdir that are not re-run (same data and budget), to run a long ablation in parts")
     p.add_argument("--jobs", type=int, default=1, help="--ablate: train and evaluate this many rows at once "
                    "(processes of one torch thread each)")
     args = p.parse_args(argv)
@@ -250,7 +252,7 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
     from genesis.metrics import FEATURES
 
     print(f"\nablation: {n_eval} held-out labels, same data and step budget for every row")
-    head = (f"{'variant':<18} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} "
+    head = (f"{'variant':<26} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} "
             + "".join(f"{k[:11]:>12}" for k in HEADLINE) + f" {'worst three W1':<48} {'train ev/s':>10} {'sample ev/s':>11}")
     print(head)
     print("-" * len(head))
@@ -258,16 +260,22 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
         s = r["report"]["scalars"]
         w1 = {k: s.get(f"eval/w1_{k}", float("nan")) for k in FEATURES}
         worst = sorted(w1, key=lambda k: -w1[k])[:3]
-        print(f"{name:<18} {_f(s.get('eval/auc')):>6} {_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
+        print(f"{name:<26} {_f(s.get('eval/auc')):>6} {_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
               f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>8} {_f(s.get('eval/occupancy_corr'), '.2f'):>8} "
               + "".join(f"{_f(w1[k], '.3g'):>12}" for k in HEADLINE)
               + f" {', '.join(f'{k} {w1[k]:.3g}' for k in worst):<48} {_f(r.get('train_events_per_s'), '.0f'):>10} "
               f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}")
 
 
-def training_key(kind: str, overrides: list[str]) -> tuple:
-    """What a row trains: its kind and overrides without the sampling-only ones."""
-    return kind, tuple(o for o in overrides if not o.startswith(SAMPLING_KEYS))
+def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> str:
+    """What a row trains: its resolved config without the sampling-only settings, so rows that differ
+    only in how they sample (or spell the same config differently) share one model."""
+    from genesis import config
+
+    cfg = config.to_dict(config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]))
+    for key in ("eta", "sampling_steps"):
+        cfg["diffusion"].pop(key)
+    return json.dumps(cfg, sort_keys=True)
 
 
 def sampler_of(overrides: list[str]) -> dict:
@@ -311,16 +319,33 @@ def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, wo
     import multiprocessing
 
     picked = [ABLATION[int(i)] for i in args.ablate_rows.split(",") if i.strip()] or ABLATION
-    trainings = {training_key(kind, ov): (kind, ov, tag_of(name)) for name, kind, ov in reversed(picked)}
+    trainings = {training_key(kind, ov, args): (kind, ov, tag_of(name)) for name, kind, ov in reversed(picked)}
     threads = 1 if args.jobs > 1 else 0
     common = (str(train_file), args, str(workdir), threads)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(_train_row, kind, ov, tag, *common) for key, (kind, ov, tag) in trainings.items()}
         infos = {key: f.result() for key, f in futures.items()}
-        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov)], name, ov, str(held_file), args,
+        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov, args)], name, ov, str(held_file), args,
                                    str(workdir), threads)
                  for name, kind, ov in picked}
         return {name: f.result() for name, f in evals.items()}
+
+
+def earlier_rows(workdir: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The ablation rows of the previous scorecard.json in workdir (same data and budget, else refused),
+    so a long ablation can be run in parts: rows re-run now replace them."""
+    path = workdir / "scorecard.json"
+    if not path.is_file():
+        return {}
+    before = json.loads(path.read_text())
+    same = ("train_events", "eval_events", "preset_suffix", "set", "seed", "steps")
+    if any(before["args"].get(k) != getattr(args, k) for k in same):
+        raise SystemExit(f"{path} was measured with other settings ({', '.join(same)} must match); "
+                         "drop --keep-rows or use another --workdir")
+    order = [name for name, _, _ in ABLATION]
+    kept = {k: r for k, r in before["rows"].items() if k in order}
+    return {k: {**kept[k], "report": {"scalars": kept[k]["scalars"], "timing": kept[k]["timing"]}}
+            for k in order if k in kept}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_signal, ref_labels, _ = schema.read_events(held_file)
     presets = preset_paths(args.preset_suffix)
     rows: dict[str, dict] = run_ablation(train_file, held_file, args, workdir) if args.ablate else {}
+    if args.ablate and args.keep_rows:
+        rows = earlier_rows(workdir, args) | rows
     for kind in [] if args.ablate else [m.strip() for m in args.models.split(",") if m.strip()]:
         if kind not in presets:
             raise SystemExit(f"unknown model {kind!r}; use diffusion and/or flow")
