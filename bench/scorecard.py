@@ -114,7 +114,7 @@ BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels
           "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50"]
 HIT = [*BEFORE, "data.normalization.representation=hit"]
 PHYSICS = [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]
-V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v", "diffusion.min_snr_gamma=5"]
+V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]"]
@@ -122,7 +122,7 @@ ABLATION = [
     ("before", "diffusion", BEFORE),
     ("+hit channel", "diffusion", HIT),
     ("+physics+DOM head", "diffusion", PHYSICS),
-    ("+v objective, min-SNR", "diffusion", V_OBJECTIVE),
+    ("+v objective", "diffusion", V_OBJECTIVE),
     ("+DDIM-100 eta 1 = preset", "diffusion", []),
     ("flow before", "flow", FLOW_BEFORE),
     ("flow preset", "flow", []),
@@ -224,7 +224,7 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
     floor_w1 = np.mean([floor[f"eval/w1_{k}"] for k in FEATURES])
     print(f"\nscorecard: {n_eval} held-out labels; W1 in units of the reference spread; "
           "'x floor' = mean W1 / the simulator's own mean W1")
-    head = (f"{'model':<12} {'params':>9} {'steps':>7} {'AUC':>6} {'mean W1':>8} {'x floor':>8} "
+    head = (f"{'model':<26} {'params':>9} {'steps':>7} {'AUC':>6} {'mean W1':>8} {'x floor':>8} "
             f"{'worst W1 (feature)':>32} {'LineFit ratio':>13} {'train ev/s':>11} {'sample ev/s':>12}")
     print(head)
     print("-" * len(head))
@@ -233,7 +233,7 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
         w1 = {k: s[f"eval/w1_{k}"] for k in FEATURES if f"eval/w1_{k}" in s}
         worst = max(w1, key=w1.get)
         mean = float(np.mean(list(w1.values())))
-        print(f"{name:<12} {r.get('params', 0):>9,} {r.get('steps', 0):>7} {_f(s.get('eval/auc')):>6} "
+        print(f"{name:<26} {r.get('params', 0):>9,} {r.get('steps', 0):>7} {_f(s.get('eval/auc')):>6} "
               f"{_f(mean, '.3g'):>8} {_f(mean / floor_w1, '.3g'):>8} {f'{w1[worst]:.3g} ({worst})':>32} "
               f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>13} "
               f"{_f(r.get('train_events_per_s'), '.0f'):>11} "
