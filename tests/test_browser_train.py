@@ -39,7 +39,7 @@ def project(tmp_path, small_data, geometry, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = tracking.Store.default()
     failed = launcher.launch(tiny_cfg(home, "train.fail_at_step=2", "train.log_every=1", "name=doomed"), store=store)
-    deadline = time.time() + 240
+    deadline = time.time() + 900
     while store.run(failed).info.status == "RUNNING" and time.time() < deadline:
         time.sleep(0.5)
     assert store.run(failed).info.status == "FAILED", launcher.log_tail(store, failed, 30)

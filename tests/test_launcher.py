@@ -51,6 +51,9 @@ def test_launch_runs_to_finished_and_is_idempotent(home):
     assert again == run_id
     run = store.run(run_id)
     assert run.info.status == "RUNNING" and run.data.tags[tracking.TAG_PID]
+    # only the params of its kind: a diffusion run has model.* and diffusion.*, no flow.*
+    assert run.data.params["model.patch_size"] and run.data.params["diffusion.timesteps"]
+    assert not [k for k in run.data.params if k.startswith("flow.")]
     assert wait_status(store, run_id, {"FINISHED", "FAILED"}) == "FINISHED", launcher.log_tail(store, run_id, 40)
     frame, _ = store.search()
     assert len(frame) == 1

@@ -105,7 +105,7 @@ def flow_run(tmp_path_factory, small_data):
                                                                  "train.warmup_steps=2"])
         store = tracking.Store.default()
         run_id = launcher.launch(cfg, store=store)
-        deadline = time.time() + 300
+        deadline = time.time() + 900
         while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
             time.sleep(0.5)
         run = store.run(run_id)

@@ -128,7 +128,7 @@ def test_a_failed_runs_reason_shows_in_red(home):
     its reason is an st.error on the Train page, outside any expander, and tops the launched run."""
     store = tracking.Store.default()
     run_id = launcher.launch(tiny_cfg(home, "train.fail_at_step=2", "train.log_every=1", "name=doomed"), store=store)
-    deadline = time.time() + 240
+    deadline = time.time() + 900
     while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
         time.sleep(0.5)
     assert store.run(run_id).info.status == "FAILED", launcher.log_tail(store, run_id, 30)
