@@ -86,7 +86,10 @@ def test_list_checkpoints_finds_both_runs_with_steps(home, trained):
         name = "tiny-dit" if kind == "diffusion" else "tiny-flow"
         best = trained[kind]["best_val_loss"]
         assert rows.loc["best.pt", "label"] == f"{name} · best.pt · step 3 · val {best:.4g}"
-    assert table["mtime"].is_monotonic_decreasing
+    for run_id in set(table["run_id"]):  # best.pt first within a run, though last.pt is written later
+        assert table[table["run_id"] == run_id]["file"].tolist() == ["best.pt", "last.pt"]
+    newest_first = table.groupby("run_id", sort=False)["mtime"].max().tolist()
+    assert newest_first == sorted(newest_first, reverse=True)
     upload = rescaled_copy(trained, "listed.pt")
     try:
         with_upload = ci.list_checkpoints(tracking.Store.default())
@@ -100,11 +103,16 @@ def test_list_checkpoints_finds_both_runs_with_steps(home, trained):
 def test_normalization_tables_and_dataset_diff(home, trained):
     report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
     affine, labels = ci.normalization_tables(report)
-    assert affine.set_index("channel").loc["npe"].tolist() == ["log1p", 1.0, 2.0]
-    assert affine.set_index("channel").loc["x"].tolist() == ["none", -600.0, 1200.0]
-    assert labels.set_index("channel").loc["energy"].tolist() == ["log10", 3.0, 4.0]
+    assert affine.set_index("channel").loc["npe"].tolist() == ["log1p", "ln(1 + npe/pe)", 1.0, 2.0]
+    assert affine.set_index("channel").loc["time"].tolist() == ["none", "ns", 9000.0, 2000.0]
+    assert affine.set_index("channel").loc["x"].tolist() == ["none", "m", -600.0, 1200.0]
+    assert labels.set_index("channel").loc["energy"].tolist() == ["log10", "log10(E/GeV)", 3.0, 4.0]
+    assert labels.set_index("channel")["unit"].tolist()[1:] == ["rad", "rad", "m", "m", "m"]
+    assert ci.transformed_unit("time", "ln") == "ln(1 + t/ns)"
     diffs = ci.suggested_normalization_diff(report, trained["data"])
     assert "affine_scales" in {d.split(":")[0] for d in diffs}
+    # ... but the shipped preset fits the demo data: no warning (the cause of issue 15's false alarm)
+    assert ci.normalization_fit(report, trained["data"]) == []
     # a checkpoint whose normalization is what the data suggests: no warning
     signal, lab, _ = schema.read_events(trained["data"], 0, 2000)
     same = suggest(signal, lab, schema.read_geometry(trained["data"]).positions,
@@ -112,6 +120,18 @@ def test_normalization_tables_and_dataset_diff(home, trained):
     assert ci.suggested_normalization_diff({**report, "normalization": same.to_dict()}, trained["data"]) == []
     other_doms = {**report, "normalization": same.to_dict(), "model": {**report["model"], "n_doms": 60}}
     assert ci.suggested_normalization_diff(other_doms, trained["data"])[0].startswith("n_doms: checkpoint 60")
+
+
+def test_normalization_fit_flags_data_the_model_never_saw(home, trained):
+    report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
+    original = {**report, "normalization": Normalization().to_dict()}  # npe scale 200 on raw npe
+    problems = ci.normalization_fit(original, trained["data"])
+    assert problems and problems[0].startswith("npe: the data spans") and "beyond +-10" in problems[0]
+    squeezed = {**report, "normalization": {**report["normalization"], "affine_scales": [2.0, 2e7, 1200.0, 1100.0,
+                                                                                          1100.0]}}
+    assert any(p.startswith("time: the data is squeezed") for p in ci.normalization_fit(squeezed, trained["data"]))
+    other = {**report, "model": {**report["model"], "n_doms": 60}}
+    assert ci.normalization_fit(other, trained["data"])[0].startswith("n_doms: checkpoint 60")
 
 
 def test_upload_check_refuses_non_checkpoints(home, trained, tmp_path):
@@ -181,13 +201,16 @@ def test_page_shows_checkpoint_and_dataset_warning(home, trained):
     assert metrics["Kind"] == "diffusion" and metrics["Model"] == "PMTDiT"
     assert metrics["Total fp32"].endswith("MB")
     tables = frames(at)
-    affine = next(f for f in tables if list(f.columns) == ["channel", "transform", "offset", "scale"]
-                  and f["channel"].iloc[0] == "npe")
+    columns = ["channel", "transform", "unit", "offset", "scale"]
+    affine = next(f for f in tables if list(f.columns) == columns and f["channel"].iloc[0] == "npe")
     assert affine["scale"].tolist() == [2.0, 2000.0, 1200.0, 1100.0, 1100.0] and affine["transform"][0] == "log1p"
-    assert any(list(f.columns) == ["channel", "transform", "offset", "scale"] and f["offset"].iloc[0] == 3.0
+    assert affine["unit"].tolist() == ["ln(1 + npe/pe)", "ns", "m", "m", "m"]
+    assert any(list(f.columns) == columns and f["offset"].iloc[0] == 3.0
                and f["channel"].iloc[0] == "energy" for f in tables)
-    warning = next(w.value for w in at.warning if "suggested for data/demo.h5" in w.value)
-    assert "affine_scales: checkpoint [2.0" in warning
+    # the shipped preset on its demo data: no normalization warning, the suggestions only as information
+    assert not any("normalization" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("data/demo.h5 fits the checkpoint's normalization" in s.value for s in at.success)
+    assert any("genesis stats" in e.label for e in at.expander)
     assert len(at.get("plotly_chart")) == 2  # parameters by type and the data-flow diagram
     batch = next(n for n in at.number_input if n.label == "Batch size")
     assert batch.value == 8  # the run's training batch

@@ -92,6 +92,22 @@ def test_sample_page_generates_and_keeps_results(home):
     assert not at.error, [e.value for e in at.error]
     assert [scenes(c) for c in at.get("plotly_chart")][0] == 2  # generated | simulated
     assert len(at.download_button) == 1
+    # next to the 3D views: this event and the median event, generated vs simulated
+    tables = [d.value for d in at.dataframe if "generated / simulated" in d.value.columns]
+    assert [t.index.name for t in tables] == ["event 0", "median per event"]
+    assert list(tables[0].index) == ["hit DOMs", "total charge [pe]", "time span [ns]"]
+    generated = next((home.root / "data" / "generated").glob("sample-diffusion-*.h5"))
+    from genesis.data import schema as _schema
+
+    gen_signal = _schema.read_events(generated)[0]
+    assert tables[0].loc["hit DOMs", "generated"] == (gen_signal[0, 0] > 0).sum()
+    banner = [m.value for m in [*at.warning, *at.error] if "far from simulated" in m.value]
+    ratio = tables[1].loc[["hit DOMs", "total charge [pe]"], "generated / simulated"]
+    assert bool(banner) == bool(((ratio > ss.QUALITY_FACTOR) | (ratio < 1 / ss.QUALITY_FACTOR)).any()), (banner, ratio)
+    # each 3D view its own colour range: the simulated view has its own colourbar and range
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    hits = [t for t in spec["data"] if t.get("name") == "hits"]
+    assert [h["marker"]["showscale"] for h in hits] == [True, True]
     files = list((home.root / "data" / "generated").glob("sample-diffusion-*.h5"))
     assert len(files) == 1
     from genesis.data import schema
@@ -150,17 +166,26 @@ def test_sample_page_bad_requests(home):
 def test_inpaint_page_flow_map(home):
     at = page("inpaint").run()
     assert_clean(at)
-    assert any("selects no DOM" in w.value for w in at.warning)
+    assert not at.warning, [w.value for w in at.warning]  # nothing chosen yet: a hint, no "selects no DOM"
+    assert any("Choose what to mask" in c.value for c in at.caption)
+    assert [n.label for n in at.number_input].count("Seed") == 1 and "Method seed" not in [n.label for n in at.number_input]
     assert next(b for b in at.button if b.label == "Inpaint").disabled
     at = choose_data(choose_checkpoint(at, "tiny-flow"), "demo.h5")
+    # CPU-sized defaults
+    assert [next(n for n in at.number_input if n.label == lab).value for lab in ("Optimisation steps", "Restarts")] \
+        == list(ss.map_defaults("cpu"))
     at.multiselect[0].set_value([36, 79])
     set_number(at, "Optimisation steps", 10)
     set_number(at, "Restarts", 1)
     at = at.run()
     assert any("120 of 5,160 DOMs masked" in c.value for c in at.caption)
+    expected = next(c.value for c in at.caption if c.value.startswith("Expected time"))
+    assert "on cpu for 120 masked DOMs (10 steps x 1 restarts = 10 flow evaluations" in expected
     at = next(b for b in at.button if b.label == "Inpaint").click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
+    verdict = next(m.value for m in [*at.success, *at.warning] if m.value.startswith("Verdict: flow-map "))
+    assert "zero fill" in verdict and "neighbour mean" in verdict
     assert 3 in [scenes(c) for c in at.get("plotly_chart")]  # masked | inpainted | true
     table = at.dataframe[0].value
     assert list(table.index) == ["flow-map", "zero", "neighbours"]
@@ -200,7 +225,8 @@ def test_list_checkpoints(home):
     assert {c.path for c in found} >= {home.diffusion, home.flow}
     for c in found:
         assert c.run_id in str(c.path) and c.label.startswith("tiny-") and c.label.endswith(f" · {c.kind}")
-    assert [c.mtime for c in found] == sorted((c.mtime for c in found), reverse=True)
+    for run_id in {c.run_id for c in found}:  # best.pt before last.pt within a run
+        assert [c.path.name for c in found if c.run_id == run_id] == ["best.pt", "last.pt"]
 
 
 def test_run_sampling_streams_to_file(home, models):
@@ -313,3 +339,93 @@ def test_inpaint_checks_and_hdf5(home, models):
         assert json.loads(f.attrs["producer"])["method"] == "neighbours"
     with pytest.raises(DataError, match=f"outside 0..{home.n - 1}"):
         ss.run_inpaint(models.flow, home.data, home.n, geo, mask, "zero")
+
+
+# ----------------------------------------------------------------------------------------- issue 15
+def test_inpaint_page_defaults_to_the_demo_dataset(home):
+    """A newer file in data/ (e.g. a 5-event upload) is not the default: the checkpoint's training file is."""
+    from genesis.data import schema
+
+    newer = home.root / "data" / "a-newer-upload.h5"
+    signal, labels, _ = schema.read_events(home.data, 0, 5)
+    schema.write_events(newer, signal, labels, schema.read_geometry(home.data))
+    try:
+        at = choose_checkpoint(page("inpaint").run(), "tiny-flow")
+        assert_clean(at)
+        assert next(s for s in at.selectbox if s.label == "Event from dataset").value == home.data
+    finally:
+        newer.unlink()
+
+
+def test_preferred_data_file(home, tmp_path):
+    demo, other, trained = home.data, home.root / "data" / "x.h5", home.root / "data" / "y.h5"
+    assert ss.preferred_data_file([other, demo, trained], str(trained)) == trained
+    assert ss.preferred_data_file([other, demo], "/elsewhere/gone.h5") == demo
+    assert ss.preferred_data_file([other, demo], None) == demo
+    assert ss.preferred_data_file([other], None) == other and ss.preferred_data_file([], None) is None
+
+
+def test_legacy_uploads_not_offered_for_sampling(home):
+    import torch
+
+    from genesis import checkpoints_index as ci
+    from genesis import tracking
+
+    legacy = ci.uploads_dir() / "legacy.pt"
+    torch.save({"model_state_dict": {"w": torch.zeros(3)}, "epoch": 1}, legacy)
+    usable = ci.uploads_dir() / "usable.pt"
+    usable.write_bytes(home.flow.read_bytes())
+    try:
+        found = {c.path.name: c for c in ss.list_checkpoints(tracking.Store.default())}
+        assert "legacy.pt" not in found and found["usable.pt"].kind == "flow"
+        at = page("sample").run()
+        assert_clean(at)
+        assert not any("legacy.pt" in o for o in next(s for s in at.selectbox if s.label == "Checkpoint").options)
+    finally:
+        legacy.unlink()
+        usable.unlink()
+
+
+def synthetic(n_hits: int, npe: float, t0: float, t1: float, n: int = 3, p: int = 5160) -> np.ndarray:
+    x = np.zeros((n, 2, p), np.float32)
+    x[:, 0, :n_hits] = npe
+    x[:, 1, :n_hits] = np.linspace(t0, t1, n_hits)
+    return x
+
+
+def test_quality_check_levels_and_table():
+    sim = synthetic(60, 50.0, 1000.0, 2000.0)
+    ok = ss.quality_check(synthetic(100, 40.0, 1000.0, 2500.0), sim)
+    assert ok.level == "ok" and ok.message == "" and ok.far == ()
+    assert ok.table.loc["hit DOMs"].tolist() == [100.0, 60.0, pytest.approx(100 / 60)]
+    assert ok.table.loc["time span [ns]", "simulated"] == pytest.approx(1000.0)
+    warn = ss.quality_check(synthetic(240, 50.0, 0.0, 10.0), sim)  # 4x the hits, 4x the charge
+    assert warn.level == "warning" and warn.far == ("n_hit_doms", "total_npe")
+    assert "hit DOMs 240 generated vs 60 simulated (4x higher)" in warn.message
+    bad = ss.quality_check(synthetic(3000, 1e5, 0.0, 5e4), sim)
+    assert bad.level == "error" and "total charge [pe] 3e+08 generated vs 3,000 simulated" in bad.message
+    empty = ss.quality_check(np.zeros_like(sim), sim)  # 0 hits vs 60: 60x, not a division by zero
+    assert empty.level == "error" and "60x lower" in empty.message
+    one = ss.quality_check(synthetic(60, 50.0, 0.0, 1.0), sim, event=2)
+    assert one.level == "ok" and one.table.index.name == "event 2"
+    assert ss.fold(0, 0) == 1.0 and ss.fold(10, 2) == 5.0
+
+
+def test_expected_time_text_and_verdict(home, models):
+    from genesis import inpaint
+
+    text = ss.expected_time_text("flow-map", "cpu", 60, 12.4, "100 steps x 2 restarts")
+    assert text.startswith("Expected time: about **12 s** on cpu for 60 masked DOMs") and "quicker" not in text
+    assert "Lower the steps" in ss.expected_time_text("flow-map", "cpu", 60, 400.0, "x")
+    per_restart, per_step = inpaint.time_flow_map(models.flow)
+    assert per_restart > 0 and per_step > 0
+    assert inpaint.estimate_flow_map_seconds((1.0, 0.1), 100, 2) == (200, pytest.approx(22.0))
+    metrics = {"flow-map": {"mse_normalized": 1.0}, "zero": {"mse_normalized": 2.0},
+               "neighbours": {"mse_normalized": 1.01}}
+    beat, words = inpaint.inpaint_verdict(metrics, "flow-map")
+    assert not beat and words == ("flow-map beat zero fill (dead DOMs) (2.00x lower error) and was no better than "
+                                  "the neighbour mean on the string (error ratio 1.01) on the masked DOMs.")
+    metrics["neighbours"]["mse_normalized"] = 3.0
+    assert inpaint.inpaint_verdict(metrics, "flow-map")[0]
+    metrics["zero"]["mse_normalized"] = 0.0
+    assert "exact here: the masked DOMs recorded nothing" in inpaint.inpaint_verdict(metrics, "flow-map")[1]
