@@ -76,7 +76,7 @@ def mask_widgets(geometry, seed: int) -> tuple[np.ndarray | None, str]:
     return mask, spec
 
 
-def method_settings(method: str, loaded, device: str) -> dict:
+def method_settings(method: str, loaded, ckpt, device: str) -> dict:
     """Widgets of the chosen method's settings (CPU-sized defaults on the CPU)."""
     c = st.columns(3)
     if method == "flow-map":
@@ -87,25 +87,25 @@ def method_settings(method: str, loaded, device: str) -> dict:
                                                        "their spread is the per-DOM uncertainty"))}
     if method == "repaint":
         t = loaded.config.diffusion.timesteps
-        return {"steps": int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))}
+        steps = int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))
+        evaluations, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, steps, loaded)
+        c[1].caption(f"Slow, high-quality option: {evaluations:,} network evaluations (jump length "
+                     f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes); expected about "
+                     f"**{seconds:,.0f} s** on this machine")
+        return {"steps": steps}
     c[0].caption("Baselines have no settings.")
     return {}
 
 
 def expected_time(method: str, loaded, ckpt, device: str, settings: dict, n_masked: int) -> None:
-    """The expected time of the run, shown before it starts (timed on this machine, cached)."""
+    """The expected time of a flow-MAP or baseline run, shown before it starts (RePaint's is beside its steps)."""
     if method == "flow-map":
         timing = flow_map_timing(str(ckpt.path), mtime(ckpt.path), device, loaded)
         total, seconds = inpaint.estimate_flow_map_seconds(timing, settings["steps"], settings["restarts"])
         work = f"{settings['steps']} steps x {settings['restarts']} restarts = {total:,} flow evaluations"
-    elif method == "repaint":
-        total, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, settings["steps"], loaded)
-        work = (f"slow, high-quality option: {total:,} network evaluations, jump length "
-                f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes")
-    else:
+        st.caption(ss.expected_time_text(method, device, n_masked, seconds, work))
+    elif method != "repaint":
         st.caption("Expected time: well under a second (a baseline).")
-        return
-    st.caption(ss.expected_time_text(method, device, n_masked, seconds, work))
 
 
 def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settings: dict) -> None:
@@ -192,7 +192,7 @@ method = c[1].selectbox("Method", list(METHODS), format_func=METHODS.get)
 seed = int(c[2].number_input("Seed", 0, 2**31 - 1, 0, help="for the random mask and the method's samples"))
 with user_errors():
     ss.check_inpaint_inputs(loaded, geometry, method)
-settings = method_settings(method, loaded, device)
+settings = method_settings(method, loaded, ckpt, device)
 st.subheader("Mask")
 mask, spec = mask_widgets(geometry, seed)
 if mask is not None:
