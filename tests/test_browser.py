@@ -263,7 +263,7 @@ def untrained_server(tmp_path):
     (home / "data").mkdir(parents=True)
     data = simulate_to_file(home / "data" / "demo.h5", 100, icecube86_like(), seed=3)
     untrained_checkpoints(home, data)
-    with streamlit_app(home, tmp_path / "streamlit.log") as base:
+    with streamlit_app(home, tmp_path / "streamlit.log", timeout=300) as base:  # slow to start on a busy machine
         yield base, home
 
 

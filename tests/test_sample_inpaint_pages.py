@@ -429,3 +429,29 @@ def test_expected_time_text_and_verdict(home, models):
     assert inpaint.inpaint_verdict(metrics, "flow-map")[0]
     metrics["zero"]["mse_normalized"] = 0.0
     assert "exact here: the masked DOMs recorded nothing" in inpaint.inpaint_verdict(metrics, "flow-map")[1]
+
+
+def test_linked_views_colour_ranges_and_feature_axes():
+    from genesis import viz
+    from genesis.geometry import icecube86_like
+
+    geo = icecube86_like()
+    noisy, quiet = synthetic(3000, 1e5, 0.0, 5e4, n=1)[0], synthetic(60, 50.0, 10_000.0, 11_000.0, n=1)[0]
+    events = [("generated", *noisy), ("simulated", *quiet)]
+
+    def hit_markers(fig):
+        return [t.marker for t in fig.data if t.name == "hits"]
+
+    shared = hit_markers(viz.linked_event_figures(geo, events))
+    assert [(m.cmin, m.cmax) for m in shared] == [(0.0, 5e4)] * 2 and [m.showscale for m in shared] == [True, False]
+    each = hit_markers(viz.linked_event_figures(geo, events, colour_range="each"))
+    assert [(m.cmin, m.cmax) for m in each] == [(0.0, 5e4), (10_000.0, 11_000.0)]
+    assert [m.showscale for m in each] == [True, True] and each[0].colorbar.x < each[1].colorbar.x
+    simulated = hit_markers(viz.linked_event_figures(geo, events, colour_range=1))
+    assert [(m.cmin, m.cmax) for m in simulated] == [(10_000.0, 11_000.0)] * 2
+    with pytest.raises(ValueError, match="colour_range"):
+        viz.linked_event_figures(geo, events, colour_range=2)
+    feats = {"a": {"time_span": np.arange(5.0), "n_hit_doms": np.arange(5.0)}}
+    fig = viz.feature_histograms(feats, ["time_span", "n_hit_doms"])
+    assert [fig.layout.xaxis.title.text, fig.layout.xaxis2.title.text] == ["time_span [ns]", "n_hit_doms [DOMs]"]
+    assert fig.layout.yaxis.title.text == "fraction of events"
