@@ -23,6 +23,8 @@ Columns, all on the masked DOMs of all events (physical values after the usual h
   LF shift  mean angle [deg] between the LineFit direction of the filled event and of the unmasked
             event, over events whose mask hid a hit; the zero row is the change the mask causes
   /zero /neigh  MSE hit relative to the zero and neighbour rows (< 1 = better than that baseline)
+  flow-map  the fill with the flow's own flow.inpaint_fill; 'flow-map best' / 'flow-map vote' are both ways to
+            combine the same restarts (best restart per event; per-DOM majority with mean npe and time)
   unc       flow MAP: mean hit probability over its restarts at the masked DOMs (the per-DOM uncertainty
             the Inpaint page shows; compare with the true hit fraction, (hits) / (events x masked DOMs))
   MSE hit rewards filling hits anywhere (recall); read it with MSE all and precision, which count false hits.
@@ -52,17 +54,20 @@ SCORING = {"npe_transform": "log1p", "time_transform": "none", "affine_offsets":
            "affine_scales": [2.0, 2000.0, 1200.0, 1100.0, 1100.0]}
 
 
-def train_for(kind: str, preset: Path, data: Path, steps: int, batch: int, device: str, workdir: Path) -> Path:
-    """Train with the bare Trainer (no MLflow) for exactly `steps` optimiser steps; returns last.pt."""
+def train_for(kind: str, preset: Path, data: Path, steps: int, batch: int, device: str, workdir: Path,
+              overrides: tuple[str, ...] = ()) -> Path:
+    """Train with the bare Trainer (no MLflow) for exactly `steps` optimiser steps; returns last.pt.
+    overrides: extra --set style 'key=value' settings on top of the preset (they name the checkpoint folder)."""
     from genesis import config
     from genesis.checkpoint import resolve_device
     from genesis.train import DistContext, StopRequested, Trainer
 
     cfg = config.load(preset, [f"data.path={data}", f"train.max_steps={steps}", "train.max_minutes=0",
                                f"train.device={device}", "train.epochs=100000", f"train.batch_size={batch}",
-                               "train.eval_events=0", f"train.checkpoint_every={max(steps, 1)}"])
+                               "train.eval_events=0", f"train.checkpoint_every={max(steps, 1)}", *overrides])
     trainer = Trainer(cfg, None, None, DistContext(), resolve_device(device))
-    trainer.ckpt_dir = workdir / f"ckpt_{kind}"
+    tag = "".join(c if c.isalnum() else "_" for c in "-".join(overrides))
+    trainer.ckpt_dir = workdir / f"ckpt_{kind}{'_' + tag if tag else ''}_{steps}"
     trainer.ckpt_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     trainer.fit(StopRequested())
@@ -131,8 +136,10 @@ def print_table(rows: dict[tuple[str, str], dict[str, float]], n_hidden_hits: di
               f"| {_fmt(m['seconds'], '.3f')} |")
 
 
-def run_method(method: str, loaded, signal, labels, mask, geometry, args) -> tuple[np.ndarray, float, float]:
-    """Physical fills (N, 2, P), seconds per event and mean per-DOM uncertainty (NaN when none)."""
+def run_method(method: str, loaded, signal, labels, mask, geometry, args
+               ) -> tuple[np.ndarray, float, float, dict[str, np.ndarray]]:
+    """Physical fills (N, 2, P), seconds per event, mean per-DOM uncertainty (NaN when none) and, for flow
+    MAP, the fill of every way to combine its restarts ('best', 'vote'; from the same restarts)."""
     from genesis.inpaint import inpaint_events
 
     steps = {"flow-map": args.map_steps, "repaint": args.repaint_steps}.get(method, 1)
@@ -142,7 +149,7 @@ def run_method(method: str, loaded, signal, labels, mask, geometry, args) -> tup
     seconds = (time.time() - t0) / len(signal)
     unc = getattr(result, "uncertainty", None)  # (N, 3, P) [hit probability, npe / time spread] if reported
     mean_unc = float(np.nanmean(np.asarray(unc)[:, 0][:, mask])) if unc is not None else math.nan
-    return result.filled, seconds, mean_unc
+    return result.filled, seconds, mean_unc, getattr(result, "fills", None) or {}
 
 
 def baseline_fill(method: str, signal: np.ndarray, mask: np.ndarray, geometry) -> np.ndarray:
@@ -172,11 +179,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--presets", default="tiny", choices=("tiny", "default"))
     p.add_argument("--flow", help="flow checkpoint (skip training)")
+    p.add_argument("--flow-preset", help="flow preset YAML to train (default: configs/flow[_tiny].yaml)")
     p.add_argument("--diffusion", help="diffusion checkpoint (skip training)")
     p.add_argument("--map-steps", type=int, default=100, help="flow MAP optimisation steps per restart")
     p.add_argument("--restarts", type=int, default=3, help="flow MAP restarts")
     p.add_argument("--repaint-steps", type=int, default=50, help="RePaint reverse steps (its defaults otherwise)")
     p.add_argument("--methods", default="flow-map,repaint", help="model methods to run (baselines always run)")
+    p.add_argument("--masks", default=",".join(MASKS), help=f"mask types to run, comma-separated names of {list(MASKS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
@@ -205,8 +214,9 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     ckpts = {}
     if "flow-map" in methods:
-        ckpts["flow-map"] = args.flow or train_for("flow", ROOT / "configs" / f"flow{suffix}.yaml", train_file,
-                                                   args.flow_steps, args.batch_size, args.device, workdir)
+        preset = Path(args.flow_preset) if args.flow_preset else ROOT / "configs" / f"flow{suffix}.yaml"
+        ckpts["flow-map"] = args.flow or train_for("flow", preset, train_file, args.flow_steps, args.batch_size,
+                                                   args.device, workdir)
     if "repaint" in methods:
         ckpts["repaint"] = args.diffusion or train_for(
             "diffusion", ROOT / "configs" / ("default.yaml" if args.presets == "default" else "tiny.yaml"),
@@ -217,15 +227,22 @@ def main() -> None:
     true_fit = linefit_dirs(signal, geo)
     rows: dict[tuple[str, str], dict[str, float]] = {}
     hidden: dict[str, int] = {}
-    for mask_name, spec in MASKS.items():
-        mask = parse_mask(spec, geo, seed=args.seed)
+    chosen = [name.strip() for name in args.masks.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(MASKS))
+    if unknown:
+        p.error(f"unknown mask types {unknown}; choose from {list(MASKS)}")
+    for mask_name in chosen:
+        mask = parse_mask(MASKS[mask_name], geo, seed=args.seed)
         hidden[mask_name] = int((signal[:, 0][:, mask] > 0).sum())
         for method in METHOD_ORDER:
             if method in ("zero", "neighbours"):
                 t0 = time.time()
                 filled, sec, unc = baseline_fill(method, signal, mask, geo), (time.time() - t0) / len(signal), math.nan
             elif method in models:
-                filled, sec, unc = run_method(method, models[method], signal, labels, mask, geo, args)
+                filled, sec, unc, combined = run_method(method, models[method], signal, labels, mask, geo, args)
+                for name, fill in combined.items():  # both ways to combine the same restarts
+                    rows[(mask_name, f"{method} {name}")] = {**score(fill, signal, mask, geo, true_fit),
+                                                             "seconds": sec, "unc": unc}
             else:
                 continue
             rows[(mask_name, method)] = {**score(filled, signal, mask, geo, true_fit), "seconds": sec, "unc": unc}

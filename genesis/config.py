@@ -80,6 +80,11 @@ class FlowConfig:
     scale_bound: float = option(2.0, "tanh bound of the log-scales", minimum=0.1)
     dequant_noise: float = option(0.01, "uniform dequantization noise width (normalized units)", minimum=0.0)
     hit_threshold: float = option(0.5, "sampled npe below this (pe) is a no-hit DOM", minimum=0.0)
+    conditioning: str = option("labels", "labels: geometry and labels per token; physics: plus every DOM's "
+                               "light geometry for the labels (genesis.models.physics)", choices=("labels", "physics"))
+    dom_width: int = option(0, "width of the per-DOM network of each coupling (0 = none)", minimum=0)
+    inpaint_fill: str = option("best", "flow MAP result per masked DOM: best (restart with the highest objective) or "
+                               "vote (hit if most restarts hit; npe, time averaged over those)", choices=("best", "vote"))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Masks are boolean numpy arrays (P,), True = masked (unknown, to be filled). Even
 tensors x (B, 2, P) (channel 0 = npe, 1 = time; no-hit DOMs are exact zeros).
 
 Methods (see `run_inpainting`):
-- "flow-map": maximise the flow's log p(x | labels, geometry) over the masked values only (Adam),
-  observed DOMs fixed exactly;
+- "flow-map": maximise the flow's log p(x | labels, geometry) over the masked values only (Adam in a
+  logit space), observed DOMs fixed exactly, from several restarts; the fill is the best restart or,
+  with flow.inpaint_fill 'vote', a per-DOM vote of the restarts (`vote_fill`);
 - "repaint": RePaint sampling with a diffusion model (`genesis.diffusion.repaint_sample`);
 - "neighbours": mean of the nearest unmasked DOMs above and below on the same string;
 - "zero": masked DOMs left empty (what a dead DOM records).
@@ -46,6 +47,8 @@ MIN_SPAN, HEADROOM, BOX_EPS = 1.0, 0.5, 1e-6  # flow MAP box: see map_bounds / t
 # steps * resample network evaluations in total, see repaint_evaluations.
 REPAINT_STEPS, REPAINT_JUMP_LENGTH, REPAINT_RESAMPLE = 50, 5, 3
 MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
+FILLS = ("best", "vote")  # how flow MAP turns its restarts into one fill (FlowConfig.inpaint_fill)
+VOTE_SHARE = 0.5  # vote: a masked DOM is hit when at least this share of the restarts hit it
 
 
 # --- masks ------------------------------------------------------------------------------------------
@@ -313,23 +316,44 @@ def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, la
 
 @dataclass
 class MapFill:
-    """Flow MAP result. filled (B, 2, P): per event the restart with the highest objective; restarts
-    (R, B, 2, P): every restart's fill (all with the observed DOMs exactly as given); objective (B,):
-    the chosen fill's log density in the unconstrained space; trace: see `flow_map_inpaint`."""
+    """Flow MAP result. filled (B, 2, P): per event the restart with the highest objective ('best') or
+    the per-DOM vote of the restarts ('vote', `vote_fill`); restarts (R, B, 2, P): every restart's fill
+    (all with the observed DOMs exactly as given); objective (B,): the best restart's log density in the
+    unconstrained space; trace: see `flow_map_inpaint`."""
 
     filled: torch.Tensor
     restarts: torch.Tensor
     objective: torch.Tensor
     trace: list[float]
+    best: torch.Tensor | None = None  # (B,) long: index of the restart with the highest objective per event
+
+
+def vote_fill(flow: ConditionalFlow, restarts: torch.Tensor, m: torch.Tensor, x_obs: torch.Tensor,
+              share: float = VOTE_SHARE) -> torch.Tensor:
+    """One fill (B, 2, P) from the restarts' fills (R, B, 2, P), DOM by DOM: hit when at least `share` of
+    the restarts hit it (npe >= flow.config.hit_threshold pe), then the mean normalized npe and time of
+    the restarts that hit it (the squared-error optimum among them, not one restart's mode); else the
+    no-hit value. Observed DOMs (m False) are x_obs exactly."""
+    threshold = torch.tensor(flow.config.hit_threshold, dtype=torch.float64, device=restarts.device)
+    hit = restarts[:, :, 0] >= flow._npe_normalized(threshold).to(restarts.dtype)  # (R, B, P)
+    n_hit = hit.sum(0)
+    mean = (restarts * hit[:, :, None]).sum(0) / n_hit.clamp_min(1)[:, None].to(restarts.dtype)
+    nohit = flow.nohit_value().to(restarts).reshape(1, 2, 1)
+    fill = torch.where((n_hit >= share * restarts.shape[0])[:, None], mean, nohit)
+    return torch.where(m, fill, x_obs)
 
 
 def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
                   geometry: torch.Tensor, *, steps: int = 200, lr: float = MAP_LR, restarts: int = 3,
                   init: str = "sample", generator: torch.Generator | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> MapFill:
+                  progress: Callable[[int, int], None] | None = None, fill: str | None = None) -> MapFill:
     """MAP fill of masked DOMs with restarts; arguments and selection as in `flow_map_inpaint`, plus the
-    fill of every restart (for the per-DOM uncertainty, `restart_spread`)."""
+    fill of every restart (for the per-DOM uncertainty, `restart_spread`). fill: 'best' or 'vote'
+    (`vote_fill`); None = the flow's own flow.inpaint_fill ('best' for flows from before it existed)."""
     _require_flow(flow, "flow-map")
+    fill = fill or getattr(flow.config, "inpaint_fill", "best")
+    if fill not in FILLS:
+        raise ConfigError(f"flow-map fill must be one of {list(FILLS)}, got {fill!r}")
     if init not in ("sample", "zero"):
         raise ConfigError(f"flow-map init must be 'sample' or 'zero', got {init!r}")
     if not (0 <= steps <= MAX_MAP_STEPS and 1 <= restarts <= MAX_RESTARTS and lr > 0):
@@ -365,14 +389,17 @@ def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, la
     all_fills, all_objs = torch.stack(fills), torch.stack(objs)  # (R, B, 2, P), (R, B)
     best = all_objs.argmax(0)  # first restart wins ties
     filled = all_fills.gather(0, best.view(1, -1, 1, 1).expand(1, *x_obs.shape))[0]
+    if fill == "vote":
+        filled = vote_fill(flow, all_fills, m, x_obs)
     best_trace = max(traces, key=lambda t: t[-1])  # first of equal ones
-    return MapFill(filled, all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace)
+    return MapFill(filled, all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace, best)
 
 
 def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
                      geometry: torch.Tensor, *, steps: int = 200, lr: float = MAP_LR, restarts: int = 3,
                      init: str = "sample", generator: torch.Generator | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+                     progress: Callable[[int, int], None] | None = None, fill: str | None = None
+                     ) -> tuple[torch.Tensor, list[float]]:
     """MAP fill of masked DOMs in the flow's unconstrained (logit) space, as the original GENESIS flow
     inpainting study did (RealNVP, Adam MAP in logit space).
 
@@ -390,12 +417,14 @@ def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any,
         init: start of the first restart, "sample" or "zero" (all-zero normalized values); later
             restarts always start from conditional samples (a second zero start would repeat).
         progress: called as progress(done, total) after every optimisation step.
+        fill: 'best' (per event the restart with the highest objective) or 'vote' (per DOM, `vote_fill`);
+            None = the flow's flow.inpaint_fill.
     Returns:
         x_filled (B, 2, P) with observed DOMs bit-identical to x_observed; trace: mean log p(x) over the
         batch after 0..steps steps (length steps + 1) of the restart with the highest final mean.
     """
     out = flow_map_fill(flow, x_observed, mask, labels, geometry, steps=steps, lr=lr, restarts=restarts,
-                        init=init, generator=generator, progress=progress)
+                        init=init, generator=generator, progress=progress, fill=fill)
     return out.filled, out.trace
 
 
@@ -470,7 +499,7 @@ def _require_flow(model: Any, method: str) -> None:
 
 
 _SETTINGS = {
-    "flow-map": {"steps", "lr", "restarts", "init", "generator", "progress"},
+    "flow-map": {"steps", "lr", "restarts", "init", "generator", "progress", "fill"},
     "repaint": {"diffusion", "steps", "jump_length", "resample", "generator", "clip_x0"},
     "neighbours": set(),
     "zero": set(),
@@ -551,6 +580,7 @@ class InpaintResult:
     trace: list[float]
     seconds: float
     uncertainty: np.ndarray | None = None  # (B, 3, P) flow-map restarts: see restart_spread; None otherwise
+    fills: dict[str, np.ndarray] | None = None  # flow-map: physical fill (B, 2, P) of every way to combine restarts
 
 
 def _method_settings(method: str, loaded, steps: int, restarts: int, seed: int, device,
@@ -621,7 +651,7 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
     lab = norm.normalize_labels(torch.from_numpy(labels).to(device))
     mask_t = torch.as_tensor(mask, device=device)
     methods = [method] + ([m for m in ("zero", "neighbours") if m != method] if compare_baselines else [])
-    metrics, fills, trace, seconds, uncertainty = {}, {}, [], 0.0, None
+    metrics, fills, trace, seconds, uncertainty, combined = {}, {}, [], 0.0, None, None
     for m in methods:
         t0 = time.time()
         settings = _method_settings(m, loaded, steps, restarts, seed, device, progress if m == method else None)
@@ -631,23 +661,31 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
         if m == method:
             trace = tr
             uncertainty = None if map_fill is None else restart_spread(map_fill.restarts, mask, norm)
+            if map_fill is not None:  # both ways to combine the restarts, from the same restarts
+                best = map_fill.restarts.gather(0, map_fill.best.view(1, -1, 1, 1).expand(1, *x_true.shape))[0]
+                combined = {"best": best, "vote": vote_fill(model, map_fill.restarts, mask_t.bool(), filled)}
         metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm)
         if m == method:
             seconds = time.time() - t0
     true_phys = signal.astype(np.float32)
-    filled_n = fills[method].float()
-    if loaded is not None:  # like sampling: stay in the training range so the inverse transforms stay finite
-        from genesis.sampling import clip_range
 
-        lo, hi = clip_range(loaded.state.get("data"), filled_n.device)
-        filled_n = torch.maximum(torch.minimum(filled_n, hi), lo)
-    filled_phys = postprocess(norm.denormalize_signal(filled_n.cpu()).numpy())
-    filled_phys[:, :, ~mask] = true_phys[:, :, ~mask]  # observed DOMs stay exactly as recorded
+    def physical(filled_n: torch.Tensor) -> np.ndarray:
+        filled_n = filled_n.float()
+        if loaded is not None:  # like sampling: stay in the training range so the inverse transforms stay finite
+            from genesis.sampling import clip_range
+
+            lo, hi = clip_range(loaded.state.get("data"), filled_n.device)
+            filled_n = torch.maximum(torch.minimum(filled_n, hi), lo)
+        out = postprocess(norm.denormalize_signal(filled_n.cpu()).numpy())
+        out[:, :, ~mask] = true_phys[:, :, ~mask]  # observed DOMs stay exactly as recorded
+        return out
+
+    filled_phys = physical(fills[method])
     masked_phys = true_phys.copy()
     masked_phys[:, :, mask] = 0.0
     ratios = improvement_ratios(metrics, method) if len(metrics) > 1 else {}
     return InpaintResult(masked_phys, filled_phys, true_phys, labels, mask, method, metrics, ratios, trace, seconds,
-                         uncertainty)
+                         uncertainty, None if combined is None else {k: physical(v) for k, v in combined.items()})
 
 
 def parse_events(spec: str, n_events: int) -> np.ndarray:

@@ -225,3 +225,83 @@ def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> N
     at = next(s for s in at.selectbox if s.label == "Method").set_value("repaint").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("network evaluations" in c.value and "expected about" in c.value for c in at.caption)
+
+
+# --- combining the restarts: the per-DOM vote ------------------------------------------------------
+def test_vote_fill_majority_hits_mean_values_and_observed_bit_identical() -> None:
+    """Non-zero offsets (no hit = (-0.5, -4.5)): a masked DOM is hit when at least half of the restarts hit
+    it, with the mean normalized npe and time of those restarts; else exactly the no-hit value."""
+    flow = make_flow(couplings=2)
+    mask = np.array([True, True, True, False])
+    phys = torch.tensor([[[10.0, 0.0, 3.0, 7.0], [10000.0, 0.0, 9000.0, 9100.0]],
+                         [[30.0, 0.0, 0.0, 7.0], [10200.0, 0.0, 0.0, 9100.0]],
+                         [[0.0, 2.0, 0.0, 7.0], [0.0, 9500.0, 0.0, 9100.0]]], dtype=torch.float64)  # 3 restarts
+    restarts = LINEAR.normalize_signal(phys).float().unsqueeze(1)  # (R, B = 1, 2, P = 4)
+    x_obs = restarts[0].clone()
+    x_obs[:, :, 3] = torch.tensor([0.123456, 1.2345678])  # any observed value comes back as given
+    m = torch.as_tensor(mask)
+    fill = inpaint.vote_fill(flow, restarts, m, x_obs)
+    nohit = flow.nohit_value().float()
+    assert torch.allclose(fill[0, :, 0], restarts[:2, 0, :, 0].mean(0))  # 2 of 3 hit: their mean
+    assert torch.equal(fill[0, :, 1], nohit) and torch.equal(fill[0, :, 2], nohit)  # 1 of 3: no hit
+    assert torch.equal(fill[0, :, 3], x_obs[0, :, 3])
+    assert torch.equal(inpaint.vote_fill(flow, restarts, m, x_obs, share=0.3)[0, :, 2], restarts[0, 0, :, 2])
+
+
+def test_flow_map_fill_choices_and_the_flows_default(monkeypatch) -> None:
+    flow = make_flow(couplings=2)
+    x = LINEAR.normalize_signal(bimodal_events(2, seed=5)).float()
+    labels, geo = conditioning(2)
+    mask = np.arange(P) % 4 == 0
+    kwargs = dict(steps=2, restarts=3, generator=torch.Generator().manual_seed(0))
+    best = flow_map_fill(flow, zero_fill(x, mask, LINEAR), mask, labels, geo, **kwargs)  # old flows: 'best'
+    picked = best.restarts.gather(0, best.best.view(1, -1, 1, 1).expand(1, *x.shape))[0]
+    assert torch.equal(best.filled, picked)
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    vote = flow_map_fill(flow, zero_fill(x, mask, LINEAR), mask, labels, geo, fill="vote", **kwargs)
+    assert torch.equal(vote.restarts, best.restarts)
+    assert torch.equal(vote.filled, inpaint.vote_fill(flow, vote.restarts, torch.as_tensor(mask), x))
+    assert torch.equal(vote.filled[:, :, ~mask], x[:, :, ~mask])
+    with pytest.raises(inpaint.ConfigError, match="fill"):
+        flow_map_fill(flow, x, mask, labels, geo, steps=1, fill="median")
+
+
+def physics_config(fill: str = "vote") -> RunConfig:
+    return RunConfig(kind="flow", flow=FlowConfig(num_couplings=2, hidden_size=16, depth=1, num_heads=2, patch_size=60,
+                                                  conditioning="physics", dom_width=8, inpaint_fill=fill),
+                     data=DataConfig(normalization=LINEAR))
+
+
+@pytest.mark.parametrize("kind", ["physics-vote", "before-physics"])
+def test_checkpoints_with_and_without_physics_conditioning_load_and_inpaint(tmp_path, kind) -> None:
+    """A physics-conditioned flow with the vote fill, and a checkpoint written before the flow had the
+    conditioning / dom_width / inpaint_fill fields (its config lacks them), both load and inpaint with
+    the observed DOMs bit-identical; the old one keeps the best-restart fill."""
+    import dataclasses
+
+    geometry = two_strings()
+    if kind == "physics-vote":
+        cfg = physics_config()
+        torch.manual_seed(0)
+        flow = ConditionalFlow(cfg.flow, P, LINEAR)
+    else:
+        cfg = RunConfig(kind="flow", flow=FlowConfig(num_couplings=2, hidden_size=32, depth=1, num_heads=2,
+                                                     patch_size=60), data=DataConfig(normalization=LINEAR))
+        flow = make_flow(couplings=2)
+    state = checkpoint.make_state(cfg, flow, flow, geometry, 0, 0, 0.0)
+    if kind == "before-physics":
+        for key in ("conditioning", "dom_width", "inpaint_fill"):
+            del state["config"]["flow"][key]
+    path = checkpoint.save(state, tmp_path / "flow.pt")
+    loaded = checkpoint.load_model(path)
+    assert loaded.model.config.inpaint_fill == ("vote" if kind == "physics-vote" else "best")
+    assert [f.name for f in dataclasses.fields(loaded.model.config)]  # a full config, defaults filled in
+    signal = bimodal_events(2, seed=7).numpy().astype(np.float32)
+    labels = np.tile(np.array([[1e5, 1.0, 2.0, 0.0, 0.0, -100.0]], np.float32), (2, 1))
+    mask = np.arange(P) < 60  # a whole string
+    result = inpaint_events(loaded, signal, labels, mask, "flow-map", geometry, steps=2, restarts=3)
+    assert np.array_equal(result.filled[:, :, ~mask], signal[:, :, ~mask])
+    assert set(result.fills) == {"best", "vote"}
+    assert np.array_equal(result.filled, result.fills[loaded.model.config.inpaint_fill])
+    for fill in result.fills.values():
+        assert np.array_equal(fill[:, :, ~mask], signal[:, :, ~mask]) and np.isfinite(fill).all()

@@ -7,8 +7,9 @@ conditioned on labels (B, 6) and geometry (3, P) or (B, 3, P), both normalized.
 Transforms follow the nflows convention: every one is an nn.Module with
 ``forward(x, context) -> (y, logabsdet (B,))`` and ``inverse(y, context) -> (x, logabsdet (B,))``,
 where ``inverse`` returns the log|det| of the inverse map (= minus that of the forward map).
-``context`` is the (B, T, H) token embedding of geometry and labels, computed once per call by the
-shared `ContextEncoder` (T = P / patch_size string tokens).
+``context`` is a `Context`: the (B, T, H) token embedding of geometry and labels, computed once per
+call by the shared `ContextEncoder` (T = P / patch_size string tokens), and the per-DOM inputs that the
+couplings' per-DOM networks read (flow.dom_width > 0).
 
 Each flow step is ActNorm then an AffineCoupling. The coupling masks alternate between layers along
 directions that make sense for the detector (even/odd DOMs along a string, time given npe and npe
@@ -41,6 +42,7 @@ and treats every DOM whose sampled npe is below ``cfg.hit_threshold`` photoelect
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -49,6 +51,7 @@ from genesis.config import FlowConfig
 from genesis.data.normalization import Normalization, forward_npe, forward_time, inverse_npe
 from genesis.errors import ConfigError
 from genesis.geometry import DOMS_PER_STRING
+from genesis.models import physics
 from genesis.models.common import NormalizationMetadata, patchify, unpatchify
 
 LABEL_DIM = 6
@@ -56,6 +59,17 @@ Pair = tuple[torch.Tensor, torch.Tensor]  # (output (B, 2, P), logabsdet (B,))
 MASK_KINDS = ("odd-doms", "even-doms", "time", "npe", "bottom-half", "top-half")
 NOHIT_TOLERANCE = 1e-5  # |npe_n - no-hit value| below this (normalized units) is a DOM without a hit
 COUNT_TOLERANCE = 1e-5  # relative distance of a hit's npe to the nearest integer for it to be a count
+GEOMETRY_CHANNELS = 3
+TOKEN_SUMMARY = 8  # token features handed to the per-DOM network of a coupling
+
+
+class Context(NamedTuple):
+    """What the couplings condition on, computed once per flow call: tokens (B, T, H) from the
+    `ContextEncoder`, and per-DOM inputs dom (B, 3 [+ physics.DOM_FEATURES], P) (normalized position,
+    then the light geometry with conditioning 'physics'), or None when no coupling reads them."""
+
+    tokens: torch.Tensor
+    dom: torch.Tensor | None
 
 
 # --- transforms -------------------------------------------------------------------------------------
@@ -119,12 +133,16 @@ def coupling_mask(kind: str, n_doms: int, segment: int) -> torch.Tensor:
 
 
 class Conditioner(nn.Module):
-    """Transformer over string tokens: (masked x (B, 2, P), context (B, T, H)) -> shift, log-scale (B, 2, P).
+    """Transformer over string tokens: (masked x (B, 2, P), `Context`) -> shift, log-scale (B, 2, P).
 
-    The last layer is zero-initialised so that the coupling starts as the identity.
+    With dom_width > 0 a per-DOM network adds its own shift and log-scale for every DOM from that DOM's
+    masked values, its per-DOM inputs (position, light geometry) and a summary of its token: a 60-DOM
+    token alone must squeeze where the light goes along the string through a few numbers.
+    The last layers are zero-initialised so that the coupling starts as the identity.
     """
 
-    def __init__(self, hidden: int, depth: int, heads: int, patch_size: int) -> None:
+    def __init__(self, hidden: int, depth: int, heads: int, patch_size: int, dom_inputs: int = 0,
+                 dom_width: int = 0) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.embed = nn.Linear(2 * patch_size, hidden)
@@ -138,14 +156,33 @@ class Conditioner(nn.Module):
         self.out = nn.Linear(hidden, 2 * 2 * patch_size)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.dom_net = None
+        if dom_width:
+            self.summary = nn.Linear(hidden, TOKEN_SUMMARY)
+            self.dom_net = nn.Sequential(nn.Linear(2 + dom_inputs + TOKEN_SUMMARY, dom_width), nn.SiLU(),
+                                         nn.Linear(dom_width, 4))
+            nn.init.zeros_(self.dom_net[-1].weight)
+            nn.init.zeros_(self.dom_net[-1].bias)
 
-    def forward(self, x_cond: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.embed(patchify(x_cond, self.patch_size)) + self.context_proj(context)
+    def forward(self, x_cond: torch.Tensor, context: Context | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context: a `Context`, or its tokens (B, T, H) alone for a coupling without a per-DOM network."""
+        tokens, dom = (context.tokens, context.dom) if isinstance(context, Context) else (context, None)
+        h = self.embed(patchify(x_cond, self.patch_size)) + self.context_proj(tokens)
         for block in self.blocks:
             h = block(h)
-        out = self.out(self.norm(h))  # (B, T, 2 * 2 * patch)
+        h = self.norm(h)
+        out = self.out(h)  # (B, T, 2 * 2 * patch)
         shift, log_scale = out.chunk(2, dim=-1)
-        return unpatchify(shift, 2), unpatchify(log_scale, 2)
+        shift, log_scale = unpatchify(shift, 2), unpatchify(log_scale, 2)
+        if self.dom_net is None:
+            return shift, log_scale
+        if dom is None:
+            raise ConfigError("a coupling with a per-DOM network (flow.dom_width > 0) needs the per-DOM inputs")
+        summary = self.summary(h).repeat_interleave(self.patch_size, 1)  # (B, P, S): its token's summary
+        dom = dom.to(x_cond.dtype).expand(x_cond.shape[0], -1, -1)
+        per_dom = self.dom_net(torch.cat([x_cond.transpose(1, 2), dom.transpose(1, 2), summary], -1))  # (B, P, 4)
+        d_shift, d_log_scale = per_dom.transpose(1, 2).chunk(2, dim=1)
+        return shift + d_shift, log_scale + d_log_scale
 
 
 class AffineCoupling(nn.Module):
@@ -161,29 +198,31 @@ class AffineCoupling(nn.Module):
         self.conditioner = conditioner
         self.scale_bound = scale_bound
 
-    def _params(self, x_cond: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _params(self, x_cond: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
         shift, raw = (t.to(x_cond.dtype) for t in self.conditioner(x_cond, context))  # fp32 log-dets under autocast
         log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return shift * self.mask, log_scale * self.mask
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
         shift, log_scale = self._params(x * (1 - self.mask), context)
         return x * torch.exp(log_scale) + shift, log_scale.sum((1, 2))
 
-    def inverse(self, y: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, y: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
         shift, log_scale = self._params(y * (1 - self.mask), context)
         return (y - shift) * torch.exp(-log_scale), -log_scale.sum((1, 2))
 
 
 class ContextEncoder(nn.Module):
-    """Geometry (B, 3, P) and labels (B, 6) -> context tokens (B, T, H): per-token geometry embedding
-    plus a label embedding added to every token."""
+    """Per-DOM inputs (B, D, P) and a label vector (B, L) -> context tokens (B, T, H): per-token embedding
+    of the per-DOM inputs plus a label embedding added to every token. D = 3 (geometry), L = 6 (labels)
+    for conditioning 'labels'; with 'physics' the per-DOM light geometry and the physics label features."""
 
-    def __init__(self, hidden: int, patch_size: int) -> None:
+    def __init__(self, hidden: int, patch_size: int, dom_inputs: int = GEOMETRY_CHANNELS,
+                 label_dim: int = LABEL_DIM) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.geometry = nn.Linear(3 * patch_size, hidden)
-        self.labels = nn.Sequential(nn.Linear(LABEL_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.geometry = nn.Linear(dom_inputs * patch_size, hidden)
+        self.labels = nn.Sequential(nn.Linear(label_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
         return self.geometry(patchify(geometry, self.patch_size)) + self.labels(labels).unsqueeze(1)
@@ -194,6 +233,10 @@ class ConditionalFlow(NormalizationMetadata):
     """Conditional flow p(x | labels, geometry) over events x (B, 2, P) in normalized space.
 
     Steps: [ActNorm (per channel), AffineCoupling(mask kind i mod 6)] x cfg.num_couplings.
+    cfg.conditioning 'physics' adds every DOM's light geometry for the labels (distance to the track and
+    vertex, expected direct arrival time: `genesis.models.physics.dom_features`, computed from the
+    normalized labels and geometry with the model's own normalization metadata) to the context;
+    cfg.dom_width > 0 gives every coupling a per-DOM network that reads them DOM by DOM.
     """
 
     def __init__(self, cfg: FlowConfig, n_doms: int, normalization: Normalization) -> None:
@@ -208,18 +251,29 @@ class ConditionalFlow(NormalizationMetadata):
         segment = DOMS_PER_STRING if n_doms % DOMS_PER_STRING == 0 else cfg.patch_size
         kinds = [k for k in MASK_KINDS if segment >= 2 or k in ("time", "npe")]
         self.mask_kinds = [kinds[i % len(kinds)] for i in range(cfg.num_couplings)]
-        self.context = ContextEncoder(cfg.hidden_size, cfg.patch_size)
+        self.physics = cfg.conditioning == "physics"
+        dom_inputs = GEOMETRY_CHANNELS + (physics.DOM_FEATURES if self.physics else 0)
+        self.context = ContextEncoder(cfg.hidden_size, cfg.patch_size, dom_inputs,
+                                      physics.LABEL_FEATURES if self.physics else LABEL_DIM)
         layers: list[nn.Module] = []
         for kind in self.mask_kinds:
-            cond = Conditioner(cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size)
+            cond = Conditioner(cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size, dom_inputs, cfg.dom_width)
             layers += [ActNorm(n_doms), AffineCoupling(coupling_mask(kind, n_doms, segment), cond, cfg.scale_bound)]
         self.transforms = nn.ModuleList(layers)
 
-    def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> Context:
+        """Normalized labels (B, 6) and geometry (3, P) or (B, 3, P) -> `Context`."""
         if geometry.dim() == 2:
             geometry = geometry.unsqueeze(0)
         geometry = geometry.to(labels.dtype).expand(labels.shape[0], 3, self.n_doms)
-        return self.context(labels, geometry)
+        label_vec, dom = labels, geometry
+        if self.physics:
+            phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
+                                           self._transforms["energy_transform"] == "log10")
+            positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
+            feats = physics.dom_features(phys, positions.transpose(1, 2)).to(labels.dtype)
+            label_vec, dom = physics.label_features(labels, phys), torch.cat([geometry, feats], 1)
+        return Context(self.context(label_vec, dom), dom if self.config.dom_width else None)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
         """x (B, 2, P) -> z (B, 2, P), log|det dz/dx| (B,)."""
