@@ -117,7 +117,8 @@ PHYSICS = [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]
 V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
-               "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]"]
+               "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
+               "flow.dom_width=0", "flow.inpaint_fill=best"]
 ABLATION = [
     ("before", "diffusion", BEFORE),
     ("+hit channel", "diffusion", HIT),
