@@ -288,7 +288,7 @@ def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path
         steps = Steps(page, tmp_path / "shots")
         try:
             goto(page, base, "sample")
-            wait_text(page, "untrained-diffusion.pt")  # the checkpoint picker starts on the diffusion upload
+            wait_text(page, "untrained-diffusion.pt", SLOW_MS)  # the picker starts on the diffusion upload; first run is slow
             fill_number(page, "Number of events", 2)
             fill_number(page, "Steps", 3)
             page.get_by_role("button", name="Generate").click()
@@ -297,7 +297,7 @@ def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path
             steps.shot("sample-quality-banner")
 
             goto(page, base, "inpaint")
-            wait_text(page, "Choose what to mask")  # a hint, not a "selects no DOM" warning
+            wait_text(page, "Choose what to mask", SLOW_MS)  # a hint, not a "selects no DOM" warning
             assert not page.get_by_text("selects no DOM").count()
             pick_string(page, 36)
             wait_text(page, "60 of 5,160 DOMs masked")
