@@ -185,7 +185,7 @@ def main() -> None:
     p.add_argument("--restarts", type=int, default=3, help="flow MAP restarts")
     p.add_argument("--repaint-steps", type=int, default=50, help="RePaint reverse steps (its defaults otherwise)")
     p.add_argument("--methods", default="flow-map,repaint", help="model methods to run (baselines always run)")
-    p.add_argument("--masks", default=",".join(MASKS), help=f"mask types to run, comma-separated names of {list(MASKS)}")
+    p.add_argument("--masks", default=";".join(MASKS), help=f"mask types to run, ';'-separated names of {list(MASKS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
@@ -227,7 +227,7 @@ def main() -> None:
     true_fit = linefit_dirs(signal, geo)
     rows: dict[tuple[str, str], dict[str, float]] = {}
     hidden: dict[str, int] = {}
-    chosen = [name.strip() for name in args.masks.split(",") if name.strip()]
+    chosen = [name.strip() for name in args.masks.split(";") if name.strip()]
     unknown = sorted(set(chosen) - set(MASKS))
     if unknown:
         p.error(f"unknown mask types {unknown}; choose from {list(MASKS)}")
