@@ -216,8 +216,13 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
     """Train the shipped demo checkpoints (make demo-models)."""
     from genesis import demo
 
-    demo.build_demo_models(Path(args.out_dir) if args.out_dir else demo.DEMO_DIR, steps=args.steps, batch_size=args.batch_size, events=args.events,
-                           seed=args.seed)
+    out_dir = Path(args.out_dir) if args.out_dir else demo.DEMO_DIR
+    if args.source:  # checkpoints trained elsewhere with the same recipe (e.g. bench/scorecard.py's preset rows)
+        for spec, source in zip(demo.SPECS, args.source):
+            demo.export(Path(source), out_dir / spec.name, {"preset": spec.preset, "trained_by": args.trained_by},
+                        kind=spec.kind)
+        return 0
+    demo.build_demo_models(out_dir, steps=args.steps, batch_size=args.batch_size, events=args.events, seed=args.seed)
     return 0
 
 
@@ -342,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=64)
     s.add_argument("--events", type=_positive_int, default=20000, help="simulated training events")
     s.add_argument("--seed", type=_seed, default=1, help="simulator seed of the training events")
+    s.add_argument("--from", dest="source", nargs=2, metavar=("DIFFUSION_PT", "FLOW_PT"),
+                   help="export these checkpoints (trained with the same recipe elsewhere) instead of training")
+    s.add_argument("--trained-by", default="", help="with --from: the command that trained them (provenance)")
     s.set_defaults(func=cmd_demo_models)
     return p
 

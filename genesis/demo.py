@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genesis import checkpoint, config
+from genesis.errors import CheckpointError
 from genesis.paths import PACKAGE_ROOT
 
 DEMO_DIR = PACKAGE_ROOT / "genesis" / "resources" / "demo"
@@ -33,9 +34,11 @@ class DemoSpec:
 
     name: str
     preset: str
+    kind: str
 
 
-SPECS = (DemoSpec("demo-diffusion.pt", "configs/tiny.yaml"), DemoSpec("demo-flow.pt", "configs/flow_tiny.yaml"))
+SPECS = (DemoSpec("demo-diffusion.pt", "configs/tiny.yaml", "diffusion"),
+         DemoSpec("demo-flow.pt", "configs/flow_tiny.yaml", "flow"))
 
 
 def demo_checkpoints(folder: Path = DEMO_DIR) -> list[Path]:
@@ -93,13 +96,22 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
         with ProcessPoolExecutor(len(SPECS), mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_train, SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS),
                                     [batch_size] * len(SPECS), [work] * len(SPECS)))
-        written = []
-        for spec, result in zip(SPECS, results):
-            provenance = {"command": "python -m genesis demo-models " + " ".join(sys.argv[2:]),
-                          "git_commit": git_commit(), "data": {"simulator_seed": seed, "events": events},
-                          **{k: v for k, v in result.items() if k != "checkpoint"}}
-            state = slim_state(checkpoint.load_state(result["checkpoint"]), provenance)
-            written.append(checkpoint.save(state, out_dir / spec.name))
-            log(f"wrote {out_dir / spec.name} ({(out_dir / spec.name).stat().st_size / 1e6:.1f} MB): "
-                f"{json.dumps(provenance)}")
-    return written
+        data_record = {"simulator_seed": seed, "events": events}
+        return [export(Path(r.pop("checkpoint")), out_dir / spec.name, {"data": data_record, **r}, log)
+                for spec, r in zip(SPECS, results)]
+
+
+def export(source: Path, out: Path, provenance: dict[str, Any], log: Callable[[str], None] = print,
+           kind: str | None = None) -> Path:
+    """Write the slim version of checkpoint `source` to `out` with its provenance (plus the command that
+    ran and the git commit). Used for checkpoints trained elsewhere with the same recipe (--from)."""
+    state = checkpoint.load_state(source)
+    if kind and state["kind"] != kind:
+        raise CheckpointError(f"{source}: a {state['kind']} checkpoint; {out.name} needs a {kind} one")
+    provenance = {"command": "python -m genesis demo-models " + " ".join(sys.argv[2:]), "git_commit": git_commit(),
+                  "steps": state.get("step"), "best_val_loss": state.get("best_val_loss"),
+                  "train_wall_s": state.get("train_seconds"), "source_run_id": (state.get("mlflow") or {}).get("run_id"),
+                  **provenance}
+    path = checkpoint.save(slim_state(state, provenance), out)
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {json.dumps(provenance, default=str)}")
+    return path

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from genesis import checkpoint, demo, sampling
+from genesis.errors import CheckpointError
 
 LABELS = np.array([[1e5, 1.0, 2.0, 0.0, 0.0, 0.0]], np.float32)
 
@@ -37,6 +38,12 @@ def test_build_demo_models_trains_slims_and_records_provenance(tmp_path):
         events = sampling.generate(checkpoint.load_model(path), LABELS, steps=2, seed=0)
         assert events.shape == (1, 2, 5160) and np.isfinite(events).all()
     assert demo.demo_checkpoints(tmp_path) == paths
+    # --from: a checkpoint trained elsewhere is exported the same way, and only into its own kind's slot
+    with pytest.raises(CheckpointError, match="needs a diffusion one"):
+        demo.export(paths[1], tmp_path / "x.pt", {}, kind="diffusion")
+    again = demo.export(paths[0], tmp_path / "again.pt", {"trained_by": "test", "preset": "configs/tiny.yaml"},
+                         log=lambda _: None, kind="diffusion")
+    assert check_slim(again)["provenance"]["trained_by"] == "test"
 
 
 def test_shipped_demo_models_load_and_sample_sensible_events():
@@ -49,3 +56,4 @@ def test_shipped_demo_models_load_and_sample_sensible_events():
         events = sampling.generate(loaded, np.repeat(LABELS, 4, 0), steps=20, seed=0)
         n_hit = (events[:, 0] > 0).sum(1)
         assert np.all(n_hit > 0) and np.all(n_hit < 2000), n_hit  # a trained model, not noise
+
