@@ -84,7 +84,7 @@ def _last(hist: pd.DataFrame) -> tuple[float, float]:
 
 
 def _step_and_loss(file: str, val: pd.DataFrame, train: pd.DataFrame) -> tuple[float, float]:
-    """best.pt: the step of the minimum val/loss; last.pt: the latest logged step and val/loss."""
+    """best.pt: the step of the minimum validation loss; last.pt: the latest logged step and its validation loss."""
     if file == "best.pt":
         if val.empty:
             return math.nan, math.nan
@@ -119,8 +119,9 @@ def list_checkpoints(store: tracking.Store) -> pd.DataFrame:
             found += [(run, p) for p in sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}")) if p.is_file()]
     ids = list(dict.fromkeys(run.info.run_id for run, _ in found))
     try:
-        val = runs.metric_histories(store, ids, runs.BEST_METRIC)
-        train = runs.metric_histories(store, ids, "train/loss")
+        val = runs.val_loss_histories(store, ids)  # val/loss (diffusion, old flows) or val/nll (flows)
+        train = pd.concat([runs.metric_histories(store, ids, key) for key in ("train/loss", "train/nll")],
+                          ignore_index=True)
     except GenesisError:
         raise
     except Exception as exc:

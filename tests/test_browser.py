@@ -15,6 +15,8 @@ import pytest
 
 from conftest import CHROMIUM_ARGS, ROOT, assert_no_exception_box, require_chromium, streamlit_app
 
+from genesis.launcher import form_label
+
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 pytestmark = [pytest.mark.browser]
 TIMEOUT_MS = 120_000
@@ -159,8 +161,8 @@ def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
     # 3. Train: a tiny diffusion run, its live curve and its end
     goto(page, base, "train")
     click_tab(page, "Train")
-    fill_number(page, "epochs", 5)
-    fill_number(page, "log_every", 2)
+    fill_number(page, form_label("train.epochs"), 5)
+    fill_number(page, form_label("train.log_every"), 2)
     page.get_by_role("button", name="Launch").click()
     wait_text(page, "Launched run")
     page.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT_MS)  # live loss curve of the active run
@@ -172,9 +174,9 @@ def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
 
     # 4. A second run (a flow, needed for inpainting); the reload above shows a fresh launch form
     page.get_by_text("Normalizing flow").click()
-    wait_text(page, "num_couplings")
+    wait_text(page, form_label("flow.num_couplings"))
     click_tab(page, "Train")
-    fill_number(page, "epochs", 2)
+    fill_number(page, form_label("train.epochs"), 2)
     page.get_by_role("button", name="Launch").click()
     wait_text(page, "Launched run")
     steps.shot("flow-launched")

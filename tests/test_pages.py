@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from genesis import tracking
+from genesis.launcher import form_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,13 +64,11 @@ def test_data_page_empty_and_with_file(home_with_data):
 def test_train_page_launch_creates_one_run(home_with_data):
     at = page("train").run()
     assert_clean(at)
-    for ni in at.number_input:
-        if ni.label == "epochs":
-            ni.set_value(1)
-        if ni.label == "max_steps":
-            ni.set_value(3)
-        if ni.label == "hidden_size":
-            ni.set_value(32)
+    wanted = {form_label("train.epochs"): 1, form_label("train.max_steps"): 3, form_label("model.hidden_size"): 32}
+    inputs = {ni.label: ni for ni in at.number_input}
+    assert set(wanted) <= set(inputs), sorted(inputs)  # a renamed field must not silently train the full preset
+    for label, value in wanted.items():
+        inputs[label].set_value(value)
     at = _submit(at)
     assert_clean(at)
     assert any("Launched run" in s.value for s in at.success), [e.value for e in at.error]
