@@ -51,9 +51,9 @@ class CheckpointInfo:
 
 
 def list_checkpoints(store) -> list[CheckpointInfo]:
-    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads) that can be sampled:
-    uploads that are no GENESIS checkpoint (legacy files, which only the inspector reads) are left out.
-    Order as there: newest run first, its best.pt before its last.pt."""
+    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads) that can be sampled,
+    then the shipped demo models: uploads that are no GENESIS checkpoint (legacy files, which only the
+    inspector reads) are left out. Order as there: newest run first, its best.pt before its last.pt."""
     from genesis import checkpoints_index
 
     frame = checkpoints_index.list_checkpoints(store)
@@ -63,7 +63,16 @@ def list_checkpoints(store) -> list[CheckpointInfo]:
         if kind is not None:
             out.append(CheckpointInfo(Path(r.path), r.run_id if isinstance(r.run_id, str) else None, str(r.label),
                                       kind, float(r.mtime)))
-    return out
+    return out + demo_checkpoints()
+
+
+def demo_checkpoints() -> list[CheckpointInfo]:
+    """The demo models shipped with the code (genesis.demo), after the lab's own: on a fresh clone they
+    are the only ones, so Sample and Inpaint work at once."""
+    from genesis import demo
+
+    return [CheckpointInfo(path, None, f"demo · {path.name} ({spec.preset}, shipped)", spec.kind, path.stat().st_mtime)
+            for spec in demo.SPECS for path in [demo.DEMO_DIR / spec.name] if path.is_file()]
 
 
 @functools.lru_cache(maxsize=256)

@@ -70,12 +70,25 @@ def scenes(chart) -> int:
 
 # ------------------------------------------------------------------------------------------ pages
 def test_pages_without_checkpoints(tmp_path, monkeypatch):
+    from genesis import demo
+
     monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "no-demo-models")
     for name in ("sample", "inpaint"):
         at = page(name).run()
         assert_clean(at)
         assert any("No checkpoints yet" in i.value for i in at.info), name
+
+
+def test_fresh_clone_offers_the_shipped_demo_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, first in (("sample", "demo-diffusion.pt"), ("inpaint", "demo-flow.pt")):
+        at = page(name).run()
+        assert_clean(at)
+        options = next(s for s in at.selectbox if s.label == "Checkpoint").options
+        assert first in options[0] and all("demo · " in o for o in options), options
 
 
 def test_sample_page_generates_and_keeps_results(home):
@@ -219,7 +232,9 @@ def test_inpaint_page_wrong_kind_and_detector(home):
 def test_list_checkpoints(home):
     from genesis import tracking
 
-    found = ss.list_checkpoints(tracking.Store.default())
+    everything = ss.list_checkpoints(tracking.Store.default())
+    found = [c for c in everything if c.run_id is not None]
+    assert everything[len(found):] == ss.demo_checkpoints()  # the shipped demo models come last
     assert {(c.kind, c.path.name) for c in found} == {
         (k, f) for k in ("diffusion", "flow") for f in ("last.pt", "best.pt")}
     assert {c.path for c in found} >= {home.diffusion, home.flow}
