@@ -108,7 +108,6 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # model before the hit-aware representation (the presets' defaults until then); each later row adds one
 # change. A row whose overrides differ from an earlier row's only in sampling settings reuses that row's
 # model (no second training). The flow rows compare the flow preset before and after.
-SAMPLING_KEYS = ("diffusion.eta=", "diffusion.sampling_steps=")
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
           "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50"]
@@ -279,11 +278,15 @@ def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> s
     return json.dumps(cfg, sort_keys=True)
 
 
-def sampler_of(overrides: list[str]) -> dict:
-    """The sampling overrides of a row as evaluate_one's sampler dict ({} = the preset's settings)."""
-    values = dict(o.split("=", 1) for o in overrides if o.startswith(SAMPLING_KEYS))
-    out = {"eta": float(values["diffusion.eta"])} if "diffusion.eta" in values else {}
-    return out | ({"steps": int(values["diffusion.sampling_steps"])} if "diffusion.sampling_steps" in values else {})
+def sampler_of(kind: str, overrides: list[str], args: argparse.Namespace) -> dict:
+    """The row's own DDIM eta and steps (from its resolved config, or --steps), whichever row trained the
+    model it shares: evaluate_one's sampler dict ({} for flows)."""
+    from genesis import config
+
+    if kind != "diffusion":
+        return {}
+    cfg = config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]).diffusion
+    return {"eta": cfg.eta, "steps": args.steps or cfg.sampling_steps}
 
 
 def tag_of(name: str) -> str:
@@ -300,7 +303,7 @@ def _train_row(kind: str, overrides: list[str], tag: str, train_file: str, args:
     return train_one(tag, preset_paths(args.preset_suffix)[kind], Path(train_file), args, Path(workdir), overrides)
 
 
-def _evaluate_row(info: dict, name: str, overrides: list[str], held_file: str, args: argparse.Namespace,
+def _evaluate_row(info: dict, name: str, kind: str, overrides: list[str], held_file: str, args: argparse.Namespace,
                   workdir: str, threads: int) -> dict:
     import torch
 
@@ -309,7 +312,7 @@ def _evaluate_row(info: dict, name: str, overrides: list[str], held_file: str, a
     if threads:
         torch.set_num_threads(threads)
     ref_signal, ref_labels, _ = schema.read_events(held_file)
-    return evaluate_one(info, ref_signal, ref_labels, args, Path(workdir), tag_of(name), sampler_of(overrides))
+    return evaluate_one(info, ref_signal, ref_labels, args, Path(workdir), tag_of(name), sampler_of(kind, overrides, args))
 
 
 def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
@@ -320,14 +323,19 @@ def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, wo
     import multiprocessing
 
     picked = [ABLATION[int(i)] for i in args.ablate_rows.split(",") if i.strip()] or ABLATION
+    kept = earlier_rows(workdir, args) if args.keep_rows else {}
+    # models already trained by an earlier part (--keep-rows) are evaluated again, not retrained
+    infos = {training_key(kind, ov, args): {k: v for k, v in kept[name].items() if k not in ("report", "scalars", "timing")}
+             for name, kind, ov in ABLATION if name in kept}
     trainings = {training_key(kind, ov, args): (kind, ov, tag_of(name)) for name, kind, ov in reversed(picked)}
     threads = 1 if args.jobs > 1 else 0
     common = (str(train_file), args, str(workdir), threads)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {key: pool.submit(_train_row, kind, ov, tag, *common) for key, (kind, ov, tag) in trainings.items()}
-        infos = {key: f.result() for key, f in futures.items()}
-        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov, args)], name, ov, str(held_file), args,
-                                   str(workdir), threads)
+        futures = {key: pool.submit(_train_row, kind, ov, tag, *common)
+                   for key, (kind, ov, tag) in trainings.items() if key not in infos}
+        infos |= {key: f.result() for key, f in futures.items()}
+        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov, args)], name, kind, ov, str(held_file),
+                                   args, str(workdir), threads)
                  for name, kind, ov in picked}
         return {name: f.result() for name, f in evals.items()}
 
