@@ -14,8 +14,6 @@ from pages._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, p
 
 ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
 KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
-TABLE_FORMAT = {c: st.column_config.NumberColumn(c, format="%.3g")
-                for c in ("generated", "simulated", "generated / simulated")}
 
 st.title("Sample")
 store = ready_store()
@@ -140,8 +138,9 @@ def show_results(state: dict) -> None:
                                                                ("simulated", ref[i, 0], ref[i, 1])], label=lab,
                                                     colour_range="each" if colours.startswith("each") else 1),
                            key="sample_events")
-        numbers.dataframe(ss.quality_check(gen, ref, event=i).table, column_config=TABLE_FORMAT)
-        numbers.dataframe(quality.table, column_config=TABLE_FORMAT)
+        # st.table: small static tables, readable as text (and by the browser test), unlike the canvas grid
+        numbers.table(ss.quality_check(gen, ref, event=i).table.style.format("{:.3g}"))
+        numbers.table(quality.table.style.format("{:.3g}"))
     with summary:
         st.plotly_chart(viz.feature_histograms(comp.features, ss.SUMMARY_FEATURES), key="sample_summary")
         st.plotly_chart(viz.charge_time_histograms({"generated": (gen[:, 0], gen[:, 1]),

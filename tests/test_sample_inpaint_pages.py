@@ -106,7 +106,7 @@ def test_sample_page_generates_and_keeps_results(home):
     assert [scenes(c) for c in at.get("plotly_chart")][0] == 2  # generated | simulated
     assert len(at.download_button) == 1
     # next to the 3D views: this event and the median event, generated vs simulated
-    tables = [d.value for d in at.dataframe if "generated / simulated" in d.value.columns]
+    tables = [t.value for t in at.table if "generated / simulated" in t.value.columns]
     assert [t.index.name for t in tables] == ["event 0", "median per event"]
     assert list(tables[0].index) == ["hit DOMs", "total charge [pe]", "time span [ns]"]
     generated = next((home.root / "data" / "generated").glob("sample-diffusion-*.h5"))
