@@ -123,7 +123,7 @@ ABLATION = [
     ("+hit channel", "diffusion", HIT),
     ("+physics+DOM head", "diffusion", PHYSICS),
     ("+v objective", "diffusion", V_OBJECTIVE),
-    ("+DDIM-100 eta 1 = preset", "diffusion", []),
+    ("same model, DDIM-100 eta 1", "diffusion", [*V_OBJECTIVE, "diffusion.eta=1", "diffusion.sampling_steps=100"]),
     ("flow before", "flow", FLOW_BEFORE),
     ("flow preset", "flow", []),
 ]
