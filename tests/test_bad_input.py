@@ -28,6 +28,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, run_cli
 from genesis import checkpoint, cli, config, paths, tracking
 from genesis.errors import ConfigError, GenesisError
+from genesis.launcher import form_label
 
 TINY = ROOT / "configs" / "tiny.yaml"
 HUGE = str(10**12)
@@ -506,7 +507,7 @@ def test_train_page_bad_numbers_and_garbage_yaml_launch_nothing(page_home, bad):
     shutil.copy(bad.src / "good.h5", page_home / "data" / "demo.h5")
     at = page("train").run()
     assert_clean(at)
-    batch = next(n for n in at.number_input if n.label == "batch_size")
+    batch = next(n for n in at.number_input if n.label == form_label("train.batch_size"))
     assert batch.min == 1  # the form cannot even send a negative batch size; the config layer refuses it too
     with pytest.raises(ConfigError, match="train.batch_size"):
         config.load(TINY, ["train.batch_size=-1"])
