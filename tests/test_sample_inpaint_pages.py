@@ -63,6 +63,11 @@ def set_number(at: AppTest, label: str, value) -> None:
     next(n for n in at.number_input if n.label == label).set_value(value)
 
 
+def other_errors(at) -> list[str]:
+    """Error messages other than the Sample page's quality banner."""
+    return [e.value for e in at.error if not e.value.startswith("Generated events are far from simulated")]
+
+
 def scenes(chart) -> int:
     layout = json.loads(chart.proto.spec)["layout"]
     return sum(1 for k in layout if k.startswith("scene"))
@@ -102,7 +107,7 @@ def test_sample_page_generates_and_keeps_results(home):
     assert_clean(at)
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
-    assert not at.error, [e.value for e in at.error]
+    assert not other_errors(at), other_errors(at)  # the quality banner may fire: these models are untrained
     assert [scenes(c) for c in at.get("plotly_chart")][0] == 2  # generated | simulated
     assert len(at.download_button) == 1
     # next to the 3D views: this event and the median event, generated vs simulated
@@ -145,7 +150,7 @@ def test_sample_page_flow_with_dataset_labels(home):
     set_number(at, "Number of events", 4)
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
-    assert not at.error, [e.value for e in at.error]
+    assert not other_errors(at), other_errors(at)  # the quality banner may fire: these models are untrained
     assert any("4 events written" in s.value for s in at.success)
     (path,) = (home.root / "data" / "generated").glob("sample-flow-*.h5")
     with h5py.File(path, "r") as out, h5py.File(home.data, "r") as src:
