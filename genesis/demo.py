@@ -61,13 +61,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -> dict[str, Any]:
     """Train one demo model with the bare trainer (no MLflow run: demo models are not lab runs)."""
     import torch
 
     from genesis.train import DistContext, StopRequested, Trainer
 
-    torch.set_num_threads(1)
     overrides = [f"data.path={data}", f"train.max_steps={steps}", f"train.batch_size={batch_size}", "train.epochs=100000",
                  "train.max_minutes=0", "train.device=cpu", "train.eval_events=0"]
     cfg = config.load(PACKAGE_ROOT / spec.preset, overrides)
@@ -81,9 +86,9 @@ def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str)
 
 
 def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: int = 64, events: int = 20000,
-                      seed: int = 1, log: Callable[[str], None] = print) -> list[Path]:
-    """Simulate `events` training events, train every SPECS model for `steps` steps and write the slim
-    checkpoints into out_dir. Returns their paths."""
+                      seed: int = 1, log: Callable[[str], None] = print, jobs: int = len(SPECS)) -> list[Path]:
+    """Simulate `events` training events, train every SPECS model for `steps` steps (in `jobs` processes)
+    and write the slim checkpoints into out_dir. Returns their paths."""
     from genesis.data.simulate import simulate_to_file
     from genesis.geometry import icecube86_like
 
@@ -93,9 +98,12 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
         log(f"simulating {events} training events (seed {seed}) ...")
         simulate_to_file(data, events, icecube86_like(), seed=seed)
         log(f"training {', '.join(s.preset for s in SPECS)} for {steps} steps of {batch_size} events each ...")
-        with ProcessPoolExecutor(len(SPECS), mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_train, SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS),
-                                    [batch_size] * len(SPECS), [work] * len(SPECS)))
+        args = (SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS), [batch_size] * len(SPECS), [work] * len(SPECS))
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+                results = list(pool.map(_train, *args))
+        else:  # in this process, one after the other
+            results = list(map(_train, *args))
         data_record = {"simulator_seed": seed, "events": events}
         return [export(Path(r.pop("checkpoint")), out_dir / spec.name, {"data": data_record, **r}, log)
                 for spec, r in zip(SPECS, results)]

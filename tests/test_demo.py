@@ -30,7 +30,7 @@ def test_slim_state_keeps_the_weights_sampling_uses():
 
 
 def test_build_demo_models_trains_slims_and_records_provenance(tmp_path):
-    paths = demo.build_demo_models(tmp_path, steps=2, batch_size=4, events=200, log=lambda _: None)
+    paths = demo.build_demo_models(tmp_path, steps=2, batch_size=4, events=200, log=lambda _: None, jobs=1)
     assert [p.name for p in paths] == [s.name for s in demo.SPECS]
     for path in paths:
         state = check_slim(path)

@@ -174,7 +174,7 @@ def test_feature_and_label_histograms(geom):
 
 def metric_df() -> pd.DataFrame:
     rng = np.random.default_rng(2)
-    rows = [dict(run=run, step=s, value=float(np.exp(-s / 30) + rng.normal(0, 0.05)))
+    rows = [dict(run=run, step=s, value=float(0.3 + np.exp(-s / 30) + rng.normal(0, 0.05)))
             for run in ("r1", "r2") for s in range(100)]
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # unsorted on purpose
 
