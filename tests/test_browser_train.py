@@ -1,5 +1,5 @@
 """The Train and Runs pages as a newcomer meets them, in headless Chromium against `streamlit run app.py`:
-the dataset default after an upload, a failed run's reason in red, a flow run's live chart with points.
+the dataset default after an upload and a failed run's reason in red, on Train and on Runs.
 
 Screenshots of the steps go to test-artifacts/browser-train/ when the test fails (always with
 GENESIS_KEEP_SCREENSHOTS=1).
