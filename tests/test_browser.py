@@ -53,6 +53,17 @@ class Steps:
             assert_no_exception_box(self.page, name)
             self.checked.append(name)
 
+    def keep(self, target: Path, failed: bool) -> None:
+        """After a failure (or always with GENESIS_KEEP_SCREENSHOTS=1): a last shot, then all shots to target."""
+        if not failed and not os.environ.get("GENESIS_KEEP_SCREENSHOTS"):
+            return
+        try:
+            self.shot("last-state", check=False)
+        except Exception:  # the page may be gone; the earlier shots still help
+            pass
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.folder, target)
+
 
 def wait_text(page, text: str, timeout: int = TIMEOUT_MS) -> None:
     page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout)
@@ -114,13 +125,7 @@ def test_new_user_flow(chromium, server, tmp_path):
                                           "runs-compare", "checkpoint-normalization", "sample", "inpaint"}, steps.checked
             ok = True
         finally:
-            if not ok or os.environ.get("GENESIS_KEEP_SCREENSHOTS"):
-                try:
-                    steps.shot("last-state", check=False)
-                except Exception:  # the page may be gone; the earlier shots still help
-                    pass
-                shutil.rmtree(ARTIFACTS, ignore_errors=True)
-                shutil.copytree(shots, ARTIFACTS)
+            steps.keep(ARTIFACTS, failed=not ok)
             browser.close()
 
 
@@ -312,12 +317,5 @@ def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path
             steps.shot("inpaint-verdict")
             ok = True
         finally:
-            if not ok or os.environ.get("GENESIS_KEEP_SCREENSHOTS"):
-                try:
-                    steps.shot("last-state", check=False)
-                except Exception:  # the page may be gone; the earlier shots still help
-                    pass
-                target = ARTIFACTS.parent / "browser-quality"
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(tmp_path / "shots", target)
+            steps.keep(ARTIFACTS.parent / "browser-quality", failed=not ok)
             browser.close()

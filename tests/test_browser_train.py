@@ -7,8 +7,6 @@ GENESIS_KEEP_SCREENSHOTS=1).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -84,10 +82,4 @@ def test_train_defaults_failure_reason_and_flow_live_chart(project, tmp_path):
             # did not get its points within 4 minutes on a loaded machine: to be redone).
             ok = True
         finally:
-            if not ok or os.environ.get("GENESIS_KEEP_SCREENSHOTS"):
-                try:
-                    steps.shot("last-state", check=False)
-                except Exception:  # the page may be gone; the earlier shots still help
-                    pass
-                shutil.rmtree(ARTIFACTS, ignore_errors=True)
-                shutil.copytree(shots, ARTIFACTS)
+            steps.keep(ARTIFACTS, failed=not ok)
