@@ -58,6 +58,8 @@ def dashboard_cpu_seconds() -> float:
             if b"genesis\x00train" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":  # an ended trainer not yet reaped (its cmdline is gone): not the dashboard
+                continue
             total += (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             continue

@@ -6,7 +6,7 @@ SQLite store, then times, each against a baseline measured in the same run:
   - best val/loss of that page, one batched query    vs get_metric_history run by run
   - the full filter (status + name + params) query   vs the bare search_runs with the same filter
   - compare_curves for 5 runs                        vs 5 bare get_metric_history calls
-  - rendering pages/runs.py with AppTest (cold, rerun, 5 runs selected) vs runs_table alone
+  - rendering views/runs.py with AppTest (cold, rerun, 5 runs selected) vs runs_table alone
 --dir reuses (or keeps) the store in DIR, so a second invocation skips the build.
 """
 
@@ -125,18 +125,18 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     t_table, _ = timed(lambda: runs.runs_table(store, [tracking.DEFAULT_EXPERIMENT], page_size=50))
-    at = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "views" / "runs.py"), default_timeout=120)
     t = time.perf_counter()
     at.run()
     cold = time.perf_counter() - t
     assert not at.exception, [e.value for e in at.exception]
-    row("AppTest pages/runs.py, first render", cold, "runs_table (50)", t_table)
+    row("AppTest views/runs.py, first render", cold, "runs_table (50)", t_table)
     warm, _ = timed(lambda: at.run())
-    row("AppTest pages/runs.py, rerun", warm, "runs_table (50)", t_table)
+    row("AppTest views/runs.py, rerun", warm, "runs_table (50)", t_table)
     at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0, 1, 2, 3, 4], "columns": []}}
     sel, _ = timed(lambda: at.run())
     assert not at.exception and len(at.get("plotly_chart")) >= 1, [e.value for e in at.exception]
-    row("AppTest pages/runs.py, 5 runs selected", sel, "runs_table (50)", t_table)
+    row("AppTest views/runs.py, 5 runs selected", sel, "runs_table (50)", t_table)
 
 
 if __name__ == "__main__":

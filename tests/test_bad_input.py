@@ -365,7 +365,7 @@ def test_paths_inside_refuses_traversal(tmp_path, monkeypatch):
 
 def test_save_upload_keeps_names_inside_the_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("GENESIS_HOME", str(tmp_path / "home"))
-    from pages._shared import save_upload
+    from views._shared import save_upload
 
     folder = paths.data_dir()
     (folder / "taken.h5").write_bytes(b"mine")
@@ -387,7 +387,7 @@ def test_save_upload_keeps_names_inside_the_folder(tmp_path, monkeypatch):
 
 # --- upload widgets and forms on the pages -----------------------------------------------------------------
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    return AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=120)
 
 
 def assert_clean(at: AppTest) -> None:

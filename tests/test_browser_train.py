@@ -1,5 +1,6 @@
 """The Train and Runs pages as a newcomer meets them, in headless Chromium against `streamlit run app.py`:
-the dataset default after an upload and a failed run's reason in red, on Train and on Runs.
+the dataset default after an upload, a failed run's reason in red on Train and on Runs, and a running
+flow's live loss chart with its (negative) NLL points, stopped from the page.
 
 Screenshots of the steps go to test-artifacts/browser-train/ when the test fails (always with
 GENESIS_KEEP_SCREENSHOTS=1).
@@ -13,19 +14,22 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ROOT, browser_page, require_chromium, streamlit_app, tiny_cfg
+from conftest import ROOT, TINY_FLOW, browser_page, require_chromium, streamlit_app, tiny_cfg
+from genesis import config, launcher, tracking
 from test_browser import Steps, goto, wait_text
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser-train"
 pytestmark = [pytest.mark.browser]
 ERROR_BOX = "[data-testid='stAlertContentError']"
+# the live chart (Plotly keeps its decoded traces on the chart's element) has points and at least one is negative
+NEGATIVE_POINTS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
+    g => (g._fullData || []).some(t => Array.from(t.y || []).some(y => y < 0)))"""
 
 
 @pytest.fixture()
 def project(tmp_path, small_data, geometry, monkeypatch):
     """A project home with data/demo.h5 (400 events) and a run that FAILED in a real trainer subprocess,
     plus a 5-event file to upload."""
-    from genesis import launcher, tracking
     from genesis.data.simulate import simulate_to_file
 
     home = tmp_path / "home"
@@ -55,6 +59,7 @@ def test_train_defaults_failure_reason_and_flow_live_chart(project, tmp_path):
     with streamlit_app(home, tmp_path / "streamlit.log", {"GENESIS_LIVE_REFRESH_S": "2"}) as base, \
             browser_page() as page:
         steps = Steps(page, shots)
+        store, running = tracking.Store.default(), None
         try:
             # 1. Data: upload a 5-event file; the Data page moves its picker to it
             goto(page, base, "data")
@@ -69,6 +74,9 @@ def test_train_defaults_failure_reason_and_flow_live_chart(project, tmp_path):
             dataset = page.locator("[data-testid='stSelectbox']").filter(has_text="Dataset").first
             # the chosen value lives in the combobox's accessible value, not in the box's text
             expect(dataset).to_match_aria_snapshot('- combobox "Dataset": data/demo.h5', timeout=120_000)
+            # opened by its URL, the page still has the app's menu (not one entry per file of a pages/ folder)
+            expect(page.locator("[data-testid='stSidebarNav']")).to_contain_text("Checkpoints")
+            expect(page.locator("[data-testid='stSidebarNav']")).not_to_contain_text("shared")
             red(page, "non-finite loss at step 2")
             steps.shot("train-default-and-failure")
 
@@ -77,9 +85,19 @@ def test_train_defaults_failure_reason_and_flow_live_chart(project, tmp_path):
             red(page, "non-finite loss at step 2")
             steps.shot("runs-failure")
 
-            # A flow run's live chart with its negative NLL points is checked on the real page by
-            # test_live_view.test_train_page_live_chart_reads_the_log_not_the_store (a browser version of it
-            # did not get its points within 4 minutes on a loaded machine: to be redone).
+            # 4. Train: a running flow's live chart gets its NLL points from the log; Stop ends the run
+            running = launcher.launch(config.load(ROOT / "configs" / "flow_tiny.yaml", [
+                f"data.path={home}/data/demo.h5", *TINY_FLOW, "train.max_steps=100000", "train.epochs=10000", "train.log_every=1",
+                "train.warmup_steps=2", "name=watched-flow"]), store=store)
+            goto(page, base, "train")
+            page.wait_for_function(NEGATIVE_POINTS, timeout=600_000)  # the flow's NLL falls below 0 early
+            page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+            steps.shot("train-flow-live")
+            page.get_by_role("button", name="Stop").first.click()
+            wait_text(page, "No active runs")
+            assert store.run(running).info.status == "KILLED"
             ok = True
         finally:
             steps.keep(ARTIFACTS, failed=not ok)
+            if running and store.run(running).info.status == "RUNNING":
+                launcher.stop(running, timeout=20, store=store)

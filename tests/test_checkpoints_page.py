@@ -54,7 +54,7 @@ def ckpt(trained, kind: str, name: str = "best.pt") -> str:
 
 
 def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "checkpoints.py"), default_timeout=120)
+    return AppTest.from_file(str(ROOT / "views" / "checkpoints.py"), default_timeout=120)
 
 
 def assert_clean(at: AppTest) -> None:

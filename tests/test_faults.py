@@ -107,7 +107,7 @@ def test_four_runs_and_dashboard_share_sqlite_with_few_lock_retries(home):
     # a time budget, not a step count: the trainers write for ~9 s on a fast or a busy machine alike
     runs = [launcher.launch(cfg(home, "train.max_minutes=0.15", "train.epochs=1000", f"name=parallel-{i}"))
             for i in range(4)]
-    page = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=120)
+    page = AppTest.from_file(str(ROOT / "views" / "runs.py"), default_timeout=120)
     page_runs_while_writing, deadline = 0, time.time() + 400
     while True:
         infos = [store.run(r) for r in runs]
@@ -170,6 +170,6 @@ def test_unwritable_store_gives_clear_error(home):
     (home / "mlruns").write_text("a file where the folder should be")
     with pytest.raises(tracking.StoreError, match="cannot write the MLflow store"):
         tracking.Store.default()
-    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "home.py"), default_timeout=60).run()
     assert not at.exception
     assert any("cannot write the MLflow store" in e.value for e in at.error)

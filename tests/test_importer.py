@@ -368,7 +368,7 @@ def page_home(tmp_path, monkeypatch, geo) -> Path:
 def _data_page():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "data.py"), default_timeout=120)
+    return AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / "data.py"), default_timeout=120)
 
 
 def test_data_page_imports_an_uploaded_database(page_home, geo, tmp_path_factory):

@@ -208,7 +208,7 @@ def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> N
     from streamlit.testing.v1 import AppTest
 
     root = Path(__file__).resolve().parents[1]
-    at = AppTest.from_file(str(root / "pages" / "inpaint.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(root / "views" / "inpaint.py"), default_timeout=180).run()
     at = _choose(at, "Checkpoint", lambda o: o.startswith("tiny-flow") and "last.pt" in o)
     at = _choose(at, "Event from dataset", lambda o: o.endswith("demo.h5"))
     at.multiselect[0].set_value([36])

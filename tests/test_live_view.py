@@ -143,7 +143,7 @@ def test_train_page_live_chart_reads_the_log_not_the_store(flow_run, monkeypatch
                         lambda self, *a: calls.__setitem__("history", calls["history"] + 1) or original_history(self, *a))
     monkeypatch.setattr(live, "parse_lines", lambda text: calls.__setitem__("parse", calls["parse"] + 1) or original_parse(text))
     try:
-        at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=900).run()
+        at = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=900).run()
         assert not at.exception, [e.value for e in at.exception]
         charts = at.get("plotly_chart")
         assert len(charts) == 1

@@ -27,7 +27,7 @@ def home_with_data(home, small_data):
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=300)  # slow when the machine is busy
+    return AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=300)  # slow when the machine is busy
 
 
 def assert_clean(at: AppTest) -> None:

@@ -58,7 +58,7 @@ def test_launched_run_lands_on_the_shared_server(home, monkeypatch, mlflow_serve
     assert "train/loss" in run.data.metrics and "val/loss" in run.data.metrics
     names = {a.path for a in store.client.list_artifacts(run_id, "checkpoints")}
     assert {"checkpoints/last.pt", "checkpoints/best.pt"} <= names
-    at = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "runs.py"), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [df.value for df in at.dataframe]
     assert any((frame["name"] == "remote-run").any() for frame in shown if "name" in frame)

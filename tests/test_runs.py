@@ -221,7 +221,7 @@ def test_mlflow_ui_link(populated, store):
 
 
 def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "views" / "runs.py"), default_timeout=60)
 
 
 def assert_clean(at: AppTest) -> None:
@@ -234,7 +234,7 @@ def test_page_empty_store(home):
     assert any("No runs yet" in i.value for i in at.info)
     assert not at.dataframe
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()  # through the navigation too
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("views/runs.py").run()
     assert_clean(at)
     assert [t.value for t in at.title] == ["Runs"] and any("No runs yet" in i.value for i in at.info)
 
@@ -341,7 +341,7 @@ def test_package_module_does_not_import_streamlit():
     tree = ast.parse((ROOT / "genesis" / "runs.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert "streamlit" not in imported and "pages" not in imported
+    assert "streamlit" not in imported and "views" not in imported
 
 
 def test_page_bad_ui_url_warns_and_still_lists(populated, monkeypatch):

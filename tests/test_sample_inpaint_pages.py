@@ -41,7 +41,7 @@ def models(home):
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=180)
+    return AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=180)
 
 
 def assert_clean(at: AppTest) -> None:

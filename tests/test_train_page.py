@@ -30,7 +30,7 @@ def uploaded(home, five_events) -> Path:
 
 
 def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=900)
+    return AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=900)
 
 
 def assert_clean(at: AppTest) -> None:

@@ -6,7 +6,7 @@ from genesis import checkpoints_index as ci
 from genesis import inspect as gi
 from genesis import paths, runs
 from genesis.errors import GenesisError
-from pages._shared import MAX_UPLOAD_MB, data_files, mtime, ready_store, rel, save_upload, user_errors
+from views._shared import MAX_UPLOAD_MB, data_files, mtime, ready_store, rel, save_upload, user_errors
 
 REPORT_BATCH = 64  # batch of the data-flow shapes; the Memory tab has its own
 

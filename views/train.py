@@ -10,7 +10,7 @@ import yaml
 
 from genesis import config, launcher, live, paths, tracking, viz
 from genesis.errors import GenesisError
-from pages._shared import data_files, device_options, ready_store, rel, user_errors
+from views._shared import data_files, device_options, ready_store, rel, user_errors
 
 # CPU-sized presets first: a fresh clone on a laptop should start from something that trains there.
 PRESETS = sorted((paths.PACKAGE_ROOT / "configs").glob("*.yaml"), key=lambda p: ("tiny" not in p.name, p.name))

@@ -13,7 +13,7 @@ from genesis import paths, viz
 from genesis.data import importer, schema
 from genesis.errors import DataError
 from genesis.geometry import load as load_geometry
-from pages._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
+from views._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
                            rel, save_upload, user_errors)
 
 st.title("Data")

@@ -9,7 +9,7 @@ import streamlit as st
 from genesis import metrics, sampling, viz
 from genesis import sample_session as ss
 from genesis.errors import DataError
-from pages._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, pick_data_file, ready_store, rel,
+from views._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, pick_data_file, ready_store, rel,
                            user_errors)
 
 ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider

@@ -9,7 +9,7 @@ import streamlit as st
 from genesis import inpaint, viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
-from pages._shared import (MAX_UPLOAD_MB, data_files, device_options, file_summary, geometry_of, loaded_model, mtime,
+from views._shared import (MAX_UPLOAD_MB, data_files, device_options, file_summary, geometry_of, loaded_model, mtime,
                            pick_data_file, ready_store, rel, user_errors)
 
 METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slow, high quality)",

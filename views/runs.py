@@ -4,7 +4,7 @@ import streamlit as st
 
 from genesis import runs, tracking, viz
 from genesis.errors import GenesisError
-from pages._shared import ready_store, user_errors
+from views._shared import ready_store, user_errors
 
 PAGE_SIZES = [10, 25, 50, 100, 200]
 ANY = "any"

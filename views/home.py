@@ -5,7 +5,7 @@ import os
 import streamlit as st
 
 from genesis import paths, tracking
-from pages._shared import data_files, ready_store, rel, user_errors
+from views._shared import data_files, ready_store, rel, user_errors
 
 DEMO_EVENTS = int(os.environ.get("GENESIS_DEMO_EVENTS", 3000))
 
