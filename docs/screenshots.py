@@ -31,7 +31,7 @@ def sample_page(out: Path, events: int = 4) -> Path:
         home.mkdir()
         with streamlit_app(home, Path(tmp) / "streamlit.log", timeout=300) as base, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(require_chromium()), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page = browser.new_page(viewport={"width": 1500, "height": 1750})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(f"{base}/sample")
             page.get_by_text("Labels from").first.wait_for()
@@ -42,7 +42,7 @@ def sample_page(out: Path, events: int = 4) -> Path:
             page.get_by_role("button", name="Generate").click()
             page.get_by_text("median per event").first.wait_for()
             page.wait_for_timeout(2000)  # let Plotly draw the 3D views
-            page.screenshot(path=str(out), full_page=True)
+            page.screenshot(path=str(out))  # a tall viewport: Streamlit scrolls inside the page, not the window
             browser.close()
     return out
 

@@ -19,14 +19,14 @@ import urllib.request
 
 from genesis import tracking
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING_KIND = "custom_model_development"  # MLflow's value for "Model training" experiments
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = tracking.EXPERIMENT_KIND_TAG, tracking.MODEL_TRAINING_KIND
 WORKFLOW_QUERY = "workflowType=machine_learning"
 STARTUP_TIMEOUT_S = 120.0  # `mlflow ui` needs ~15 s on a free machine, several times that on a busy one
 
 
 def mark_model_training(store: tracking.Store, name: str = tracking.DEFAULT_EXPERIMENT) -> str:
-    """Create the experiment if needed and tag it as a model-training experiment; returns its id. Idempotent:
+    """Create the experiment if needed and tag it as a model-training experiment (experiments made before
+    tracking.Store tagged new ones need it); returns its id. Idempotent:
     setting the tag again does nothing new, so every `genesis ui` (and the dashboard) may call it."""
     exp_id = store.experiment_id(name)
     tracking.retry(lambda: store.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND),

@@ -23,6 +23,8 @@ from genesis.errors import GenesisError
 
 T = TypeVar("T")
 log = logging.getLogger("genesis.tracking")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"  # MLflow's value for "Model training" experiments
 DEFAULT_EXPERIMENT = "genesis"
 TAG_KIND, TAG_PID, TAG_HOST, TAG_LOG, TAG_ERROR = "genesis.kind", "genesis.pid", "genesis.host", "genesis.log", "genesis.error"
 TAG_REQUEST, TAG_FINGERPRINT, TAG_GIT = "genesis.request_id", "genesis.data_fingerprint", "genesis.git_sha"
@@ -154,7 +156,9 @@ class Store:
             if not create:
                 return None
             location = Path(self.artifact_root).as_uri() if self.artifact_root else None
-            return retry(lambda: self.client.create_experiment(name, artifact_location=location),
+            # tagged as a training experiment from the start, so MLflow 3's UI opens it in its model-training view
+            return retry(lambda: self.client.create_experiment(name, artifact_location=location,
+                                                               tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}),
                          what="create_experiment")
         except GenesisError:
             raise

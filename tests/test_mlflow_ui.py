@@ -33,6 +33,13 @@ def test_experiment_created_as_model_training(store):
     assert experiment_tags(store)["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_a_trainer_creates_its_experiment_as_model_training(store):
+    """The store tags an experiment when it creates it (a run launched before any `genesis ui`)."""
+    store.experiment_id("from-a-trainer")
+    tags = store.client.get_experiment_by_name("from-a-trainer").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_runs_url_selects_the_model_training_view():
     url = mlflow_ui.runs_url("http://127.0.0.1:5000/", "7")
     assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
