@@ -110,10 +110,14 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # model (no second training). The flow rows compare the flow preset before and after.
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
-          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50"]
+          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50",
+          "data.normalization.time_reference=none", "data.normalization.affine_offsets=[1.0,9000.0,-600.0,-550.0,-550.0]"]
 HIT = [*BEFORE, "data.normalization.representation=hit"]
 PHYSICS = [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]
 V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v"]
+# time measured from the expected direct-light arrival (t0 = 10 us in the simulator): the model learns the delay
+TIME_RESIDUAL = [*V_OBJECTIVE, "data.normalization.time_reference=arrival",
+                 "data.normalization.affine_offsets=[1.0,10000.0,-600.0,-550.0,-550.0]"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
@@ -123,7 +127,8 @@ ABLATION = [
     ("+hit channel", "diffusion", HIT),
     ("+physics+DOM head", "diffusion", PHYSICS),
     ("+v objective", "diffusion", V_OBJECTIVE),
-    ("same model, DDIM-100 eta 1", "diffusion", [*V_OBJECTIVE, "diffusion.eta=1", "diffusion.sampling_steps=100"]),
+    ("+time from direct light", "diffusion", TIME_RESIDUAL),
+    ("same model, DDIM-50 eta 1", "diffusion", [*TIME_RESIDUAL, "diffusion.eta=1"]),
     ("flow before", "flow", FLOW_BEFORE),
     ("flow preset", "flow", []),
 ]

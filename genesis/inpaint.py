@@ -449,10 +449,11 @@ def restart_spread(restarts: torch.Tensor, mask: Any, normalization: Normalizati
 
 # --- metrics ----------------------------------------------------------------------------------------
 def inpaint_metrics(x_filled_norm: Any, x_true_norm: Any, mask: Any, normalization: Normalization,
-                    hit_threshold_pe: float = 0.5) -> dict[str, float]:
+                    hit_threshold_pe: float = 0.5, labels: Any = None, positions: Any = None) -> dict[str, float]:
     """Errors of a fill against the truth, on masked DOMs only (except the total charge).
 
-    Both events (B, 2, P) are normalized; physical values come from normalization.denormalize_signal.
+    Both events (B, 2, P) are normalized; physical values come from normalization.denormalize_signal (with the
+    physical labels (B, 6) and positions (P, 3), needed by a time reference).
     As in sampling, a DOM is hit when its npe > hit_threshold_pe; the npe of other DOMs counts as 0.
     Keys: mse_normalized (both channels), npe_abs_error (pe), time_abs_error_ns (DOMs hit in truth and
     fill; NaN if none), hit_accuracy, total_charge_error (mean over events with charge of
@@ -463,7 +464,8 @@ def inpaint_metrics(x_filled_norm: Any, x_true_norm: Any, mask: Any, normalizati
     if fill.shape != true.shape:
         raise DataError(f"filled events {tuple(fill.shape)} and true events {tuple(true.shape)} differ in shape")
     m = _mask_tensor(mask, true)
-    phys_f, phys_t = normalization.denormalize_signal(fill), normalization.denormalize_signal(true)
+    lab = None if labels is None else torch.as_tensor(labels).detach().cpu().double()
+    phys_f, phys_t = (normalization.denormalize_signal(v, lab, positions) for v in (fill, true))
     hit_f, hit_t = phys_f[:, 0] > hit_threshold_pe, phys_t[:, 0] > hit_threshold_pe
     npe_f = torch.where(hit_f, phys_f[:, 0], torch.zeros_like(phys_f[:, 0]))
     npe_t = torch.where(hit_t, phys_t[:, 0], torch.zeros_like(phys_t[:, 0]))
@@ -647,7 +649,8 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
     norm = loaded.normalization if loaded is not None else Normalization()
     model = loaded.model if loaded is not None else None
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    x_true = norm.normalize_signal(torch.from_numpy(signal).to(device))
+    x_true = norm.normalize_signal(torch.from_numpy(signal).to(device), torch.from_numpy(labels).to(device),
+                                   geometry.positions)
     lab = norm.normalize_labels(torch.from_numpy(labels).to(device))
     mask_t = torch.as_tensor(mask, device=device)
     methods = [method] + ([m for m in ("zero", "neighbours") if m != method] if compare_baselines else [])
@@ -664,7 +667,7 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
             if map_fill is not None:  # both ways to combine the restarts, from the same restarts
                 best = map_fill.restarts.gather(0, map_fill.best.view(1, -1, 1, 1).expand(1, *x_true.shape))[0]
                 combined = {"best": best, "vote": vote_fill(model, map_fill.restarts, mask_t.bool(), filled)}
-        metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm)
+        metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm, labels=labels, positions=geometry.positions)
         if m == method:
             seconds = time.time() - t0
     true_phys = signal.astype(np.float32)
@@ -676,7 +679,7 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
 
             lo, hi = clip_range(loaded.state.get("data"), filled_n.device)
             filled_n = torch.maximum(torch.minimum(filled_n, hi), lo)
-        out = postprocess(norm.denormalize_signal(filled_n.cpu()).numpy())
+        out = postprocess(norm.denormalize_signal(filled_n.cpu(), torch.from_numpy(labels), geometry.positions).numpy())
         out[:, :, ~mask] = true_phys[:, :, ~mask]  # observed DOMs stay exactly as recorded
         return out
 

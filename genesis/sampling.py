@@ -190,7 +190,9 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         done += len(lab_n)
         if progress:
             progress(done, n)
-        yield postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold, loaded.state.get("data"))
+        phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(labels[start:start + batch_size]),
+                                       loaded.geometry.positions)
+        yield postprocess(phys.numpy(), threshold, loaded.state.get("data"))
 
 
 def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int) -> dict:
@@ -226,5 +228,6 @@ def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device, 
     x = generate_normalized(model, cfg.kind, cfg, lab_n, geo_n, "ddim", min(20, cfg.diffusion.timesteps), generator=gen,
                             data_record=data_record)
     threshold = cfg.flow.hit_threshold if cfg.kind == "flow" else HIT_THRESHOLD_PE
-    sig = postprocess(norm.denormalize_signal(x.float().cpu()).numpy(), threshold, data_record)
+    sig = postprocess(norm.denormalize_signal(x.float().cpu(), torch.from_numpy(labels), geometry.positions).numpy(),
+                      threshold, data_record)
     return viz.linked_event_figures(geometry, [(f"E={lab[0]:.0e} GeV", s[0], s[1]) for lab, s in zip(labels, sig)])

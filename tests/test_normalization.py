@@ -98,3 +98,53 @@ def test_representation_is_metadata_and_old_dicts_load_as_legacy():
     assert Normalization.from_dict(d).representation == "legacy"
     with pytest.raises(ConfigError, match="representation"):
         Normalization(representation="sentinel")
+
+
+def arrival_norm(**kw) -> Normalization:
+    return Normalization(representation="hit", time_transform="none", npe_transform="log1p", time_reference="arrival",
+                         affine_offsets=(1.0, 10000.0, 0.0, 0.0, 0.0), affine_scales=(2.0, 2000.0, 1.0, 1.0, 1.0), **kw)
+
+
+def test_time_reference_arrival_learns_the_delay_after_direct_light():
+    """A down-going track (zenith 0) from the origin: a DOM 100 m below on its axis sees direct light
+    100 m / c = 333.6 ns after the vertex time; its time channel is the delay after that."""
+    norm = arrival_norm()
+    positions = np.array([[0.0, 0.0, -100.0], [0.0, 0.0, -200.0], [30.0, 0.0, 50.0]])
+    labels = np.array([[1e5, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    x = np.array([[[2.0, 5.0, 0.0], [10000.0 + 100 / 0.299792458 + 40.0, 10700.0, 0.0]]])
+    y = norm.normalize_signal(x, labels, positions)
+    assert y[0, 2, 0] == pytest.approx(40.0 / 2000.0, abs=1e-6)  # 40 ns after direct light
+    assert y[0, 2, 1] == pytest.approx((10700.0 - 10000.0 - 200 / 0.299792458) / 2000.0, abs=1e-6)
+    np.testing.assert_array_equal(y[0, :, 2], [-1.0, 0.0, 0.0])  # no hit: neutral, as without a reference
+    np.testing.assert_allclose(norm.denormalize_signal(y, labels, positions), x, rtol=1e-9, atol=1e-6)
+    as_torch = norm.denormalize_signal(norm.normalize_signal(torch.from_numpy(x), torch.from_numpy(labels),
+                                                             torch.from_numpy(positions)), torch.from_numpy(labels),
+                                       torch.from_numpy(positions))
+    np.testing.assert_allclose(as_torch.numpy(), x, rtol=1e-9, atol=1e-6)
+
+
+def test_time_reference_needs_labels_except_without_hits_and_is_validated():
+    norm = arrival_norm()
+    x = physical_signal(2, 5)
+    with pytest.raises(ValueError, match="time_reference 'arrival' needs the events' physical labels"):
+        norm.normalize_signal(x)
+    with pytest.raises(ValueError, match="needs the events' physical labels"):
+        norm.denormalize_signal(norm.normalize_signal(x, np.zeros((2, 6)) + 1, np.zeros((5, 3))))
+    np.testing.assert_array_equal(norm.normalize_signal(np.zeros((1, 2, 3))), [[[-1] * 3, [0] * 3, [0] * 3]])
+    with pytest.raises(ConfigError, match="time_reference 'arrival' needs representation 'hit'"):
+        Normalization(time_reference="arrival", time_transform="none")
+    with pytest.raises(ConfigError, match="time_reference"):
+        Normalization(representation="hit", time_transform="none", time_reference="vertex")
+    old = arrival_norm().to_dict()
+    del old["time_reference"]
+    assert Normalization.from_dict(old).time_reference == "none"  # checkpoints before the reference existed
+
+
+def test_suggest_measures_times_from_the_reference(geometry):
+    rng = np.random.default_rng(0)
+    labels = np.column_stack([np.full(8, 1e5), rng.uniform(0, 3, 8), rng.uniform(0, 6, 8), rng.uniform(-300, 300, (8, 3))])
+    shift = arrival_norm().time_shift(np.zeros((8, 2, geometry.n_doms)), labels, geometry.positions)
+    npe = (rng.uniform(size=(8, geometry.n_doms)) < 0.05) * 3.0
+    signal = np.stack([npe, np.where(npe > 0, 10000.0 + shift + rng.uniform(0, 500, npe.shape), 0.0)], 1)
+    s = suggest(signal, labels, geometry.positions, arrival_norm())
+    assert s.time_reference == "arrival" and 9900.0 <= s.affine_offsets[1] <= 10000.0 and s.affine_scales[1] <= 600

@@ -113,7 +113,8 @@ def load_in_memory(path: str | Path, indices: np.ndarray, norm: Normalization, g
         sel = indices[start:start + READ_CHUNK]
         sig, lab, _ = schema.read_events(path, indices=sel)
         sl = slice(start, start + len(sel))
-        signal[sl] = norm.normalize_signal(torch.from_numpy(sig).to(device))
+        signal[sl] = norm.normalize_signal(torch.from_numpy(sig).to(device), torch.from_numpy(lab).to(device),
+                                           geometry.positions)
         labels[sl] = norm.normalize_labels(torch.from_numpy(lab).to(device))
     geo = norm.normalize_geometry(torch.from_numpy(geometry.positions).to(device)).contiguous()
     return InMemoryEvents(signal, labels, geo)
@@ -126,6 +127,7 @@ class H5EventStream(IterableDataset):
                  shuffle: bool = True, seed: int = 0, chunk: int = READ_CHUNK) -> None:
         self.path, self.indices, self.norm, self.shuffle, self.seed, self.chunk = str(path), indices, norm, shuffle, seed, chunk
         self.geometry = norm.normalize_geometry(torch.from_numpy(geometry.positions))
+        self.positions = geometry.positions
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -146,7 +148,7 @@ class H5EventStream(IterableDataset):
         rng = np.random.default_rng(self.seed + self.epoch + 7919)
         for sel in self._my_chunks():
             sig, lab, _ = schema.read_events(self.path, indices=sel)
-            sig_n = self.norm.normalize_signal(torch.from_numpy(sig))
+            sig_n = self.norm.normalize_signal(torch.from_numpy(sig), torch.from_numpy(lab), self.positions)
             lab_n = self.norm.normalize_labels(torch.from_numpy(lab))
             order = rng.permutation(len(sel)) if self.shuffle else np.arange(len(sel))
             for i in order:
@@ -183,7 +185,7 @@ def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geome
     return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
 
 
-def value_ranges(cfg: DataConfig, norm: Normalization) -> dict[str, Any]:
+def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | None = None) -> dict[str, Any]:
     """What the model saw in training, stored in checkpoints, over all training events (read in chunks,
     so any file size works): per-channel min/max of the normalized signal (sampling clips x0 to it),
     min/max of the physical labels (labels outside warn), and of hit DOMs' npe and time, plus whether
@@ -196,8 +198,8 @@ def value_ranges(cfg: DataConfig, norm: Normalization) -> dict[str, Any]:
     lo, hi = np.full(norm.channels, np.inf), np.full(norm.channels, -np.inf)
     hit_lo, hit_hi, integer = np.full(2, np.inf), np.full(2, -np.inf), True
     for start in range(0, len(train), READ_CHUNK):
-        signal, _, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
-        x = norm.normalize_signal(signal.astype(np.float64))
+        signal, chunk_labels, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
+        x = norm.normalize_signal(signal.astype(np.float64), chunk_labels.astype(np.float64), positions)
         lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
         hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hits)
         if hits.size:

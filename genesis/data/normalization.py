@@ -14,6 +14,14 @@ Representation (what the models see per DOM):
   and 0 (a neutral, in-distribution value) where it is not. A sample hits a DOM where hit > 0, so its
   time and npe can never disagree with it; losses on npe_n and time_n count hit DOMs only.
 
+Time reference ('hit' representation only):
+- 'none': the time channel is the first-hit time t itself;
+- 'arrival': it is t - t_direct, where t_direct is the expected arrival of direct Cherenkov light at the DOM
+  for the event's labels (genesis.models.physics.arrival_time_ns, ns after the vertex time). Models then
+  learn the delay (scattering, ~0..2 us), not the whole geometry of the light front. Normalizing and
+  denormalizing such events needs their physical labels and the DOM positions (events without any hit do
+  not, since only hit DOMs carry a time).
+
 Every model stores this as metadata (buffers + extra state) so a checkpoint alone can denormalize.
 Functions accept numpy arrays or torch tensors and return the same type.
 """
@@ -33,6 +41,7 @@ TIME_TRANSFORMS = ("ln", "log10", "none")
 NPE_TRANSFORMS = ("none", "log1p")
 ENERGY_TRANSFORMS = ("none", "log10")
 REPRESENTATIONS = ("legacy", "hit")
+TIME_REFERENCES = ("none", "arrival")
 
 ORIGINAL_AFFINE_OFFSETS = (0.0, 0.0, -600.0, -550.0, -550.0)
 ORIGINAL_AFFINE_SCALES = (200.0, 10.0, 1200.0, 1100.0, 1100.0)
@@ -118,6 +127,7 @@ class Normalization:
     npe_transform: str = "none"
     energy_transform: str = "none"
     representation: str = "legacy"
+    time_reference: str = "none"
 
     def __post_init__(self) -> None:
         for name, n in (("affine_offsets", 5), ("affine_scales", 5), ("label_offsets", 6), ("label_scales", 6)):
@@ -135,9 +145,13 @@ class Normalization:
             ("npe_transform", NPE_TRANSFORMS),
             ("energy_transform", ENERGY_TRANSFORMS),
             ("representation", REPRESENTATIONS),
+            ("time_reference", TIME_REFERENCES),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"normalization.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.time_reference != "none" and (self.representation != "hit" or self.time_transform != "none"):
+            raise ConfigError(f"normalization.time_reference '{self.time_reference}' needs representation 'hit' and "
+                              f"time_transform 'none' (got '{self.representation}', '{self.time_transform}')")
 
     # --- signal ---------------------------------------------------------------------------------
     @property
@@ -145,31 +159,57 @@ class Normalization:
         """Signal channels the models see: 2 ('legacy') or 3 ('hit')."""
         return 3 if self.representation == "hit" else 2
 
-    def normalize_signal(self, x: Array) -> Array:
-        """Physical (..., 2, P) npe/time -> normalized (..., C, P), C = self.channels."""
+    def time_shift(self, x: Array, labels: Array | None, positions: Array | None) -> Array | float:
+        """What the time channel is measured from, (..., P) ns for events x (..., C, P) with physical
+        labels (..., 6) and positions (P, 3) m: 0 for time_reference 'none', else the direct-light arrival."""
+        if self.time_reference == "none":
+            return 0.0
+        if labels is None or positions is None:
+            raise ValueError("normalization.time_reference 'arrival' needs the events' physical labels and the DOM "
+                             "positions to normalize or denormalize times")
+        from genesis.models.physics import arrival_time_ns  # pure tensor geometry, no model code
+
+        lab = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+        pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
+        batch = lab.shape[:-1]
+        shift = arrival_time_ns(lab.reshape(-1, 6).double(), pos.to(lab.device).double()).reshape(*batch, -1)
+        if isinstance(x, torch.Tensor):
+            return shift.to(device=x.device, dtype=x.dtype)
+        return shift.cpu().numpy().astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+    def normalize_signal(self, x: Array, labels: Array | None = None, positions: Array | None = None) -> Array:
+        """Physical (..., 2, P) npe/time -> normalized (..., C, P), C = self.channels.
+        labels (..., 6) physical and positions (P, 3): needed for time_reference 'arrival' (module doc)."""
         lib = _lib(x)
+        hit = x[..., 0:1, :] > 0
+        t = x[..., 1, :]
+        if self.time_reference != "none" and bool(hit.any()):
+            t = t - self.time_shift(x, labels, positions)
         npe = forward_npe(x[..., 0, :], self.npe_transform)
-        time = forward_time(x[..., 1, :], self.time_transform)
+        time = forward_time(t, self.time_transform)
         y = _stack([npe, time], -2)
         off = _const(self.affine_offsets[:2], y).reshape(2, 1)
         sc = _const(self.affine_scales[:2], y).reshape(2, 1)
         y = (y - off) / sc
         if self.representation == "legacy":
             return y
-        hit = x[..., 0:1, :] > 0
         zero = lib.zeros_like(y[..., :1, :])
         return _stack([lib.where(hit, zero + 1, zero - 1), *(lib.where(hit, y[..., c:c + 1, :], zero) for c in (0, 1))],
                       -2, squeeze=True)
 
-    def denormalize_signal(self, x: Array) -> Array:
+    def denormalize_signal(self, x: Array, labels: Array | None = None, positions: Array | None = None) -> Array:
         """Normalized (..., C, P) -> physical npe/time (..., 2, P). 'hit': DOMs with hit <= 0 get npe 0 and
-        time 0; no other clipping (see sampling)."""
+        time 0; no other clipping (see sampling). labels, positions: as for normalize_signal."""
         if self.representation == "legacy":
             return denormalize_signal(x, self.affine_offsets, self.affine_scales, self.time_transform, self.npe_transform)
         lib = _lib(x)
         phys = denormalize_signal(x[..., 1:, :], self.affine_offsets, self.affine_scales, self.time_transform,
                                   self.npe_transform)
-        return lib.where(x[..., 0:1, :] > 0, phys, lib.zeros_like(phys))
+        hit = x[..., 0:1, :] > 0
+        if self.time_reference != "none" and bool(hit.any()):
+            shift = self.time_shift(phys, labels, positions)
+            phys = _stack([phys[..., 0, :], phys[..., 1, :] + shift], -2)
+        return lib.where(hit, phys, lib.zeros_like(phys))
 
     # --- geometry -------------------------------------------------------------------------------
     def normalize_geometry(self, positions: Array) -> Array:
@@ -232,7 +272,8 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
     npe = signal_sample[:, 0]
     hit = npe > 0
     t_npe = forward_npe(npe[hit], base.npe_transform) if hit.any() else np.ones(1)
-    t_time = forward_time(signal_sample[:, 1][hit], base.time_transform) if hit.any() else np.ones(1)
+    t = signal_sample[:, 1] - base.time_shift(signal_sample, labels, positions) if hit.any() else signal_sample[:, 1]
+    t_time = forward_time(t[hit], base.time_transform) if hit.any() else np.ones(1)
     lo, hi = np.floor(positions.min(0)), np.ceil(positions.max(0))
     span = np.maximum(hi - lo, 1.0)
     energy = labels[:, 0]
@@ -256,6 +297,7 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
         npe_transform=base.npe_transform,
         energy_transform=base.energy_transform,
         representation=base.representation,
+        time_reference=base.time_reference,
     )
 
 

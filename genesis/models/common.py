@@ -24,13 +24,15 @@ class NormalizationMetadata(nn.Module):
             "npe_transform": norm.npe_transform,
             "energy_transform": norm.energy_transform,
             "representation": norm.representation,
+            "time_reference": norm.time_reference,
         }
 
     def get_extra_state(self) -> dict[str, Any]:
         return dict(self._transforms)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._transforms = {"representation": "legacy", **state}  # checkpoints from before representations
+        # checkpoints from before representations / time references
+        self._transforms = {"representation": "legacy", "time_reference": "none", **state}
 
     def get_normalization_params(self) -> dict[str, Any]:
         """Dict with affine_offsets, affine_scales, label_offsets, label_scales (lists) and transforms."""

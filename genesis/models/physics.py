@@ -47,11 +47,10 @@ def label_features(labels_n: Tensor, labels_phys: Tensor) -> Tensor:
     return torch.cat([labels_n[:, :1], d, labels_n[:, 3:]], 1)
 
 
-def dom_features(labels_phys: Tensor, positions: Tensor) -> Tensor:
-    """Per-DOM light geometry for physical labels (B, 6) and DOM positions (P, 3) or (B, P, 3) in metres
-    -> (B, DOM_FEATURES, P), each of order 1:
-    log distance of the light path, log distance to the vertex, position along the track, expected
-    direct arrival time after the vertex time, and +1 / -1 for track / vertex light."""
+def _light_paths(labels_phys: Tensor, positions: Tensor) -> tuple[Tensor, ...]:
+    """For physical labels (B, 6) and DOM positions (P, 3) or (B, P, 3) in metres, each (B, P): position
+    along the track s, distance to the vertex, whether the Cherenkov cone reaches the DOM, the light path
+    length and the expected direct arrival time [ns after the vertex time]."""
     d = travel_direction(labels_phys[:, 1], labels_phys[:, 2])
     r = (positions if positions.dim() == 3 else positions.unsqueeze(0)) - labels_phys[:, None, 3:6]
     s = (r * d[:, None]).sum(-1)
@@ -62,6 +61,21 @@ def dom_features(labels_phys: Tensor, positions: Tensor) -> Tensor:
     path = torch.where(on_cone, rho / SIN_CHERENKOV, dist)
     arrival = torch.where(on_cone, s_emit / C_VACUUM + path * REFRACTIVE_INDEX / C_VACUUM,
                           dist * REFRACTIVE_INDEX / C_VACUUM)
+    return s, dist, on_cone, path, arrival
+
+
+def arrival_time_ns(labels_phys: Tensor, positions: Tensor) -> Tensor:
+    """Expected direct-light arrival time (B, P) in ns after the vertex time, for physical labels (B, 6)
+    and positions (P, 3) in metres (the time reference of `normalization.time_reference: arrival`)."""
+    return _light_paths(labels_phys, positions)[4]
+
+
+def dom_features(labels_phys: Tensor, positions: Tensor) -> Tensor:
+    """Per-DOM light geometry for physical labels (B, 6) and DOM positions (P, 3) or (B, P, 3) in metres
+    -> (B, DOM_FEATURES, P), each of order 1:
+    log distance of the light path, log distance to the vertex, position along the track, expected
+    direct arrival time after the vertex time, and +1 / -1 for track / vertex light."""
+    s, dist, on_cone, path, arrival = _light_paths(labels_phys, positions)
     feats = [torch.log1p(path / 10.0) / 3.0, torch.log1p(dist / 10.0) / 3.0, s / LENGTH_SCALE_M,
              arrival / TIME_SCALE_NS, on_cone.float() * 2 - 1]
     return torch.stack(feats, 1)
