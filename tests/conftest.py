@@ -85,6 +85,14 @@ def tiny_cfg(home: Path, *overrides: str):
     return config.load(ROOT / "configs" / "tiny.yaml", [f"data.path={home}/data/demo.h5", *TINY_DIT, *overrides])
 
 
+def run_to_end(store, run_id: str, timeout_s: float = 900, poll_s: float = 0.5):
+    """The MLflow run once it is no longer RUNNING (or after timeout_s): poll the store the pages read."""
+    deadline = time.time() + timeout_s
+    while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
+        time.sleep(poll_s)
+    return store.run(run_id)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `python -m genesis ...` as a real subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd or ROOT, capture_output=True, text=True,

@@ -8,13 +8,11 @@ GENESIS_KEEP_SCREENSHOTS=1).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ROOT, TINY_FLOW, browser_page, require_chromium, streamlit_app, tiny_cfg
+from conftest import ROOT, TINY_FLOW, browser_page, require_chromium, run_to_end, streamlit_app, tiny_cfg
 from genesis import config, launcher, tracking
 from test_browser import Steps, goto, wait_text
 
@@ -39,10 +37,7 @@ def project(tmp_path, small_data, geometry, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = tracking.Store.default()
     failed = launcher.launch(tiny_cfg(home, "train.fail_at_step=2", "train.log_every=1", "name=doomed"), store=store)
-    deadline = time.time() + 900
-    while store.run(failed).info.status == "RUNNING" and time.time() < deadline:
-        time.sleep(0.5)
-    assert store.run(failed).info.status == "FAILED", launcher.log_tail(store, failed, 30)
+    assert run_to_end(store, failed).info.status == "FAILED", launcher.log_tail(store, failed, 30)
     return home, simulate_to_file(tmp_path / "upload.h5", 5, geometry, seed=5)
 
 

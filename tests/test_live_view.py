@@ -7,14 +7,13 @@ import base64
 import json
 import os
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, TINY_FLOW
+from conftest import ROOT, TINY_FLOW, run_to_end
 from genesis import config, launcher, live, tracking, viz
 
 STEP = "2026-01-01 10:00:{s:02d},{ms:03d} INFO step {step}/{total} epoch 0 {key} {value} lr 1.00e-03 {rate} ev/s\n"
@@ -105,10 +104,7 @@ def flow_run(tmp_path_factory, small_data):
                                                                  "train.warmup_steps=2"])
         store = tracking.Store.default()
         run_id = launcher.launch(cfg, store=store)
-        deadline = time.time() + 900
-        while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
-            time.sleep(0.5)
-        run = store.run(run_id)
+        run = run_to_end(store, run_id)
         assert run.info.status == "FINISHED", launcher.log_tail(store, run_id, 40)
         return home, run_id, Path(run.data.tags[tracking.TAG_LOG])
 

@@ -1,11 +1,11 @@
 """AppTest of the dashboard pages against a temporary project home (data/ and MLflow store)."""
 
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import run_to_end
 from genesis import tracking
 from genesis.launcher import form_label
 
@@ -77,10 +77,7 @@ def test_train_page_launch_creates_one_run(home_with_data):
     frame, _ = store.search()
     assert len(frame) == 1
     run_id = frame.iloc[0]["run_id"]
-    deadline = time.time() + 180
-    while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
-        time.sleep(1)
-    assert store.run(run_id).info.status == "FINISHED", store.run(run_id).data.tags
+    assert run_to_end(store, run_id, 180, 1).info.status == "FINISHED", store.run(run_id).data.tags
 
 
 def _submit(at: AppTest) -> AppTest:

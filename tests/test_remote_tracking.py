@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, tiny_cfg
+from conftest import ROOT, run_to_end, tiny_cfg
 from genesis import launcher, tracking
 
 pytestmark = pytest.mark.slow
@@ -50,10 +50,7 @@ def test_launched_run_lands_on_the_shared_server(home, monkeypatch, mlflow_serve
     store = tracking.Store.default()
     assert not store.is_local and store.tracking_uri == mlflow_server
     run_id = launcher.launch(tiny_cfg(home, "train.max_steps=4", "train.log_every=2", "name=remote-run"))
-    deadline = time.time() + 240
-    while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
-        time.sleep(1)
-    run = store.run(run_id)
+    run = run_to_end(store, run_id, 240, 1)
     assert run.info.status == "FINISHED", launcher.log_tail(store, run_id, 40)
     assert "train/loss" in run.data.metrics and "val/loss" in run.data.metrics
     names = {a.path for a in store.client.list_artifacts(run_id, "checkpoints")}

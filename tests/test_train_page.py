@@ -4,13 +4,12 @@ MLflow SQLite store, a real trainer subprocess for the failed run)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, tiny_cfg
+from conftest import ROOT, run_to_end, tiny_cfg
 from genesis import config, launcher, tracking
 
 
@@ -128,10 +127,7 @@ def test_a_failed_runs_reason_shows_in_red(home):
     its reason is an st.error on the Train page, outside any expander, and tops the launched run."""
     store = tracking.Store.default()
     run_id = launcher.launch(tiny_cfg(home, "train.fail_at_step=2", "train.log_every=1", "name=doomed"), store=store)
-    deadline = time.time() + 900
-    while store.run(run_id).info.status == "RUNNING" and time.time() < deadline:
-        time.sleep(0.5)
-    assert store.run(run_id).info.status == "FAILED", launcher.log_tail(store, run_id, 30)
+    assert run_to_end(store, run_id).info.status == "FAILED", launcher.log_tail(store, run_id, 30)
     at = page()
     at.session_state["launched"] = run_id
     at.run()
