@@ -31,7 +31,7 @@ MEASURE_BATCH = 2  # batch of the activation measurement, scaled linearly to the
 MAX_MEASURED_TOKENS = 256  # above this, activations are measured at 60 and 120 tokens and extrapolated
 AFFINE_CHANNELS = ("npe", "time", "x", "y", "z")
 LABEL_CHANNELS = ("energy", "zenith", "azimuth", "x", "y", "z")
-NORMALIZATION_KEYS = ("representation", "time_transform", "npe_transform", "energy_transform", "affine_offsets", "affine_scales",
+NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "energy_transform", "affine_offsets", "affine_scales",
                       "label_offsets", "label_scales")
 
 
@@ -270,7 +270,8 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 
 
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
-    d = {"representation": "legacy", **d}  # files from before representations: npe and time channels only
+    # files from before representations (npe and time channels only) and before time references
+    d = {"representation": "legacy", "time_reference": "none", **d}
     return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS if k in d}
 
 

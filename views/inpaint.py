@@ -12,7 +12,7 @@ from genesis.errors import GenesisError
 from views._shared import (MAX_UPLOAD_MB, data_files, device_options, file_summary, geometry_of, loaded_model, mtime,
                            pick_data_file, ready_store, rel, user_errors)
 
-METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slow, high quality)",
+METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slower, the best fill measured)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
 
 UNCERTAINTY = {"hit probability over restarts": 0, "npe spread over restarts [pe]": 1,
@@ -188,7 +188,9 @@ with user_errors():
     n_events = file_summary(str(path), mtime(path)).n_events
 c = st.columns([1, 3, 1])
 index = int(c[0].number_input("Event", 0, n_events - 1, 0))
-method = c[1].selectbox("Method", list(METHODS), format_func=METHODS.get)
+# the method that uses the chosen checkpoint (keyed by its kind, so choosing another kind of checkpoint switches it)
+method = c[1].selectbox("Method", list(METHODS), index=list(METHODS).index("repaint" if loaded.kind == "diffusion" else "flow-map"),
+                        format_func=METHODS.get, key=f"method-{loaded.kind}")
 seed = int(c[2].number_input("Seed", 0, 2**31 - 1, 0, help="for the random mask and the method's samples"))
 with user_errors():
     ss.check_inpaint_inputs(loaded, geometry, method)
