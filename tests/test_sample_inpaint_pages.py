@@ -211,7 +211,9 @@ def test_inpaint_page_flow_map(home):
 
 
 def test_inpaint_page_wrong_kind_and_detector(home):
-    at = choose_checkpoint(page("inpaint").run(), "tiny-dit")  # method defaults to flow-map
+    at = choose_checkpoint(page("inpaint").run(), "tiny-dit")
+    assert next(s for s in at.selectbox if s.label == "Method").value == "repaint"  # the checkpoint's own method
+    at = next(s for s in at.selectbox if s.label == "Method").set_value("flow-map").run()  # then the wrong one
     assert_clean(at)
     assert any("needs a flow checkpoint" in e.value and "is a diffusion checkpoint" in e.value for e in at.error)
     assert not [b for b in at.button if b.label == "Inpaint"]

@@ -169,10 +169,9 @@ class Normalization:
                              "positions to normalize or denormalize times")
         from genesis.models.physics import arrival_time_ns  # pure tensor geometry, no model code
 
-        lab = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-        pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
-        batch = lab.shape[:-1]
-        shift = arrival_time_ns(lab.reshape(-1, 6).double(), pos.to(lab.device).double()).reshape(*batch, -1)
+        lab = torch.as_tensor(labels).double()
+        shift = arrival_time_ns(lab.reshape(-1, 6), torch.as_tensor(positions).to(lab).double())
+        shift = shift.reshape(*lab.shape[:-1], -1)
         if isinstance(x, torch.Tensor):
             return shift.to(device=x.device, dtype=x.dtype)
         return shift.cpu().numpy().astype(x.dtype if x.dtype.kind == "f" else np.float32)
