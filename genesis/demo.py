@@ -61,10 +61,23 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _one_thread() -> None:
+LOG_EVERY = 100  # training steps between progress lines (each model prints its step, loss and events/s)
+
+
+def _worker_init(one_thread: bool = True) -> None:
+    """One torch thread (two models share 2 cores) and the trainer's progress lines on stderr."""
+    import logging
+
     import torch
 
-    torch.set_num_threads(1)
+    if one_thread:
+        torch.set_num_threads(1)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    train_log = logging.getLogger("genesis.train")
+    if not train_log.handlers:
+        train_log.addHandler(handler)
+    train_log.setLevel(logging.INFO)
 
 
 def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -> dict[str, Any]:
@@ -74,7 +87,7 @@ def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str)
     from genesis.train import DistContext, StopRequested, Trainer
 
     overrides = [f"data.path={data}", f"train.max_steps={steps}", f"train.batch_size={batch_size}", "train.epochs=100000",
-                 "train.max_minutes=0", "train.device=cpu", "train.eval_events=0"]
+                 "train.max_minutes=0", "train.device=cpu", "train.eval_events=0", f"train.log_every={LOG_EVERY}"]
     cfg = config.load(PACKAGE_ROOT / spec.preset, overrides)
     trainer = Trainer(cfg, None, None, DistContext(), torch.device("cpu"))
     trainer.ckpt_dir = Path(workdir) / spec.name.removesuffix(".pt")
@@ -100,9 +113,10 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
         log(f"training {', '.join(s.preset for s in SPECS)} for {steps} steps of {batch_size} events each ...")
         args = (SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS), [batch_size] * len(SPECS), [work] * len(SPECS))
         if jobs > 1:
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
                 results = list(pool.map(_train, *args))
         else:  # in this process, one after the other
+            _worker_init(one_thread=False)
             results = list(map(_train, *args))
         data_record = {"simulator_seed": seed, "events": events}
         return [export(Path(r.pop("checkpoint")), out_dir / spec.name, {"data": data_record, **r}, log)
