@@ -144,3 +144,21 @@ def save_upload(upload, folder: Path, suffixes: tuple[str, ...]) -> Path:
     if target.exists():
         raise GenesisError(f"{rel(target)} already exists; rename the file before uploading")
     return target
+
+
+def pick_checkpoint(store: tracking.Store, first_kind: str, empty_hint: str):
+    """Checkpoint (newest first, `first_kind` ones on top) and device pickers -> the loaded checkpoint;
+    stops the page with `empty_hint` when there is none."""
+    from genesis import sample_session as ss
+
+    with user_errors():
+        checkpoints = sorted(ss.list_checkpoints(store), key=lambda c: c.kind != first_kind)  # stable sort
+    if not checkpoints:
+        st.info(empty_hint)
+        st.stop()
+    left, right = st.columns([4, 1])
+    ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda c: c.label)
+    device = right.selectbox("Device", device_options())
+    with user_errors():
+        loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
+    return ckpt, device, loaded

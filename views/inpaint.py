@@ -9,8 +9,8 @@ import streamlit as st
 from genesis import inpaint, viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
-from views._shared import (MAX_UPLOAD_MB, data_files, device_options, file_summary, geometry_of, loaded_model, mtime,
-                           pick_data_file, ready_store, rel, user_errors)
+from views._shared import (MAX_UPLOAD_MB, data_files, file_summary, geometry_of, mtime, pick_checkpoint, pick_data_file,
+                           ready_store, rel, user_errors)
 
 METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slower, the best fill measured)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
@@ -169,16 +169,7 @@ def show_results(state: dict) -> None:
                        mime="application/x-hdf5", icon=":material/download:")
 
 
-with user_errors():
-    checkpoints = sorted(ss.list_checkpoints(store), key=lambda ck: ck.kind != "flow")
-if not checkpoints:
-    st.info("No checkpoints yet: train a flow (or diffusion) model on the **Train** page.")
-    st.stop()
-left, right = st.columns([4, 1])
-ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda ck: ck.label)
-device = right.selectbox("Device", device_options())
-with user_errors():
-    loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
+ckpt, device, loaded = pick_checkpoint(store, "flow", "No checkpoints yet: train a flow (or diffusion) model on the **Train** page.")
 # the checkpoint's own training file, else the demo dataset: never merely the newest upload
 path = pick_data_file("Event from dataset", default=ss.preferred_data_file(data_files(), ss.trained_on(loaded)))
 if path is None:

@@ -9,8 +9,7 @@ import streamlit as st
 from genesis import metrics, sampling, viz
 from genesis import sample_session as ss
 from genesis.errors import DataError
-from views._shared import (MAX_UPLOAD_MB, device_options, loaded_model, mtime, pick_data_file, ready_store, rel,
-                           user_errors)
+from views._shared import MAX_UPLOAD_MB, pick_checkpoint, pick_data_file, ready_store, rel, user_errors
 
 ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
 KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
@@ -22,16 +21,9 @@ store = ready_store()
 def pick_model():
     """Model kind, checkpoint and device -> the loaded checkpoint, checked to be of that kind."""
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True)
+    ckpt, _, loaded = pick_checkpoint(
+        store, kind, "No checkpoints yet: train a model on the **Train** page (the tiny presets take minutes on a CPU).")
     with user_errors():
-        checkpoints = sorted(ss.list_checkpoints(store), key=lambda c: c.kind != kind)  # stable: newest first
-    if not checkpoints:
-        st.info("No checkpoints yet: train a model on the **Train** page (the tiny presets take minutes on a CPU).")
-        st.stop()
-    left, right = st.columns([4, 1])
-    ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda c: c.label)
-    device = right.selectbox("Device", device_options())
-    with user_errors():
-        loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)
         ss.check_kind(loaded, kind)
     st.caption(f"{rel(ckpt.path)} · step {loaded.state.get('step')} · P = {loaded.geometry.n_doms} DOMs")
     return loaded
