@@ -72,10 +72,10 @@ def _worker_init(one_thread: bool = True) -> None:
 
     if one_thread:
         torch.set_num_threads(1)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     train_log = logging.getLogger("genesis.train")
-    if not train_log.handlers:
+    if not train_log.handlers:  # called again in the same process (jobs=1): one handler, not one per call
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         train_log.addHandler(handler)
     train_log.setLevel(logging.INFO)
 
