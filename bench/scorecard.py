@@ -118,6 +118,15 @@ V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v"]
 # time measured from the expected direct-light arrival (t0 = 10 us in the simulator): the model learns the delay
 TIME_RESIDUAL = [*V_OBJECTIVE, "data.normalization.time_reference=arrival",
                  "data.normalization.affine_offsets=[1.0,10000.0,-600.0,-550.0,-550.0]"]
+# the delay after direct light through asinh((delay - 10 us) / w): its long scattering tail and the early noise
+# hits become about symmetric (time bias of the linear delay: +250 ns); bulk of hit times at about -0.5..1
+ASINH_200 = [*V_OBJECTIVE, "data.normalization.time_reference=arrival", "data.normalization.time_transform=asinh",
+             "data.normalization.time_center_ns=10000", "data.normalization.time_width_ns=200",
+             "data.normalization.affine_offsets=[1.0,1.0,-600.0,-550.0,-550.0]",
+             "data.normalization.affine_scales=[2.0,1.5,1200.0,1100.0,1100.0]"]
+ASINH_500 = [*ASINH_200, "data.normalization.time_width_ns=500",
+             "data.normalization.affine_offsets=[1.0,0.5,-600.0,-550.0,-550.0]",
+             "data.normalization.affine_scales=[2.0,1.0,1200.0,1100.0,1100.0]"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
@@ -129,6 +138,8 @@ ABLATION = [
     ("+v objective", "diffusion", V_OBJECTIVE),
     ("+time from direct light", "diffusion", TIME_RESIDUAL),
     ("same model, DDIM-50 eta 1", "diffusion", [*TIME_RESIDUAL, "diffusion.eta=1"]),
+    ("+asinh delay, w 200 ns", "diffusion", ASINH_200),
+    ("+asinh delay, w 500 ns", "diffusion", ASINH_500),
     ("flow before", "flow", FLOW_BEFORE),
     ("flow preset", "flow", []),
 ]

@@ -211,7 +211,8 @@ def _values(norm: dict[str, Any], key: str, n: int) -> list[float]:
 
 PHYSICAL_UNITS = {"npe": "pe", "time": "ns", "x": "m", "y": "m", "z": "m", "energy": "GeV", "zenith": "rad",
                   "azimuth": "rad"}
-_TRANSFORMED = {"ln": "ln(1 + {x}/{u})", "log1p": "ln(1 + {x}/{u})", "log10": "log10(1 + {x}/{u})"}
+_TRANSFORMED = {"ln": "ln(1 + {x}/{u})", "log1p": "ln(1 + {x}/{u})", "log10": "log10(1 + {x}/{u})",
+                "asinh": "asinh(({x} - c)/w)"}
 
 
 def transformed_unit(channel: str, transform: str) -> str:
@@ -235,6 +236,8 @@ def normalization_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataF
     affine = pd.DataFrame({"channel": inspect.AFFINE_CHANNELS, "transform": affine_t,
                            "unit": [transformed_unit(c, tr) for c, tr in zip(inspect.AFFINE_CHANNELS, affine_t)],
                            "offset": _values(norm, "affine_offsets", 5), "scale": _values(norm, "affine_scales", 5)})
+    if t["time_transform"] == "asinh" and all(k in norm for k in inspect.ASINH_KEYS):
+        affine.loc[1, "unit"] = f"asinh((t - {norm['time_center_ns']:g} ns) / {norm['time_width_ns']:g} ns)"
     labels = pd.DataFrame({"channel": inspect.LABEL_CHANNELS, "transform": label_t,
                            "unit": [transformed_unit(c, tr) for c, tr in zip(inspect.LABEL_CHANNELS, label_t)],
                            "offset": _values(norm, "label_offsets", 6), "scale": _values(norm, "label_scales", 6)})
@@ -250,7 +253,8 @@ def suggested_normalization_diff(report: dict[str, Any], data_path: str | Path, 
     signal, labels, _ = schema.read_events(data_path, 0, min(n, max_events))
     positions = schema.read_geometry(data_path).positions
     norm = report.get("normalization") or {}
-    base = gn.Normalization(**{k: norm[k] for k, allowed in TRANSFORM_KEYS.items() if norm.get(k) in allowed})
+    base = gn.Normalization(**{k: norm[k] for k, allowed in TRANSFORM_KEYS.items() if norm.get(k) in allowed},
+                            **{k: norm[k] for k in ("representation", "time_reference", *inspect.ASINH_KEYS) if k in norm})
     out = []
     model_doms = (report.get("model") or {}).get("n_doms")
     if model_doms is not None and model_doms != n_doms:
@@ -270,7 +274,8 @@ def _normalized_channels(norm: gn.Normalization, signal, labels, positions) -> d
     hit = signal[:, 0] > 0
     off, sc = np.asarray(norm.affine_offsets, np.float64), np.asarray(norm.affine_scales, np.float64)
     values = {"npe": (gn.forward_npe(signal[:, 0][hit].astype(np.float64), norm.npe_transform) - off[0]) / sc[0],
-              "time": (gn.forward_time(signal[:, 1][hit].astype(np.float64), norm.time_transform) - off[1]) / sc[1]}
+              "time": (norm.forward_time((signal[:, 1] - norm.time_shift(signal, labels, positions))[hit].astype(np.float64))
+                       - off[1]) / sc[1]}
     values.update({a: (positions[:, i] - off[2 + i]) / sc[2 + i] for i, a in enumerate("xyz")})
     lab = np.asarray(norm.normalize_labels(np.asarray(labels, np.float64)))
     values.update({name: lab[:, i] for i, name in enumerate(inspect.LABEL_CHANNELS)})

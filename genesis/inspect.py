@@ -31,8 +31,10 @@ MEASURE_BATCH = 2  # batch of the activation measurement, scaled linearly to the
 MAX_MEASURED_TOKENS = 256  # above this, activations are measured at 60 and 120 tokens and extrapolated
 AFFINE_CHANNELS = ("npe", "time", "x", "y", "z")
 LABEL_CHANNELS = ("energy", "zenith", "azimuth", "x", "y", "z")
-NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "energy_transform", "affine_offsets", "affine_scales",
-                      "label_offsets", "label_scales")
+NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "energy_transform",
+                      "affine_offsets", "affine_scales", "label_offsets", "label_scales")
+ASINH_KEYS = ("time_center_ns", "time_width_ns")  # of the 'asinh' time transform; not in foreign checkpoints
+NORMALIZATION_BUFFERS = ("affine_offsets", "affine_scales", "label_offsets", "label_scales")
 
 
 # === model reports ================================================================================
@@ -272,7 +274,7 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
     # files from before representations (npe and time channels only) and before time references
     d = {"representation": "legacy", "time_reference": "none", **d}
-    return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS if k in d}
+    return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS + ASINH_KEYS if k in d}
 
 
 def _checkpoint_report(path: Path, state: dict[str, Any], batch: int) -> dict[str, Any]:
@@ -292,7 +294,7 @@ def _checkpoint_report(path: Path, state: dict[str, Any], batch: int) -> dict[st
         problems.append(f"written by a newer GENESIS (format {state['format_version']}); upgrade to load it")
     weights = state.get("model") or {}
     if any(k in weights and not np.allclose(weights[k].tolist(), state["normalization"][k])
-           for k in NORMALIZATION_KEYS[4:]):
+           for k in NORMALIZATION_BUFFERS):
         notes.append("the normalization dict and the model's normalization buffers disagree")
     mlflow, best = state.get("mlflow") or {}, state.get("best_val_loss")
     report: dict[str, Any] = {"source": {"path": str(path), "file": "checkpoint", "kind": cfg.kind,
@@ -474,6 +476,8 @@ def normalization_mismatch(report: dict[str, Any], suggested: Normalization) -> 
         return ["the checkpoint carries no normalization metadata"]
     out = []
     for key, want in suggested.to_dict().items():
+        if key in ASINH_KEYS and suggested.time_transform != "asinh":
+            continue  # unused by the other time transforms (and absent from older checkpoints)
         if key not in have:
             out.append(f"{key}: not recorded in the checkpoint (data suggests {want})")
         elif not _same(have[key], want, rtol=1e-3):
@@ -530,7 +534,7 @@ def render_text(report: dict[str, Any], verbose: bool = False) -> str:
                   f"buffers {_num(params['buffers'])}  size {params['size_mb']:.2f} MB (fp32)",
               *_table([params["grouping"], "count", "params", "share %"],
                       [[r["type"], r["count"], r["params"], r["share_pct"]] for r in params["by_type"]]),
-              "", "Normalization", *[f"  {k:<17}{norm[k]}" for k in NORMALIZATION_KEYS if k in norm]]
+              "", "Normalization", *[f"  {k:<17}{norm[k]}" for k in NORMALIZATION_KEYS + ASINH_KEYS if k in norm]]
     lines += [] if norm else ["  none recorded"]
     if report["data_flow"]:
         lines += ["", f"Data flow (batch {mem['batch_size']}; {report['data_flow_method']})",

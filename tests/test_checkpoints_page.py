@@ -134,6 +134,23 @@ def test_normalization_fit_flags_data_the_model_never_saw(home, trained):
     assert ci.normalization_fit(other, trained["data"])[0].startswith("n_doms: checkpoint 60")
 
 
+def test_asinh_delay_normalization_is_shown_and_fits_the_demo_data(home, trained):
+    """The asinh-of-delay time channel: its table names the centre and width, and the shipped demo data
+    (vertex time 10 us) fits it; a centre far from the light is flagged."""
+    report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
+    norm = {**report["normalization"], "time_reference": "arrival", "time_transform": "asinh", "time_center_ns": 10000.0,
+            "time_width_ns": 200.0, "affine_offsets": [1.0, 1.0, -600.0, -550.0, -550.0],
+            "affine_scales": [2.0, 1.5, 1200.0, 1100.0, 1100.0]}
+    affine, _ = ci.normalization_tables({**report, "normalization": norm})
+    assert affine.set_index("channel").loc["time"].tolist() == ["asinh", "asinh((t - 10000 ns) / 200 ns)", 1.0, 1.5]
+    assert ci.normalization_fit({**report, "normalization": norm}, trained["data"]) == []
+    far = {**norm, "time_center_ns": -1e9}  # every delay ~1e9 ns after the centre: asinh ~ 16 +- 1e-6
+    problems = ci.normalization_fit({**report, "normalization": far}, trained["data"])
+    assert any(p.startswith("time: the data") for p in problems), problems
+    diffs = ci.suggested_normalization_diff({**report, "normalization": norm}, trained["data"])
+    assert not any(d.startswith("time_center_ns") for d in diffs)  # suggest centres it at 10 us as well
+
+
 def test_upload_check_refuses_non_checkpoints(home, trained, tmp_path):
     random_file = tmp_path / "random.pt"
     random_file.write_bytes(os.urandom(4096))

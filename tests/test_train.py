@@ -256,19 +256,29 @@ def test_ddp_two_processes_gloo(home):
 HIT_MODEL = ("data.normalization.representation=hit", "model.conditioning=physics", "model.dom_head_width=8")
 
 
-@pytest.mark.parametrize("reference", ["none", "arrival"])
-def test_sampled_events_are_physically_consistent(home, reference):
-    """A trained tiny hit-representation model (times as they are, or after the direct light): every hit
-    has an npe of at least the smallest training npe (a whole count, like the simulator's), a time inside
-    the training hit-time range; no DOM without a hit carries a time."""
+ASINH_DELAY = ("data.normalization.time_transform=asinh", "data.normalization.time_center_ns=10000",
+               "data.normalization.time_width_ns=200", "data.normalization.affine_offsets=[1.0,1.0,-600,-550,-550]",
+               "data.normalization.affine_scales=[2.0,1.5,1200,1100,1100]")
+
+
+@pytest.mark.parametrize("reference, time", [("none", ()), ("arrival", ()), ("arrival", ASINH_DELAY)],
+                         ids=["time", "delay", "asinh-delay"])
+def test_sampled_events_are_physically_consistent(home, reference, time):
+    """A trained tiny hit-representation model (times as they are, the delay after the direct light, or
+    asinh of that delay): every hit has an npe of at least the smallest training npe (a whole count, like
+    the simulator's), a time inside the training hit-time range; no DOM without a hit carries a time."""
     from genesis import sampling
     from genesis.data import schema
 
-    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL, f"data.normalization.time_reference={reference}"))
+    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL, f"data.normalization.time_reference={reference}", *time))
     loaded = checkpoint.load_model(os.path.join(result["checkpoint_dir"], "last.pt"))
     assert loaded.normalization.representation == "hit" and loaded.model.channels == 3
     assert loaded.normalization.time_reference == reference
-    assert loaded.model.get_normalization_params()["time_reference"] == reference
+    params = loaded.model.get_normalization_params()
+    assert params["time_reference"] == reference
+    if time:  # the model alone carries the transform (its centre and width), as the checkpoint does
+        assert (params["time_transform"], params["time_center_ns"], params["time_width_ns"]) == ("asinh", 10000, 200)
+        assert loaded.normalization.time_width_ns == 200
     signal, labels, _ = schema.read_events(home / "data" / "demo.h5")
     hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hit DOMs of all events)
     events = sampling.generate(loaded, labels[:6], steps=4, seed=3)
@@ -287,15 +297,15 @@ def strip_to_old_format(path) -> None:
     """Rewrite a checkpoint as the format before representations existed: no representation key in the
     normalization or the models' extra state, no config fields added since."""
     state = torch.load(path, weights_only=True)
-    del state["normalization"]["representation"], state["normalization"]["time_reference"]
-    for weights in (state["model"], state["ema"]):
-        del weights["_extra_state"]["representation"], weights["_extra_state"]["time_reference"]
+    added = ("representation", "time_reference", "time_center_ns", "time_width_ns")
+    for d in (state["normalization"], state["model"]["_extra_state"], state["ema"]["_extra_state"],
+              state["config"]["data"]["normalization"]):
+        for key in added:
+            del d[key]
     for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight", "no_hit_weight")),
                           ("train", ("val_weights",))):
         for key in keys:
             del state["config"][section][key]
-    del state["config"]["data"]["normalization"]["representation"]
-    del state["config"]["data"]["normalization"]["time_reference"]
     for key in HIT_RANGES:
         state["data"].pop(key, None)
     torch.save(state, path)

@@ -10,6 +10,10 @@ from torch import Tensor, nn
 from genesis.data.normalization import Normalization
 
 
+# What checkpoints from before representations, time references and the asinh time transform meant
+_OLD_STATE = {k: getattr(Normalization(), k) for k in ("representation", "time_reference", "time_center_ns", "time_width_ns")}
+
+
 class NormalizationMetadata(nn.Module):
     """Mixin module: buffers affine_offsets (5), affine_scales (5), label_offsets (6), label_scales (6)
     and the transforms as extra state, so `state_dict()` alone can denormalize samples."""
@@ -25,14 +29,15 @@ class NormalizationMetadata(nn.Module):
             "energy_transform": norm.energy_transform,
             "representation": norm.representation,
             "time_reference": norm.time_reference,
+            "time_center_ns": norm.time_center_ns,
+            "time_width_ns": norm.time_width_ns,
         }
 
     def get_extra_state(self) -> dict[str, Any]:
         return dict(self._transforms)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        # checkpoints from before representations / time references
-        self._transforms = {"representation": "legacy", "time_reference": "none", **state}
+        self._transforms = {**_OLD_STATE, **state}
 
     def get_normalization_params(self) -> dict[str, Any]:
         """Dict with affine_offsets, affine_scales, label_offsets, label_scales (lists) and transforms."""
