@@ -110,8 +110,11 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # model (no second training). The flow rows compare the flow preset before and after.
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
-          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50",
-          "data.normalization.time_reference=none", "data.normalization.affine_offsets=[1.0,9000.0,-600.0,-550.0,-550.0]"]
+          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
+          "data.normalization.time_reference=none", "data.normalization.time_transform=none",
+          "data.normalization.time_center_ns=0", "data.normalization.time_width_ns=100",
+          "data.normalization.affine_offsets=[1.0,9000.0,-600.0,-550.0,-550.0]",
+          "data.normalization.affine_scales=[2.0,2000.0,1200.0,1100.0,1100.0]"]
 HIT = [*BEFORE, "data.normalization.representation=hit"]
 PHYSICS = [*HIT, "model.conditioning=physics", "model.dom_head_width=32"]
 V_OBJECTIVE = [*PHYSICS, "diffusion.objective=v"]
@@ -127,6 +130,9 @@ ASINH_200 = [*V_OBJECTIVE, "data.normalization.time_reference=arrival", "data.no
 ASINH_500 = [*ASINH_200, "data.normalization.time_width_ns=500",
              "data.normalization.affine_offsets=[1.0,0.5,-600.0,-550.0,-550.0]",
              "data.normalization.affine_scales=[2.0,1.0,1200.0,1100.0,1100.0]"]
+# the events the model was trained on all triggered (>= 8 hit DOMs): events sampled with fewer are drawn again,
+# as the simulator draws untriggered events again (a sampling setting: the asinh 200 ns model, not retrained)
+REDRAW = [*ASINH_200, "diffusion.redraw_untriggered=true"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
@@ -140,6 +146,7 @@ ABLATION = [
     ("same model, DDIM-50 eta 1", "diffusion", [*TIME_RESIDUAL, "diffusion.eta=1"]),
     ("+asinh delay, w 200 ns", "diffusion", ASINH_200),
     ("+asinh delay, w 500 ns", "diffusion", ASINH_500),
+    ("+redraw untriggered events", "diffusion", REDRAW),
     ("flow before", "flow", FLOW_BEFORE),
     ("flow preset", "flow", []),
 ]
@@ -198,16 +205,23 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
 
 def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str,
                  sampler: dict | None = None) -> dict:
-    """Evaluate a trained checkpoint; sampler may override DDIM's eta and steps."""
+    """Evaluate a trained checkpoint; sampler may override DDIM's eta and steps and whether events below
+    the trigger are drawn again."""
     import dataclasses
 
     from genesis import checkpoint, evaluate
 
+    from genesis.data.dataset import value_ranges
+
     loaded = checkpoint.load_model(info["checkpoint"], device=checkpoint.resolve_device(args.device))
     sampler = sampler or {}
     if "eta" in sampler:
-        loaded.config = dataclasses.replace(
-            loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion, eta=sampler["eta"]))
+        loaded.config = dataclasses.replace(loaded.config, diffusion=dataclasses.replace(
+            loaded.config.diffusion, eta=sampler["eta"], redraw_untriggered=sampler["redraw"]))
+    record = loaded.state.get("data") or {}
+    if sampler.get("redraw") and "hit_doms_min" not in record:  # trained before checkpoints recorded the trigger
+        loaded.state["data"] = {**value_ranges(loaded.config.data, loaded.normalization, loaded.geometry.positions),
+                                **record}
     params = sum(p.numel() for p in loaded.model.parameters())
     steps = sampler.get("steps", args.steps or loaded.config.diffusion.sampling_steps)
     ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=steps,
@@ -289,20 +303,20 @@ def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> s
     from genesis import config
 
     cfg = config.to_dict(config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]))
-    for key in ("eta", "sampling_steps"):
+    for key in ("eta", "sampling_steps", "redraw_untriggered"):
         cfg["diffusion"].pop(key)
     return json.dumps(cfg, sort_keys=True)
 
 
 def sampler_of(kind: str, overrides: list[str], args: argparse.Namespace) -> dict:
-    """The row's own DDIM eta and steps (from its resolved config, or --steps), whichever row trained the
+    """The row's own DDIM eta, steps (from its resolved config, or --steps) and redraw setting, whichever row trained the
     model it shares: evaluate_one's sampler dict ({} for flows)."""
     from genesis import config
 
     if kind != "diffusion":
         return {}
     cfg = config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]).diffusion
-    return {"eta": cfg.eta, "steps": args.steps or cfg.sampling_steps}
+    return {"eta": cfg.eta, "steps": args.steps or cfg.sampling_steps, "redraw": cfg.redraw_untriggered}
 
 
 def tag_of(name: str) -> str:

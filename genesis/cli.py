@@ -97,8 +97,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     signal, labels, _ = schema.read_events(args.file, 0, min(n, args.max_events))
     schema.check_finite_labels(labels, args.file)
     geo = schema.read_geometry(args.file)
+    reference = {"time_reference": args.time_reference, "representation": "hit"} if args.time_reference != "none" else {}
     base = Normalization(time_transform=args.time_transform, npe_transform=args.npe_transform,
-                         energy_transform=args.energy_transform)
+                         energy_transform=args.energy_transform, time_width_ns=args.time_width_ns, **reference)
     suggested = suggest(signal, labels, geo.positions, base)
     print(f"# suggested normalization from {min(n, args.max_events)} events of {args.file}")
     print("data:\n  normalization:")
@@ -270,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="suggest normalization offsets/scales from data")
     s.add_argument("file")
     s.add_argument("--max-events", type=_positive_int, default=5000)
-    s.add_argument("--time-transform", default="ln", choices=("ln", "log10", "none"))
+    s.add_argument("--time-transform", default="ln", choices=("ln", "log10", "none", "asinh"))
+    s.add_argument("--time-reference", default="none", choices=("none", "arrival"),
+                   help="arrival: times as the delay after direct light (the presets'; implies the hit representation)")
+    s.add_argument("--time-width-ns", type=float, default=200.0,
+                   help="asinh only: its linear width (the centre is suggested from the data)")
     s.add_argument("--npe-transform", default="none", choices=("none", "log1p"))
     s.add_argument("--energy-transform", default="none", choices=("none", "log10"))
     s.set_defaults(func=cmd_stats)

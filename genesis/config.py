@@ -61,6 +61,8 @@ class DiffusionConfig:
     sampling_steps: int = option(50, "DDIM steps", minimum=1)
     eta: float = option(0.0, "DDIM eta (0 = deterministic)", minimum=0.0)
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)
+    redraw_untriggered: bool = option(True, "draw an event again while it has fewer hit DOMs than any training event "
+                                      "(the simulator's trigger does the same; checkpoints record that minimum)")
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma (Hang et al. 2023; 0 = off, 5 is usual)", minimum=0.0)
     hit_weight: float = option(1.0, "loss weight of hit DOMs relative to DOMs without a hit", minimum=0.0)
     no_hit_weight: float = option(0.1, "hit representation: loss weight of npe and time at DOMs without a hit, which "

@@ -29,6 +29,7 @@ MAX_EVENTS_PER_CALL = 1_000_000
 # times after the inverse log transforms. Checkpoints without that record fall back to CLIP_X0.
 CLIP_X0 = (-1.0, 3.0)
 CLIP_MARGIN = 0.05
+REDRAW_TRIES = 10  # events with fewer hit DOMs than any training event are drawn again at most this often
 
 
 def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: float, azimuth: float,
@@ -179,20 +180,34 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     norm = loaded.normalization
     geo_n = norm.normalize_geometry(torch.from_numpy(loaded.geometry.positions)).to(device)
     threshold = loaded.config.flow.hit_threshold if loaded.kind == "flow" else HIT_THRESHOLD_PE
+    record = loaded.state.get("data") or {}
+    redraw = loaded.kind == "diffusion" and loaded.config.diffusion.redraw_untriggered
+    fewest_hits = record.get("hit_doms_min", 0) if redraw else 0  # 0: checkpoints from before the record
     n, done = len(labels), 0
     for b, start in enumerate(range(0, n, batch_size)):
-        lab_n = norm.normalize_labels(torch.from_numpy(labels[start:start + batch_size]).to(device))
+        lab = labels[start:start + batch_size]
         gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
-        inner = (lambda i, t, s=start: progress(s + int(len(lab_n) * i / t), n)) if progress else None
-        x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
-                                eta=loaded.config.diffusion.eta, generator=gen, progress=inner,
-                                data_record=loaded.state.get("data"))
-        done += len(lab_n)
+
+        def draw(rows: np.ndarray, progress_of_batch=None) -> np.ndarray:
+            """Physical events (len(rows), 2, P) for the batch's label rows, from the batch's generator."""
+            lab_n = norm.normalize_labels(torch.from_numpy(lab[rows]).to(device))
+            x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
+                                    eta=loaded.config.diffusion.eta, generator=gen, progress=progress_of_batch,
+                                    data_record=record)
+            phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(lab[rows]), loaded.geometry.positions)
+            return postprocess(phys.numpy(), threshold, record)
+
+        inner = (lambda i, t, s=start, k=len(lab): progress(s + int(k * i / t), n)) if progress else None
+        events = draw(np.arange(len(lab)), inner)
+        for _ in range(REDRAW_TRIES):  # the training events all triggered: so must these (the last try stays)
+            again = np.flatnonzero((events[:, 0] > 0).sum(1) < fewest_hits)
+            if not len(again):
+                break
+            events[again] = draw(again)
+        done += len(lab)
         if progress:
             progress(done, n)
-        phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(labels[start:start + batch_size]),
-                                       loaded.geometry.positions)
-        yield postprocess(phys.numpy(), threshold, loaded.state.get("data"))
+        yield events
 
 
 def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int) -> dict:

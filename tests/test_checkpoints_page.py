@@ -104,7 +104,7 @@ def test_normalization_tables_and_dataset_diff(home, trained):
     report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
     affine, labels = ci.normalization_tables(report)
     assert affine.set_index("channel").loc["npe"].tolist() == ["log1p", "ln(1 + npe/pe)", 1.0, 2.0]
-    assert affine.set_index("channel").loc["time"].tolist() == ["none", "ns", 9000.0, 2000.0]
+    assert affine.set_index("channel").loc["time"].tolist() == ["asinh", "asinh((t - 10000 ns) / 200 ns)", 1.0, 1.5]
     assert affine.set_index("channel").loc["x"].tolist() == ["none", "m", -600.0, 1200.0]
     assert labels.set_index("channel").loc["energy"].tolist() == ["log10", "log10(E/GeV)", 3.0, 4.0]
     assert labels.set_index("channel")["unit"].tolist()[1:] == ["rad", "rad", "m", "m", "m"]
@@ -134,21 +134,16 @@ def test_normalization_fit_flags_data_the_model_never_saw(home, trained):
     assert ci.normalization_fit(other, trained["data"])[0].startswith("n_doms: checkpoint 60")
 
 
-def test_asinh_delay_normalization_is_shown_and_fits_the_demo_data(home, trained):
-    """The asinh-of-delay time channel: its table names the centre and width, and the shipped demo data
-    (vertex time 10 us) fits it; a centre far from the light is flagged."""
+def test_asinh_centre_far_from_the_light_is_flagged(home, trained):
+    """The presets' asinh of the delay after direct light is centred on the simulator's vertex time (10 us),
+    where `genesis stats` would put it too; a centre far from the light squeezes the channel: flagged."""
     report = gi.inspect_checkpoint(ckpt(trained, "diffusion"), 4)
-    norm = {**report["normalization"], "time_reference": "arrival", "time_transform": "asinh", "time_center_ns": 10000.0,
-            "time_width_ns": 200.0, "affine_offsets": [1.0, 1.0, -600.0, -550.0, -550.0],
-            "affine_scales": [2.0, 1.5, 1200.0, 1100.0, 1100.0]}
-    affine, _ = ci.normalization_tables({**report, "normalization": norm})
-    assert affine.set_index("channel").loc["time"].tolist() == ["asinh", "asinh((t - 10000 ns) / 200 ns)", 1.0, 1.5]
-    assert ci.normalization_fit({**report, "normalization": norm}, trained["data"]) == []
-    far = {**norm, "time_center_ns": -1e9}  # every delay ~1e9 ns after the centre: asinh ~ 16 +- 1e-6
+    assert report["normalization"]["time_center_ns"] == 10000.0
+    diffs = ci.suggested_normalization_diff(report, trained["data"])
+    assert not any(d.startswith("time_center_ns") for d in diffs), diffs
+    far = {**report["normalization"], "time_center_ns": -1e9}  # every delay ~1e9 ns after it: asinh ~ 16 +- 1e-6
     problems = ci.normalization_fit({**report, "normalization": far}, trained["data"])
     assert any(p.startswith("time: the data") for p in problems), problems
-    diffs = ci.suggested_normalization_diff({**report, "normalization": norm}, trained["data"])
-    assert not any(d.startswith("time_center_ns") for d in diffs)  # suggest centres it at 10 us as well
 
 
 def test_upload_check_refuses_non_checkpoints(home, trained, tmp_path):
@@ -220,8 +215,8 @@ def test_page_shows_checkpoint_and_dataset_warning(home, trained):
     tables = frames(at)
     columns = ["channel", "transform", "unit", "offset", "scale"]
     affine = next(f for f in tables if list(f.columns) == columns and f["channel"].iloc[0] == "npe")
-    assert affine["scale"].tolist() == [2.0, 2000.0, 1200.0, 1100.0, 1100.0] and affine["transform"][0] == "log1p"
-    assert affine["unit"].tolist() == ["ln(1 + npe/pe)", "ns", "m", "m", "m"]
+    assert affine["scale"].tolist() == [2.0, 1.5, 1200.0, 1100.0, 1100.0] and affine["transform"][0] == "log1p"
+    assert affine["unit"].tolist() == ["ln(1 + npe/pe)", "asinh((t - 10000 ns) / 200 ns)", "m", "m", "m"]
     assert any(list(f.columns) == columns and f["offset"].iloc[0] == 3.0
                and f["channel"].iloc[0] == "energy" for f in tables)
     # the shipped preset on its demo data: no normalization warning, the suggestions only as information
@@ -258,7 +253,7 @@ def test_page_compares_two_checkpoints(home, trained):
         at.selectbox(key="ckpt_other").set_value(str(rescaled)).run()
         assert_clean(at)
         warning = next(w.value for w in at.warning if w.value.startswith("Normalization differs"))
-        assert "affine_scales: [2.0, 2000.0, 1200.0, 1100.0, 1100.0] vs [7.0, 2000.0" in warning
+        assert "affine_scales: [2.0, 1.5, 1200.0, 1100.0, 1100.0] vs [7.0, 1.5" in warning
     finally:
         rescaled.unlink()
 

@@ -12,6 +12,8 @@ def test_simulate_validate_stats(tmp_path):
     assert r.returncode == 0 and "events      30" in r.stdout and "OK" in r.stdout
     r = run_cli("stats", str(out), "--npe-transform", "log1p")
     assert r.returncode == 0 and "affine_scales" in r.stdout
+    r = run_cli("stats", str(out), "--time-transform", "asinh", "--time-reference", "arrival")
+    assert r.returncode == 0 and 'time_reference: "arrival"' in r.stdout and "time_center_ns: 10000.0" in r.stdout
     # nothing is overwritten without --force
     before = out.read_bytes()
     r = run_cli("simulate", "--events", "5", "--out", str(out))

@@ -253,6 +253,9 @@ def test_ddp_two_processes_gloo(home):
     assert len(frame) == 1 and frame.iloc[0]["status"] == "FINISHED"  # only rank 0 logs
 
 
+LINEAR_TIME = ("data.normalization.time_reference=none", "data.normalization.time_transform=none",
+               "data.normalization.affine_offsets=[1.0,9000.0,-600,-550,-550]",
+               "data.normalization.affine_scales=[2.0,2000.0,1200,1100,1100]")  # the presets' time until asinh
 HIT_MODEL = ("data.normalization.representation=hit", "model.conditioning=physics", "model.dom_head_width=8")
 
 
@@ -261,7 +264,10 @@ ASINH_DELAY = ("data.normalization.time_transform=asinh", "data.normalization.ti
                "data.normalization.affine_scales=[2.0,1.5,1200,1100,1100]")
 
 
-@pytest.mark.parametrize("reference, time", [("none", ()), ("arrival", ()), ("arrival", ASINH_DELAY)],
+LINEAR_DELAY = (*LINEAR_TIME, "data.normalization.affine_offsets=[1.0,10000.0,-600,-550,-550]")
+
+
+@pytest.mark.parametrize("reference, time", [("none", LINEAR_TIME), ("arrival", LINEAR_DELAY), ("arrival", ASINH_DELAY)],
                          ids=["time", "delay", "asinh-delay"])
 def test_sampled_events_are_physically_consistent(home, reference, time):
     """A trained tiny hit-representation model (times as they are, the delay after the direct light, or
@@ -270,13 +276,13 @@ def test_sampled_events_are_physically_consistent(home, reference, time):
     from genesis import sampling
     from genesis.data import schema
 
-    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL, f"data.normalization.time_reference={reference}", *time))
+    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL, *time, f"data.normalization.time_reference={reference}"))
     loaded = checkpoint.load_model(os.path.join(result["checkpoint_dir"], "last.pt"))
     assert loaded.normalization.representation == "hit" and loaded.model.channels == 3
     assert loaded.normalization.time_reference == reference
     params = loaded.model.get_normalization_params()
     assert params["time_reference"] == reference
-    if time:  # the model alone carries the transform (its centre and width), as the checkpoint does
+    if time == ASINH_DELAY:  # the model alone carries the transform (its centre and width), as the checkpoint does
         assert (params["time_transform"], params["time_center_ns"], params["time_width_ns"]) == ("asinh", 10000, 200)
         assert loaded.normalization.time_width_ns == 200
     signal, labels, _ = schema.read_events(home / "data" / "demo.h5")
@@ -290,7 +296,36 @@ def test_sampled_events_are_physically_consistent(home, reference, time):
     assert np.all(time[~hit] == 0)
 
 
-HIT_RANGES = ("hit_npe_min", "hit_npe_max", "hit_time_min", "hit_time_max", "npe_integer")
+def test_events_below_the_trigger_are_drawn_again(home):
+    """The checkpoint records the fewest hit DOMs of any training event (the simulator's trigger); sampled
+    events with fewer are drawn again, the others stay as first drawn; redraw_untriggered: false keeps them."""
+    import dataclasses
+
+    from genesis import sampling
+    from genesis.data import schema
+    from genesis.data.simulate import SimConfig
+
+    result = train(cfg(home, "train.max_steps=6", *HIT_MODEL))
+    loaded = checkpoint.load_model(os.path.join(result["checkpoint_dir"], "last.pt"))
+    signal, labels, _ = schema.read_events(home / "data" / "demo.h5")
+    assert SimConfig().min_hits <= loaded.state["data"]["hit_doms_min"] <= (signal[:, 0] > 0).sum(1).max()
+    labels = labels[:16]
+    loaded.config = dataclasses.replace(loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion,
+                                                                                     redraw_untriggered=False))
+    first = sampling.generate(loaded, labels, steps=4, seed=5)
+    hits = (first[:, 0] > 0).sum(1)
+    fewest = int(np.median(hits)) + 1  # pretend a trigger that half of these events miss
+    loaded.state["data"]["hit_doms_min"] = fewest
+    assert np.array_equal(sampling.generate(loaded, labels, steps=4, seed=5), first)  # off: nothing drawn again
+    loaded.config = dataclasses.replace(loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion,
+                                                                                     redraw_untriggered=True))
+    redrawn = sampling.generate(loaded, labels, steps=4, seed=5)
+    kept = hits >= fewest
+    assert np.array_equal(redrawn[kept], first[kept])
+    assert ((redrawn[:, 0] > 0).sum(1) < fewest).sum() <= (~kept).sum() // 2 < (~kept).sum()
+
+
+HIT_RANGES = ("hit_npe_min", "hit_npe_max", "hit_time_min", "hit_time_max", "npe_integer", "hit_doms_min")
 
 
 def strip_to_old_format(path) -> None:
@@ -302,7 +337,7 @@ def strip_to_old_format(path) -> None:
               state["config"]["data"]["normalization"]):
         for key in added:
             del d[key]
-    for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight", "no_hit_weight")),
+    for section, keys in (("model", ("conditioning", "dom_head_width")), ("diffusion", ("min_snr_gamma", "hit_weight", "no_hit_weight", "redraw_untriggered")),
                           ("train", ("val_weights",))):
         for key in keys:
             del state["config"][section][key]
@@ -314,7 +349,7 @@ def strip_to_old_format(path) -> None:
 def test_checkpoints_from_before_representations_load_inspect_and_sample(home):
     from genesis import inspect, sampling
 
-    result = train(cfg(home, "train.max_steps=3", "data.normalization.representation=legacy",
+    result = train(cfg(home, "train.max_steps=3", "data.normalization.representation=legacy", *LINEAR_TIME,
                        "model.conditioning=labels", "model.dom_head_width=0"))
     path = os.path.join(result["checkpoint_dir"], "last.pt")
     before = checkpoint.load_model(path)

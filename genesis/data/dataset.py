@@ -189,19 +189,21 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
     """What the model saw in training, stored in checkpoints, over all training events (read in chunks,
     so any file size works): per-channel min/max of the normalized signal (sampling clips x0 to it),
     min/max of the physical labels (labels outside warn), and of hit DOMs' npe and time, plus whether
-    every npe is a whole number (sampled hits then get counts inside those ranges)."""
+    every npe is a whole number (sampled hits then get counts inside those ranges), and the fewest hit DOMs
+    of any event (the trigger: sampling draws events with fewer again)."""
     n, _, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
     with h5py.File(cfg.path, "r") as f:
         labels = np.asarray(f["label"][()], dtype=np.float64)[train]
     lo, hi = np.full(norm.channels, np.inf), np.full(norm.channels, -np.inf)
-    hit_lo, hit_hi, integer = np.full(2, np.inf), np.full(2, -np.inf), True
+    hit_lo, hit_hi, integer, fewest_hits = np.full(2, np.inf), np.full(2, -np.inf), True, np.inf
     for start in range(0, len(train), READ_CHUNK):
         signal, chunk_labels, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
         x = norm.normalize_signal(signal.astype(np.float64), chunk_labels.astype(np.float64), positions)
         lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
         hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hits)
+        fewest_hits = min(fewest_hits, int((signal[:, 0] > 0).sum(1).min()))
         if hits.size:
             hit_lo, hit_hi = np.minimum(hit_lo, hits.min(1)), np.maximum(hit_hi, hits.max(1))
             integer = integer and bool(np.all(hits[0] == np.round(hits[0])))
@@ -209,5 +211,5 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
               "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}
     if np.isfinite(hit_lo).all():
         ranges.update(hit_npe_min=float(hit_lo[0]), hit_npe_max=float(hit_hi[0]), hit_time_min=float(hit_lo[1]),
-                      hit_time_max=float(hit_hi[1]), npe_integer=integer)
+                      hit_time_max=float(hit_hi[1]), npe_integer=integer, hit_doms_min=int(fewest_hits))
     return ranges
