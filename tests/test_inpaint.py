@@ -307,7 +307,7 @@ def test_run_inpainting_repaint_with_a_real_diffusion_checkpoint(trained) -> Non
     loaded = load_model(trained.diffusion)
     norm, geo = loaded.normalization, loaded.geometry
     signal, labels, _ = schema.read_events(trained.data, 0, 2)
-    x = norm.normalize_signal(torch.from_numpy(signal))
+    x = norm.normalize_signal(torch.from_numpy(signal), torch.from_numpy(labels), geo.positions)
     lab = norm.normalize_labels(torch.from_numpy(labels))
     mask = geo.indices_of_strings([36, 79])
     diffusion = GaussianDiffusion(loaded.config.diffusion)
