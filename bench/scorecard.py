@@ -210,7 +210,6 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
     import dataclasses
 
     from genesis import checkpoint, evaluate
-
     from genesis.data.dataset import value_ranges
 
     loaded = checkpoint.load_model(info["checkpoint"], device=checkpoint.resolve_device(args.device))

@@ -78,7 +78,7 @@ def forward_time(t: Array, transform: str, center: float = 0.0, width: float = 1
     if transform == "none":
         return t
     if transform == "asinh":
-        return lib.arcsinh((t - center) / width) if lib is np else torch.asinh((t - center) / width)
+        return lib.arcsinh((t - center) / width)
     t = lib.clip(t, 0, None) if lib is np else t.clamp_min(0)
     out = lib.log1p(t)
     return out / math.log(10) if transform == "log10" else out
