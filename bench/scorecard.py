@@ -281,11 +281,13 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
 
 
 def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
-    """One line per variant: the issue's headline numbers, W1 in units of the reference spread."""
+    """One line per variant: the issue's headline numbers, W1 in units of the reference spread, and the charge
+    against energy (npe vs E: mean |difference| of the mean log10 total npe over energy bins, generated vs
+    reference; the classifier does not see labels, so it cannot see this)."""
     from genesis.metrics import FEATURES
 
     print(f"\nablation: {n_eval} held-out labels, same data and step budget for every row")
-    head = (f"{'variant':<26} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} "
+    head = (f"{'variant':<26} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} {'npe vs E':>8} "
             + "".join(f"{k[:11]:>12}" for k in HEADLINE) + f" {'worst three W1':<48} {'train ev/s':>10} {'sample ev/s':>11}")
     print(head)
     print("-" * len(head))
@@ -295,6 +297,7 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
         worst = sorted(w1, key=lambda k: -w1[k])[:3]
         print(f"{name:<26} {_f(s.get('eval/auc')):>6} {_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
               f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>8} {_f(s.get('eval/occupancy_corr'), '.2f'):>8} "
+              f"{_f(s.get('eval/npe_vs_energy_mean_abs_diff'), '.2f'):>8} "
               + "".join(f"{_f(w1[k], '.3g'):>12}" for k in HEADLINE)
               + f" {', '.join(f'{k} {w1[k]:.3g}' for k in worst):<48} {_f(r.get('train_events_per_s'), '.0f'):>10} "
               f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}")
