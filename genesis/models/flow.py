@@ -315,9 +315,9 @@ class ConditionalFlow(NormalizationMetadata):
         """(2,) float64 normalized [npe, time] of a DOM without a hit (npe 0, time 0), on the model's device,
         computed from the normalization metadata (no host sync)."""
         zero = torch.zeros((), dtype=torch.float64, device=self.affine_offsets.device)
-        raw = torch.stack([forward_npe(zero, self._transforms["npe_transform"]),
-                           forward_time(zero, *(self._transforms[k] for k in ("time_transform", "time_center_ns",
-                                                                              "time_width_ns")))])
+        t = self._transforms
+        raw = torch.stack([forward_npe(zero, t["npe_transform"]),
+                           forward_time(zero, t["time_transform"], t["time_center_ns"], t["time_width_ns"])])
         return (raw - self.affine_offsets[:2]) / self.affine_scales[:2]
 
     def point_masses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
