@@ -11,6 +11,7 @@ torch thread, so the arithmetic is the same on any machine; about 15 minutes on 
     python bench/inpaint.py                     # 6000 training events, 2000 steps per model, 100 events
     python bench/inpaint.py --flow-steps 300 --diffusion-steps 300 --events 20 --map-steps 20   # smoke
     python bench/inpaint.py --device cuda --presets default --flow-steps 20000 --diffusion-steps 20000
+    python bench/inpaint.py --flow before=old/last.pt --flow after=new/last.pt --methods flow-map   # compare flows
 
 Columns, all on the masked DOMs of all events (physical values after the usual hit threshold):
   MSE hit   mean squared error on masked DOMs hit in the truth, both channels, in one fixed scoring space
@@ -24,9 +25,12 @@ Columns, all on the masked DOMs of all events (physical values after the usual h
             event, over events whose mask hid a hit; the zero row is the change the mask causes
   /zero /neigh  MSE hit relative to the zero and neighbour rows (< 1 = better than that baseline)
   flow-map  the fill with the flow's own flow.inpaint_fill; 'flow-map best' / 'flow-map vote' are both ways to
-            combine the same restarts (best restart per event; per-DOM majority with mean npe and time)
-  unc       flow MAP: mean hit probability over its restarts at the masked DOMs (the per-DOM uncertainty
-            the Inpaint page shows; compare with the true hit fraction, (hits) / (events x masked DOMs))
+            combine the same restarts (best restart per event; per-DOM majority with mean npe and time; with a
+            hit head, hit / no hit is the head's and 'vote' averages the restarts' values). Several --flow
+            checkpoints are rows 'flow-map NAME' of the same run (e.g. a preset before and after a change)
+  unc       flow MAP: mean hit probability at the masked DOMs (the hit head's, else the share of restarts that
+            hit; the per-DOM uncertainty the Inpaint page shows; compare with the true hit fraction,
+            (hits) / (events x masked DOMs))
   MSE hit rewards filling hits anywhere (recall); read it with MSE all and precision, which count false hits.
 """
 
@@ -47,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 
 MASKS = {"random 10%": "random:0.1", "strings 36,45": "strings:36,45", "DeepCore": "deepcore",
          "sphere r=150 m": "sphere:0,0,-250,150"}
-METHOD_ORDER = ("zero", "neighbours", "flow-map", "repaint")
 # Scoring space: x_n = (T(x) - offset) / scale with log1p npe (offset 1, scale 2) and linear time
 # (offset 9000 ns, scale 2000 ns); no hit = (-0.5, -4.5).
 SCORING = {"npe_transform": "log1p", "time_transform": "none", "affine_offsets": [1.0, 9000.0, -600.0, -550.0, -550.0],
@@ -142,6 +145,7 @@ def run_method(method: str, loaded, signal, labels, mask, geometry, args
     MAP, the fill of every way to combine its restarts ('best', 'vote'; from the same restarts)."""
     from genesis.inpaint import inpaint_events
 
+    method = method.split()[0]  # 'flow-map NAME' -> flow-map
     steps = {"flow-map": args.map_steps, "repaint": args.repaint_steps}.get(method, 1)
     t0 = time.time()
     result = inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=args.restarts,
@@ -178,7 +182,9 @@ def main() -> None:
     p.add_argument("--diffusion-steps", type=int, default=2000, help="diffusion training steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--presets", default="tiny", choices=("tiny", "default"))
-    p.add_argument("--flow", help="flow checkpoint (skip training)")
+    p.add_argument("--flow", action="append", default=[], metavar="[NAME=]PATH",
+                   help="flow checkpoint (skip training); repeat to compare flows in one run, each row then "
+                        "named 'flow-map NAME' (NAME defaults to the checkpoint's folder)")
     p.add_argument("--flow-preset", help="flow preset YAML to train (default: configs/flow[_tiny].yaml)")
     p.add_argument("--diffusion", help="diffusion checkpoint (skip training)")
     p.add_argument("--map-steps", type=int, default=100, help="flow MAP optimisation steps per restart")
@@ -215,8 +221,12 @@ def main() -> None:
     ckpts = {}
     if "flow-map" in methods:
         preset = Path(args.flow_preset) if args.flow_preset else ROOT / "configs" / f"flow{suffix}.yaml"
-        ckpts["flow-map"] = args.flow or train_for("flow", preset, train_file, args.flow_steps, args.batch_size,
-                                                   args.device, workdir)
+        flows = [(f.partition("=")[0], f.partition("=")[2]) if "=" in f else ("", f) for f in args.flow]
+        if not flows:
+            flows = [("", train_for("flow", preset, train_file, args.flow_steps, args.batch_size, args.device,
+                                    workdir))]
+        for name, path in flows:
+            ckpts[f"flow-map {name or Path(path).parent.name}" if len(flows) > 1 else "flow-map"] = path
     if "repaint" in methods:
         ckpts["repaint"] = args.diffusion or train_for(
             "diffusion", ROOT / "configs" / ("default.yaml" if args.presets == "default" else "tiny.yaml"),
@@ -234,7 +244,7 @@ def main() -> None:
     for mask_name in chosen:
         mask = parse_mask(MASKS[mask_name], geo, seed=args.seed)
         hidden[mask_name] = int((signal[:, 0][:, mask] > 0).sum())
-        for method in METHOD_ORDER:
+        for method in ["zero", "neighbours", *[m for m in models if m.startswith("flow-map")], "repaint"]:
             if method in ("zero", "neighbours"):
                 t0 = time.time()
                 filled, sec, unc = baseline_fill(method, signal, mask, geo), (time.time() - t0) / len(signal), math.nan

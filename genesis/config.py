@@ -87,6 +87,11 @@ class FlowConfig:
     dom_width: int = option(0, "width of the per-DOM network of each coupling (0 = none)", minimum=0)
     inpaint_fill: str = option("best", "flow MAP result per masked DOM: best (restart with the highest objective) or "
                                "vote (hit if most restarts hit; npe, time averaged over those)", choices=("best", "vote"))
+    dom_neighbours: bool = option(False, "the per-DOM networks also read the values of the DOMs above and below on the "
+                                  "string (needs dom_width > 0)")
+    hit_head: int = option(0, "width of the hit head (0 = none): a per-DOM hit probability at masked DOMs given the "
+                           "observed ones, trained with the flow on random masks; flow MAP takes hit / no hit from it",
+                           minimum=0)
 
 
 @dataclass(frozen=True)

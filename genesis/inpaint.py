@@ -49,6 +49,8 @@ REPAINT_STEPS, REPAINT_JUMP_LENGTH, REPAINT_RESAMPLE = 50, 5, 3
 MAX_MAP_STEPS, MAX_RESTARTS = 100_000, 100  # larger requests are refused, not attempted
 FILLS = ("best", "vote")  # how flow MAP turns its restarts into one fill (FlowConfig.inpaint_fill)
 VOTE_SHARE = 0.5  # vote: a masked DOM is hit when at least this share of the restarts hit it
+HIT_PROBABILITY = 0.5  # flows with a hit head: a masked DOM is hit when the head gives it at least this
+START_MARGIN = 0.05  # hit-head MAP starts this far (box fraction) inside its box
 
 
 # --- masks ------------------------------------------------------------------------------------------
@@ -263,6 +265,24 @@ def map_bounds(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor) -> t
     return lo, top + HEADROOM * (top - lo)
 
 
+def hit_bounds(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box (lo, hi), each (B, 2, 1), for masked DOMs the hit head calls hit: npe from the hit threshold
+    (flow.config.hit_threshold pe) up to `map_bounds`' top, time within HEADROOM of the span of the event's
+    observed hit times (`map_bounds`' time box when it has none), so a hit is never filled as a no-hit."""
+    lo, hi = map_bounds(flow, x_obs, m)
+    threshold = torch.tensor(flow.config.hit_threshold, dtype=torch.float64, device=x_obs.device)
+    npe_lo = flow._npe_normalized(threshold).to(x_obs.dtype).expand(x_obs.shape[0], 1)
+    seen_hit = ~m & (x_obs[:, 0] >= npe_lo)  # (B, P)
+    t = x_obs[:, 1]
+    t_min = torch.where(seen_hit, t, math.inf).amin(-1, keepdim=True)
+    t_max = torch.where(seen_hit, t, -math.inf).amax(-1, keepdim=True)
+    has = seen_hit.any(-1, keepdim=True)
+    span = torch.where(has, t_max - t_min, 0.0).clamp_min(MIN_SPAN)
+    t_lo = torch.where(has, t_min - HEADROOM * span, lo[:, 1])
+    t_hi = torch.where(has, t_max + HEADROOM * span, hi[:, 1])
+    return torch.stack([npe_lo, t_lo], 1), torch.stack([hi[:, 0], t_hi], 1)
+
+
 def to_unconstrained(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """Logit of x scaled to the box: u = logit((x - lo) / (hi - lo)), x clamped just inside (lo, hi)."""
     frac = ((x - lo) / (hi - lo)).clamp(BOX_EPS, 1 - BOX_EPS)
@@ -277,15 +297,17 @@ def from_unconstrained(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> t
 
 def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
                  geometry: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
-                 tick: Callable[[], None]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """One Adam run in the unconstrained space from `start` (B, 2, P).
+                 tick: Callable[[], None], bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """One Adam run in the unconstrained space from `start` (B, 2, P); m: the entries optimised (P,) or
+    (B, 1, P), every other entry is x_obs exactly.
 
-    Maximises the log density of u = logit of the boxed values (`map_bounds`), i.e. log p(x(u)) plus
-    log|dx/du| of the masked entries: in u the flow's no-hit spike counts by its probability mass
-    (its density times its width), not by its peak density, so ambiguous DOMs do not collapse onto it.
+    Maximises the log density of u = logit of the boxed values (bounds, else `map_bounds`), i.e.
+    log p(x(u)) plus log|dx/du| of the masked entries: in u the flow's no-hit spike counts by its
+    probability mass (its density times its width), not by its peak density.
     Returns the best iterate per event (observed entries copied exactly), its objective (B,) and the
     trace of the mean log p(x) of the iterates (steps + 1 values)."""
-    lo, hi = map_bounds(flow, x_obs, m)
+    lo, hi = bounds if bounds is not None else map_bounds(flow, x_obs, m)
     u = to_unconstrained(torch.where(m, start, x_obs), lo, hi).detach().requires_grad_(True)
     opt = torch.optim.Adam([u], lr=lr)
     # Cosine decay to LR_FLOOR * lr: large early steps move between modes, small late ones settle.
@@ -293,7 +315,7 @@ def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, la
         opt, lambda k: LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
     best_x, best_obj = x_obs.clone(), torch.full((x_obs.shape[0],), -math.inf, device=x_obs.device)
     trace: list[float] = []
-    mf = m.to(x_obs.dtype)
+    mf = m.to(x_obs.dtype).expand_as(x_obs)
     for step in range(steps + 1):
         x_u, log_jac = from_unconstrained(u, lo, hi)
         x = torch.where(m, x_u, x_obs)  # observed entries are copied, never optimised
@@ -326,6 +348,8 @@ class MapFill:
     objective: torch.Tensor
     trace: list[float]
     best: torch.Tensor | None = None  # (B,) long: index of the restart with the highest objective per event
+    hit_probability: torch.Tensor | None = None  # (B, P) the hit head's P(hit) (flows with one; 0 at observed DOMs)
+    fills: dict[str, torch.Tensor] | None = None  # 'best' and 'vote': both ways to combine the same restarts
 
 
 def vote_fill(flow: ConditionalFlow, restarts: torch.Tensor, m: torch.Tensor, x_obs: torch.Tensor,
@@ -372,13 +396,20 @@ def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, la
     flow.requires_grad_(False)  # only the masked values are optimised
     flow.eval()
     try:
+        p_hit, free, x_fixed, bounds = _hit_head_split(flow, x_obs, m, labels, geometry)
         fills, objs, traces = [], [], []
         for r in range(restarts):
             if r == 0 and init == "zero":
                 start = torch.zeros_like(x_obs)
             else:
                 start = flow.sample(labels, geometry, generator=generator, temperature=MAP_TEMPERATURE)
-            x_r, obj_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
+            if bounds is None:
+                x_r, obj_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
+            else:  # inside the box, away from its edges where the logit's gradient vanishes
+                lo, hi = bounds
+                start = lo + (hi - lo) * ((start - lo) / (hi - lo)).clamp(START_MARGIN, 1 - START_MARGIN)
+                x_r, obj_r, trace = _map_restart(flow, x_fixed, free, labels, geometry, start, steps, lr, tick,
+                                                 bounds=bounds)
             fills.append(x_r)
             objs.append(obj_r)
             traces.append(trace)
@@ -388,11 +419,29 @@ def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, la
         flow.train(was_training)
     all_fills, all_objs = torch.stack(fills), torch.stack(objs)  # (R, B, 2, P), (R, B)
     best = all_objs.argmax(0)  # first restart wins ties
-    filled = all_fills.gather(0, best.view(1, -1, 1, 1).expand(1, *x_obs.shape))[0]
-    if fill == "vote":
-        filled = vote_fill(flow, all_fills, m, x_obs)
+    combined = {"best": all_fills.gather(0, best.view(1, -1, 1, 1).expand(1, *x_obs.shape))[0]}
+    if p_hit is None:
+        combined["vote"] = vote_fill(flow, all_fills, m, x_obs)
+    else:  # hit / no hit is the head's; the restarts' values are averaged where it says hit
+        combined["vote"] = torch.where(free, all_fills.mean(0), x_fixed)
     best_trace = max(traces, key=lambda t: t[-1])  # first of equal ones
-    return MapFill(filled, all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace, best)
+    return MapFill(combined[fill], all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace, best, p_hit,
+                   combined)
+
+
+def _hit_head_split(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
+                    geometry: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """With a hit head: (P(hit) (B, P), 0 at observed DOMs; the entries to optimise (B, 1, P): masked DOMs
+    with P(hit) >= HIT_PROBABILITY; x_obs with the other masked DOMs set to no hit; their `hit_bounds`).
+    Without one: four Nones (the flow's own density decides hit or no hit)."""
+    if flow.hit_head is None:
+        return None, None, None, None
+    with torch.no_grad():
+        p_hit = torch.sigmoid(flow.hit_logits(x_obs, ~m, labels, geometry)) * m
+    free = (p_hit >= HIT_PROBABILITY).unsqueeze(1)
+    nohit = flow.nohit_value().to(x_obs).reshape(1, 2, 1)
+    x_fixed = torch.where(m & ~free, nohit, x_obs)
+    return p_hit, free, x_fixed, hit_bounds(flow, x_obs, m)
 
 
 def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,
@@ -429,11 +478,11 @@ def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any,
 
 
 def restart_spread(restarts: torch.Tensor, mask: Any, normalization: Normalization,
-                   hit_threshold_pe: float = 0.5) -> np.ndarray:
+                   hit_probability: torch.Tensor | None = None, hit_threshold_pe: float = 0.5) -> np.ndarray:
     """Per-DOM uncertainty (B, 3, P) float32 from the restarts' fills (R, B, 2, P) normalized:
-    [hit probability (share of restarts that hit the DOM), npe spread (std over restarts, pe, 0 for no
-    hit), time spread (std over the restarts that hit the DOM, ns; 0 when fewer than 2 do)];
-    0 everywhere at observed DOMs."""
+    [hit probability (the hit head's, (B, P), when given; else the share of restarts that hit the DOM),
+    npe spread (std over restarts, pe, 0 for no hit), time spread (std over the restarts that hit the
+    DOM, ns; 0 when fewer than 2 do)]; 0 everywhere at observed DOMs."""
     phys = normalization.denormalize_signal(restarts.detach().cpu().double())  # (R, B, 2, P)
     hit = phys[:, :, 0] >= hit_threshold_pe
     npe = torch.where(hit, phys[:, :, 0], torch.zeros_like(phys[:, :, 0]))
@@ -441,7 +490,8 @@ def restart_spread(restarts: torch.Tensor, mask: Any, normalization: Normalizati
     t = torch.where(hit, phys[:, :, 1], torch.zeros_like(phys[:, :, 1]))
     t_mean = t.sum(0) / n_hit.clamp_min(1)
     t_var = (torch.where(hit, t - t_mean, torch.zeros_like(t)) ** 2).sum(0) / (n_hit - 1).clamp_min(1)
-    out = torch.stack([hit.double().mean(0), npe.std(0, unbiased=False),
+    p_hit = hit.double().mean(0) if hit_probability is None else hit_probability.detach().cpu().double()
+    out = torch.stack([p_hit, npe.std(0, unbiased=False),
                        torch.where(n_hit >= 2, t_var.sqrt(), torch.zeros_like(t_var))], 1)
     out[:, :, ~_mask_tensor(mask, out).cpu()] = 0.0
     return out.float().numpy()
@@ -663,10 +713,9 @@ def inpaint_events(loaded, signal: np.ndarray, labels: np.ndarray, mask: np.ndar
         fills[m] = filled
         if m == method:
             trace = tr
-            uncertainty = None if map_fill is None else restart_spread(map_fill.restarts, mask, norm)
             if map_fill is not None:  # both ways to combine the restarts, from the same restarts
-                best = map_fill.restarts.gather(0, map_fill.best.view(1, -1, 1, 1).expand(1, *x_true.shape))[0]
-                combined = {"best": best, "vote": vote_fill(model, map_fill.restarts, mask_t.bool(), filled)}
+                uncertainty = restart_spread(map_fill.restarts, mask, norm, map_fill.hit_probability)
+                combined = map_fill.fills
         metrics[m] = inpaint_metrics(filled, x_true, mask_t, norm, labels=labels, positions=geometry.positions)
         if m == method:
             seconds = time.time() - t0

@@ -160,7 +160,7 @@ class Objective:
             return loss, {}
         flow = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
         loss, extra = flow.training_loss(signal, labels, geometry, generator=generator, forward=net)
-        return loss, {"bits_per_dim": extra["bits_per_dim"]}
+        return loss, {k: v for k, v in extra.items() if k in ("bits_per_dim", "hit_nll")}
 
 
 class Trainer:

@@ -132,19 +132,32 @@ def coupling_mask(kind: str, n_doms: int, segment: int) -> torch.Tensor:
     raise ConfigError(f"unknown coupling mask kind {kind!r}; known: {list(MASK_KINDS)}")
 
 
+def string_neighbours(v: torch.Tensor, segment: int) -> torch.Tensor:
+    """Values (B, C, P) -> the values of the DOM above and of the DOM below on the same string (B, 2C, P),
+    zero past either end. segment: DOMs per string (P must be a multiple)."""
+    b, c, p = v.shape
+    strings = v.reshape(b, c, p // segment, segment)
+    above = nn.functional.pad(strings[..., :-1], (1, 0))
+    below = nn.functional.pad(strings[..., 1:], (0, 1))
+    return torch.cat([above, below], 1).reshape(b, 2 * c, p)
+
+
 class Conditioner(nn.Module):
     """Transformer over string tokens: (masked x (B, 2, P), `Context`) -> shift, log-scale (B, 2, P).
 
     With dom_width > 0 a per-DOM network adds its own shift and log-scale for every DOM from that DOM's
     masked values, its per-DOM inputs (position, light geometry) and a summary of its token: a 60-DOM
     token alone must squeeze where the light goes along the string through a few numbers.
+    neighbours > 0 (DOMs per string): the per-DOM network also reads the masked values of the DOMs above
+    and below (`string_neighbours`): light reaches neighbours 17 m apart within tens of ns, the strongest
+    local correlation in an event, which a token summary blurs.
     The last layers are zero-initialised so that the coupling starts as the identity.
     """
 
     def __init__(self, hidden: int, depth: int, heads: int, patch_size: int, dom_inputs: int = 0,
-                 dom_width: int = 0) -> None:
+                 dom_width: int = 0, neighbours: int = 0) -> None:
         super().__init__()
-        self.patch_size = patch_size
+        self.patch_size, self.neighbours = patch_size, neighbours
         self.embed = nn.Linear(2 * patch_size, hidden)
         self.context_proj = nn.Linear(hidden, hidden)
         self.blocks = nn.ModuleList(
@@ -159,7 +172,8 @@ class Conditioner(nn.Module):
         self.dom_net = None
         if dom_width:
             self.summary = nn.Linear(hidden, TOKEN_SUMMARY)
-            self.dom_net = nn.Sequential(nn.Linear(2 + dom_inputs + TOKEN_SUMMARY, dom_width), nn.SiLU(),
+            own = 2 + (4 if neighbours else 0)
+            self.dom_net = nn.Sequential(nn.Linear(own + dom_inputs + TOKEN_SUMMARY, dom_width), nn.SiLU(),
                                          nn.Linear(dom_width, 4))
             nn.init.zeros_(self.dom_net[-1].weight)
             nn.init.zeros_(self.dom_net[-1].bias)
@@ -180,7 +194,8 @@ class Conditioner(nn.Module):
             raise ConfigError("a coupling with a per-DOM network (flow.dom_width > 0) needs the per-DOM inputs")
         summary = self.summary(h).repeat_interleave(self.patch_size, 1)  # (B, P, S): its token's summary
         dom = dom.to(x_cond.dtype).expand(x_cond.shape[0], -1, -1)
-        per_dom = self.dom_net(torch.cat([x_cond.transpose(1, 2), dom.transpose(1, 2), summary], -1))  # (B, P, 4)
+        own = torch.cat([x_cond, string_neighbours(x_cond, self.neighbours)], 1) if self.neighbours else x_cond
+        per_dom = self.dom_net(torch.cat([own.transpose(1, 2), dom.transpose(1, 2), summary], -1))  # (B, P, 4)
         d_shift, d_log_scale = per_dom.transpose(1, 2).chunk(2, dim=1)
         return shift + d_shift, log_scale + d_log_scale
 
@@ -228,6 +243,80 @@ class ContextEncoder(nn.Module):
         return self.geometry(patchify(geometry, self.patch_size)) + self.labels(labels).unsqueeze(1)
 
 
+LATERAL_STRINGS = 6  # the hit head reads the same DOM index on this many nearest other strings (a hex ring)
+
+
+def nearest_strings(geometry: torch.Tensor, segment: int, k: int) -> torch.Tensor:
+    """Indices (B, S, k) of the k strings nearest to each string (itself excluded), nearest first, by the
+    horizontal distance of the strings' mean positions in geometry (B, 3, P) (normalized x, y, z)."""
+    b, _, p = geometry.shape
+    n = p // segment
+    centres = geometry[:, :2].reshape(b, 2, n, segment).mean(-1).transpose(1, 2)  # (B, S, 2)
+    dist = torch.cdist(centres, centres) + torch.eye(n, device=geometry.device, dtype=centres.dtype) * 1e9
+    return dist.topk(min(k, n - 1), -1, largest=False).indices
+
+
+def lateral_neighbours(v: torch.Tensor, geometry: torch.Tensor, segment: int, k: int = LATERAL_STRINGS
+                       ) -> torch.Tensor:
+    """Values (B, C, P) -> the values at the same position along the k nearest other strings (B, k C, P),
+    nearest first (`nearest_strings` of geometry (B, 3, P)). Whole dead strings still see the light on
+    the strings around them."""
+    b, c, p = v.shape
+    n = p // segment
+    nearest = nearest_strings(geometry, segment, k)  # (B, S, k)
+    k = nearest.shape[-1]
+    strings = v.reshape(b, c, n, segment)
+    index = nearest.reshape(b, 1, n * k, 1).expand(b, c, n * k, segment)
+    picked = strings.gather(2, index).reshape(b, c, n, k, segment)  # value of string nearest[s, j]
+    return picked.permute(0, 3, 1, 2, 4).reshape(b, k * c, p)
+
+
+class HitHead(nn.Module):
+    """The hurdle part of the flow: logit of P(hit) (B, P) at every DOM given the observed DOMs.
+
+    Each DOM is described by what was seen there, `seen`: [observed hit, observed no hit, npe and time
+    of an observed hit] (all 0 where nothing was observed). The head reads, per DOM, its own, those of
+    the DOMs above and below on its string and of the same DOM index on the LATERAL_STRINGS nearest
+    strings, its per-DOM inputs (position, light geometry), the label vector and an 8-number summary of
+    its string token after one transformer block over all strings. Trained on random masks alongside the flow
+    (`ConditionalFlow.hit_loss`); flow MAP takes hit / no hit of masked DOMs from it, because the flow's
+    density compares a narrow no-hit spike with a wide hit continuum and is a poor judge of that.
+    """
+
+    SEEN = 4
+
+    def __init__(self, width: int, hidden: int, heads: int, patch_size: int, segment: int, dom_inputs: int,
+                 label_dim: int) -> None:
+        super().__init__()
+        self.patch_size, self.segment = patch_size, segment
+        self.context = ContextEncoder(hidden, patch_size, dom_inputs, label_dim)
+        self.embed = nn.Linear(self.SEEN * patch_size, hidden)
+        self.block = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0, activation="gelu",
+                                                batch_first=True, norm_first=True)
+        self.summary = nn.Linear(hidden, TOKEN_SUMMARY)
+        inputs = self.SEEN * (3 + LATERAL_STRINGS) + dom_inputs + label_dim + TOKEN_SUMMARY
+        self.mlp = nn.Sequential(nn.Linear(inputs, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor, hit: torch.Tensor, observed: torch.Tensor, label_vec: torch.Tensor,
+                dom: torch.Tensor) -> torch.Tensor:
+        """x (B, 2, P) normalized, hit (B, P) bool (read only where observed), observed (B, P) bool,
+        label_vec (B, L), dom (B, D, P) per-DOM inputs (normalized geometry first) -> hit logits (B, P)."""
+        seen_hit = (observed & hit).to(x.dtype).unsqueeze(1)
+        seen_nohit = (observed & ~hit).to(x.dtype).unsqueeze(1)
+        seen = torch.cat([seen_hit, seen_nohit, x * seen_hit], 1)  # (B, 4, P)
+        h = self.block(self.embed(patchify(seen, self.patch_size)) + self.context(label_vec, dom))
+        summary = self.summary(h).repeat_interleave(self.patch_size, 1)  # (B, P, S)
+        near = [string_neighbours(seen, self.segment)]
+        if LATERAL_STRINGS and x.shape[-1] // self.segment > LATERAL_STRINGS:
+            near.append(lateral_neighbours(seen, dom[:, :GEOMETRY_CHANNELS], self.segment))
+        else:  # too few strings: zeros keep the input width
+            near.append(seen.new_zeros(seen.shape[0], self.SEEN * LATERAL_STRINGS, seen.shape[-1]))
+        labels = label_vec.to(x.dtype).unsqueeze(-1).expand(-1, -1, x.shape[-1])  # energy sets how far light goes
+        per_dom = torch.cat([seen, *near, dom.to(x.dtype), labels], 1).transpose(1, 2)
+        return self.mlp(torch.cat([per_dom, summary], -1)).squeeze(-1)
+
+
 # --- the flow ---------------------------------------------------------------------------------------
 class ConditionalFlow(NormalizationMetadata):
     """Conditional flow p(x | labels, geometry) over events x (B, 2, P) in normalized space.
@@ -253,35 +342,54 @@ class ConditionalFlow(NormalizationMetadata):
         self.mask_kinds = [kinds[i % len(kinds)] for i in range(cfg.num_couplings)]
         self.physics = cfg.conditioning == "physics"
         dom_inputs = GEOMETRY_CHANNELS + (physics.DOM_FEATURES if self.physics else 0)
-        self.context = ContextEncoder(cfg.hidden_size, cfg.patch_size, dom_inputs,
-                                      physics.LABEL_FEATURES if self.physics else LABEL_DIM)
+        if cfg.dom_neighbours and not cfg.dom_width:
+            raise ConfigError("flow.dom_neighbours needs the per-DOM networks: set flow.dom_width > 0")
+        if cfg.hit_head and segment < 2:
+            raise ConfigError("flow.hit_head needs strings of at least 2 DOMs (flow.patch_size >= 2)")
+        self.segment = segment
+        neighbours = segment if cfg.dom_neighbours else 0
+        label_dim = physics.LABEL_FEATURES if self.physics else LABEL_DIM
+        self.context = ContextEncoder(cfg.hidden_size, cfg.patch_size, dom_inputs, label_dim)
         layers: list[nn.Module] = []
         for kind in self.mask_kinds:
-            cond = Conditioner(cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size, dom_inputs, cfg.dom_width)
+            cond = Conditioner(cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size, dom_inputs, cfg.dom_width,
+                               neighbours)
             layers += [ActNorm(n_doms), AffineCoupling(coupling_mask(kind, n_doms, segment), cond, cfg.scale_bound)]
         self.transforms = nn.ModuleList(layers)
+        self.hit_head = (HitHead(cfg.hit_head, cfg.hidden_size, cfg.num_heads, cfg.patch_size, segment, dom_inputs,
+                                 label_dim) if cfg.hit_head else None)
 
-    def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> Context:
-        """Normalized labels (B, 6) and geometry (3, P) or (B, 3, P) -> `Context`."""
+    def _inputs(self, labels: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized labels (B, 6) and geometry (3, P) or (B, 3, P) -> (label vector (B, L), per-DOM inputs
+        (B, D, P)): the labels and geometry themselves, or with conditioning 'physics' their light geometry."""
         if geometry.dim() == 2:
             geometry = geometry.unsqueeze(0)
         geometry = geometry.to(labels.dtype).expand(labels.shape[0], 3, self.n_doms)
-        label_vec, dom = labels, geometry
-        if self.physics:
-            phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
-                                           self._transforms["energy_transform"] == "log10")
-            positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
-            feats = physics.dom_features(phys, positions.transpose(1, 2)).to(labels.dtype)
-            label_vec, dom = physics.label_features(labels, phys), torch.cat([geometry, feats], 1)
+        if not self.physics:
+            return labels, geometry
+        phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
+                                       self._transforms["energy_transform"] == "log10")
+        positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
+        feats = physics.dom_features(phys, positions.transpose(1, 2)).to(labels.dtype)
+        return physics.label_features(labels, phys), torch.cat([geometry, feats], 1)
+
+    def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> Context:
+        """Normalized labels (B, 6) and geometry (3, P) or (B, 3, P) -> `Context`."""
+        label_vec, dom = self._inputs(labels, geometry)
         return Context(self.context(label_vec, dom), dom if self.config.dom_width else None)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
-        """x (B, 2, P) -> z (B, 2, P), log|det dz/dx| (B,)."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
+                hit_inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Pair | tuple[torch.Tensor, ...]:
+        """x (B, 2, P) -> z (B, 2, P), log|det dz/dx| (B,). With hit_inputs = (events (B, 2, P), observed
+        (B, P)) also the hit head's logits (B, P) (`hit_logits`), in the same call so that a
+        DistributedDataParallel wrapper sees every parameter used in its one forward."""
         context = self._context(labels, geometry)
         total = x.new_zeros(x.shape[0])
         for t in self.transforms:
             x, logdet = t(x, context)
             total = total + logdet
+        if hit_inputs is not None:
+            return x, total, self.hit_logits(*hit_inputs, labels, geometry)
         return x, total
 
     def inverse(self, z: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
@@ -352,14 +460,61 @@ class ConditionalFlow(NormalizationMetadata):
         time = torch.where(no_hit, x[:, 1] + (u[:, 1] - 0.5) * width, x[:, 1])
         return torch.stack([npe, time], 1)
 
+    def hit_logits(self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor
+                   ) -> torch.Tensor:
+        """Logits of P(hit) (B, P) from the hit head, for normalized events x (B, 2, P) of which the DOMs
+        where observed (B, P) or (P,) is True are known; the other values are never read."""
+        if self.hit_head is None:
+            raise ConfigError("this flow has no hit head (flow.hit_head = 0)")
+        label_vec, dom = self._inputs(labels, geometry)
+        hit = ~self.point_masses(x)[0]
+        return self.hit_head(x, hit, observed.expand(x.shape[0], self.n_doms), label_vec, dom)
+
+    def training_masks(self, geometry: torch.Tensor, batch: int, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+        """Random masks (B, P) bool (True = hidden) for the hit head, a third each of the gaps inpainting
+        meets: random DOMs (2-30%), scattered whole strings (2-15% of them), and a clump of 2-11 adjacent
+        strings (a random string and its nearest ones: DeepCore, a sphere). geometry (3, P) normalized."""
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(shape, generator=generator, device=geometry.device)
+
+        strings = self.n_doms // self.segment
+        doms = rand(batch, self.n_doms) < 0.02 + 0.28 * rand(batch, 1)
+        scattered = rand(batch, strings) < 0.02 + 0.13 * rand(batch, 1)
+        centre = (rand(batch) * strings).long().clamp_max(strings - 1)
+        nearest = nearest_strings(geometry.reshape(1, 3, -1), self.segment, 10)[0][centre]  # (B, 10)
+        size = (1 + rand(batch, 1) * nearest.shape[1]).long()  # 1..10 neighbours
+        clump = torch.zeros(batch, strings, dtype=torch.bool, device=geometry.device)
+        clump[torch.arange(batch, device=geometry.device), centre] = True
+        clump.scatter_(1, nearest, torch.arange(nearest.shape[1], device=geometry.device) < size)
+        kind = rand(batch, 1)
+        whole = torch.where(kind < 2 / 3, scattered, clump).repeat_interleave(self.segment, 1)
+        return torch.where(kind < 1 / 3, doms, whole)
+
+    def hit_loss(self, logits: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Mean per event (scalar, nats) of the hit head's binary cross-entropy, logits (B, P) against events
+        x (B, 2, P), summed over the hidden DOMs (B, P): -log P(hit pattern of the hidden DOMs | observed
+        DOMs), the second part of the hurdle model's likelihood."""
+        hit = (~self.point_masses(x)[0]).to(logits.dtype)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, hit, reduction="none")
+        return (bce * hidden).sum(1).mean()
+
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
                       generator: torch.Generator | None = None, forward: nn.Module | None = None
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean NLL per event (scalar, nats) of the dequantized batch, and detached {'nll', 'bits_per_dim'}.
+        """Mean NLL per event (scalar, nats) of the dequantized batch, plus with a hit head its `hit_loss`
+        (together the NLL of the hurdle model), and detached {'nll', 'bits_per_dim', 'hit_nll' (with a hit
+        head)}.
 
         forward: the module whose forward() maps x -> (z, logdet): this flow, or a DistributedDataParallel
         wrapper of it (only DDP's forward synchronises gradients across ranks)."""
-        z, logdet = (forward or self)(self.dequantize(x, generator), labels, geometry)
-        nll = -self.base_log_prob(z).add(logdet).mean()
+        x_deq = self.dequantize(x, generator)
+        hidden = None if self.hit_head is None else self.training_masks(geometry, x.shape[0], generator)
+        hit_inputs = None if hidden is None else (x, ~hidden)
+        z, logdet, *logits = (forward or self)(x_deq, labels, geometry, hit_inputs=hit_inputs)
+        nll, extra = -self.base_log_prob(z).add(logdet).mean(), {}
+        if hidden is not None:
+            hit_nll = self.hit_loss(logits[0], x, hidden)
+            nll, extra["hit_nll"] = nll + hit_nll, hit_nll.detach()
         bpd = nll / (2 * self.n_doms * math.log(2))
-        return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach()}
+        return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach(), **extra}
