@@ -115,7 +115,9 @@ def test_training_loss_adds_the_hit_nll_and_trains_the_head() -> None:
     x = LINEAR.normalize_signal(bimodal_events(16, seed=2, p_hit=0.3)).float()
     nll, extra = flow.training_loss(x, labels, geo, generator=torch.Generator().manual_seed(0))
     assert extra["hit_nll"] > 0 and torch.isclose(nll.detach(), extra["nll"])
-    z, logdet = flow(flow.dequantize(x, torch.Generator().manual_seed(0)), labels, geo)
+    generator = torch.Generator().manual_seed(0)
+    flow.training_masks(geo, 16, generator)  # drawn first, then the dequantization noise
+    z, logdet = flow(flow.dequantize(x, generator), labels, geo)
     flow_nll = -(flow.base_log_prob(z) + logdet).mean()
     assert torch.isclose(nll.detach(), flow_nll.detach() + extra["hit_nll"], rtol=1e-5)
     # a pattern to learn: the top half of every string hit, the bottom half not

@@ -217,9 +217,9 @@ def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> N
     at = next(b for b in at.run().button if b.label == "Inpaint").click().run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     colour = next(r for r in at.radio if r.label == "3D colour")
-    at = colour.set_value("hit probability over restarts").run()
+    at = colour.set_value("hit probability").run()
     names = [t.get("name") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
-    assert "masked DOMs: hit probability over restarts" in names
+    assert "masked DOMs: hit probability" in names
 
     at = _choose(at, "Checkpoint", lambda o: o.startswith("tiny-dit") and "last.pt" in o)
     assert next(s for s in at.selectbox if s.label == "Method").value == "repaint"  # follows the checkpoint's kind

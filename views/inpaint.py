@@ -15,7 +15,7 @@ from views._shared import (MAX_UPLOAD_MB, data_files, file_summary, geometry_of,
 METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slower, the best fill measured)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
 
-UNCERTAINTY = {"hit probability over restarts": 0, "npe spread over restarts [pe]": 1,
+UNCERTAINTY = {"hit probability": 0, "npe spread over restarts [pe]": 1,
                "time spread over restarts [ns]": 2}
 
 st.title("Inpaint")
@@ -148,7 +148,8 @@ def show_results(state: dict) -> None:
     colour = "first-hit time"
     if result.uncertainty is not None:
         colour = st.radio("3D colour", ["first-hit time", *UNCERTAINTY], horizontal=True,
-                          help="Uncertainty: how the flow MAP restarts disagree at each masked DOM")
+                          help="Uncertainty at each masked DOM: its hit probability (the flow's hit head, or for flows "
+                               "without one the share of MAP restarts that hit it) and how the restarts' values spread")
     if colour == "first-hit time":
         st.plotly_chart(viz.linked_event_figures(geometry, events, label=result.labels[0], mask=result.mask),
                         key="inpaint_views")

@@ -508,10 +508,9 @@ class ConditionalFlow(NormalizationMetadata):
 
         forward: the module whose forward() maps x -> (z, logdet): this flow, or a DistributedDataParallel
         wrapper of it (only DDP's forward synchronises gradients across ranks)."""
-        x_deq = self.dequantize(x, generator)
         hidden = None if self.hit_head is None else self.training_masks(geometry, x.shape[0], generator)
         hit_inputs = None if hidden is None else (x, ~hidden)
-        z, logdet, *logits = (forward or self)(x_deq, labels, geometry, hit_inputs=hit_inputs)
+        z, logdet, *logits = (forward or self)(self.dequantize(x, generator), labels, geometry, hit_inputs=hit_inputs)
         nll, extra = -self.base_log_prob(z).add(logdet).mean(), {}
         if hidden is not None:
             hit_nll = self.hit_loss(logits[0], x, hidden)
