@@ -19,7 +19,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from genesis.data.normalization import Normalization
 from genesis.errors import CheckpointError, ConfigError, DataError
 from genesis.geometry import Geometry
-from genesis.models.flow import ConditionalFlow
+from genesis.models.flow import ConditionalFlow, HitPrediction
 
 MASK_FORMS = (
     "strings:S1,S2,... (string ids)",
@@ -297,14 +297,15 @@ def from_unconstrained(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> t
 
 def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
                  geometry: torch.Tensor, start: torch.Tensor, steps: int, lr: float,
-                 tick: Callable[[], None], bounds: tuple[torch.Tensor, torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+                 tick: Callable[[], None], bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 prior: HitPrediction | None = None) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """One Adam run in the unconstrained space from `start` (B, 2, P); m: the entries optimised (P,) or
     (B, 1, P), every other entry is x_obs exactly.
 
     Maximises the log density of u = logit of the boxed values (bounds, else `map_bounds`), i.e.
     log p(x(u)) plus log|dx/du| of the masked entries: in u the flow's no-hit spike counts by its
-    probability mass (its density times its width), not by its peak density.
+    probability mass (its density times its width), not by its peak density. prior: the hit head's
+    normal density of the optimised entries, multiplied in (a product of the two models' densities).
     Returns the best iterate per event (observed entries copied exactly), its objective (B,) and the
     trace of the mean log p(x) of the iterates (steps + 1 values)."""
     lo, hi = bounds if bounds is not None else map_bounds(flow, x_obs, m)
@@ -321,6 +322,8 @@ def _map_restart(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, la
         x = torch.where(m, x_u, x_obs)  # observed entries are copied, never optimised
         lp = flow.log_prob(x, labels, geometry)
         obj = lp + (log_jac * mf).sum((1, 2))
+        if prior is not None:
+            obj = obj - ((0.5 * ((x - prior.mean) * torch.exp(-prior.log_std)) ** 2 + prior.log_std) * mf).sum((1, 2))
         trace.append(float(lp.detach().mean()))
         with torch.no_grad():  # keep the best iterate so the result never scores below its start
             better = obj > best_obj
@@ -396,20 +399,23 @@ def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, la
     flow.requires_grad_(False)  # only the masked values are optimised
     flow.eval()
     try:
-        p_hit, free, x_fixed, bounds = _hit_head_split(flow, x_obs, m, labels, geometry)
+        head = _hit_head_split(flow, x_obs, m, labels, geometry)
         fills, objs, traces = [], [], []
         for r in range(restarts):
             if r == 0 and init == "zero":
                 start = torch.zeros_like(x_obs)
-            else:
+            elif head is None:
                 start = flow.sample(labels, geometry, generator=generator, temperature=MAP_TEMPERATURE)
-            if bounds is None:
+            else:  # a sample of the head's density of the hit values
+                noise = torch.randn(x_obs.shape, generator=generator, device=x_obs.device, dtype=x_obs.dtype)
+                start = head.pred.mean + MAP_TEMPERATURE * torch.exp(head.pred.log_std) * noise
+            if head is None:
                 x_r, obj_r, trace = _map_restart(flow, x_obs, m, labels, geometry, start, steps, lr, tick)
             else:  # inside the box, away from its edges where the logit's gradient vanishes
-                lo, hi = bounds
+                lo, hi = head.bounds
                 start = lo + (hi - lo) * ((start - lo) / (hi - lo)).clamp(START_MARGIN, 1 - START_MARGIN)
-                x_r, obj_r, trace = _map_restart(flow, x_fixed, free, labels, geometry, start, steps, lr, tick,
-                                                 bounds=bounds)
+                x_r, obj_r, trace = _map_restart(flow, head.x_fixed, head.free, labels, geometry, start, steps, lr,
+                                                 tick, bounds=head.bounds, prior=head.pred)
             fills.append(x_r)
             objs.append(obj_r)
             traces.append(trace)
@@ -420,28 +426,38 @@ def flow_map_fill(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, la
     all_fills, all_objs = torch.stack(fills), torch.stack(objs)  # (R, B, 2, P), (R, B)
     best = all_objs.argmax(0)  # first restart wins ties
     combined = {"best": all_fills.gather(0, best.view(1, -1, 1, 1).expand(1, *x_obs.shape))[0]}
-    if p_hit is None:
+    if head is None:
         combined["vote"] = vote_fill(flow, all_fills, m, x_obs)
     else:  # hit / no hit is the head's; the restarts' values are averaged where it says hit
-        combined["vote"] = torch.where(free, all_fills.mean(0), x_fixed)
+        combined["vote"] = torch.where(head.free, all_fills.mean(0), head.x_fixed)
     best_trace = max(traces, key=lambda t: t[-1])  # first of equal ones
-    return MapFill(combined[fill], all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace, best, p_hit,
-                   combined)
+    return MapFill(combined[fill], all_fills, all_objs.gather(0, best.view(1, -1))[0], best_trace, best,
+                   None if head is None else head.p_hit, combined)
+
+
+class HeadSplit(NamedTuple):
+    """Flow MAP with a hit head: p_hit (B, P) its P(hit) (0 at observed DOMs); free (B, 1, P) the masked DOMs
+    with P(hit) >= HIT_PROBABILITY, the only ones optimised; x_fixed (B, 2, P) the observed values with the
+    other masked DOMs set to no hit; bounds: `hit_bounds`; pred: the head's `HitPrediction`."""
+
+    p_hit: torch.Tensor
+    free: torch.Tensor
+    x_fixed: torch.Tensor
+    bounds: tuple[torch.Tensor, torch.Tensor]
+    pred: HitPrediction
 
 
 def _hit_head_split(flow: ConditionalFlow, x_obs: torch.Tensor, m: torch.Tensor, labels: torch.Tensor,
-                    geometry: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    """With a hit head: (P(hit) (B, P), 0 at observed DOMs; the entries to optimise (B, 1, P): masked DOMs
-    with P(hit) >= HIT_PROBABILITY; x_obs with the other masked DOMs set to no hit; their `hit_bounds`).
-    Without one: four Nones (the flow's own density decides hit or no hit)."""
+                    geometry: torch.Tensor) -> HeadSplit | None:
+    """The `HeadSplit` of a flow with a hit head; None without one (its own density decides hit or no hit)."""
     if flow.hit_head is None:
-        return None, None, None, None
+        return None
     with torch.no_grad():
-        p_hit = torch.sigmoid(flow.hit_logits(x_obs, ~m, labels, geometry)) * m
+        pred = flow.predict_hits(x_obs, ~m, labels, geometry)
+    p_hit = torch.sigmoid(pred.logits) * m
     free = (p_hit >= HIT_PROBABILITY).unsqueeze(1)
     nohit = flow.nohit_value().to(x_obs).reshape(1, 2, 1)
-    x_fixed = torch.where(m & ~free, nohit, x_obs)
-    return p_hit, free, x_fixed, hit_bounds(flow, x_obs, m)
+    return HeadSplit(p_hit, free, torch.where(m & ~free, nohit, x_obs), hit_bounds(flow, x_obs, m), pred)
 
 
 def flow_map_inpaint(flow: ConditionalFlow, x_observed: torch.Tensor, mask: Any, labels: torch.Tensor,

@@ -86,11 +86,14 @@ def test_hit_head_never_reads_the_values_it_predicts() -> None:
     x = LINEAR.normalize_signal(bimodal_events(2, seed=1)).float()
     observed = torch.arange(P) % 3 != 0
     other = torch.where(observed, x, torch.randn_like(x) * 3)  # anything at the hidden DOMs
+    changed = torch.where(observed & (torch.arange(P) == 1), x + 1.0, x)  # an observed DOM changes
+    for module in flow.hit_head.mlp:  # outputs that depend on their inputs
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.3)
     with torch.no_grad():
-        assert torch.equal(flow.hit_logits(x, observed, labels, geo), flow.hit_logits(other, observed, labels, geo))
-        changed = torch.where(observed & (torch.arange(P) == 1), x + 1.0, x)  # an observed DOM changes
-        assert not torch.equal(flow.hit_logits(x, observed, labels, geo),
-                               flow.hit_logits(changed, observed, labels, geo))
+        same, moved = (flow.predict_hits(v, observed, labels, geo) for v in (other, changed))
+        for a, b, c in zip(flow.predict_hits(x, observed, labels, geo), same, moved):
+            assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_training_masks_hide_random_doms_scattered_strings_and_clumps() -> None:
@@ -138,9 +141,10 @@ def test_training_loss_adds_the_hit_nll_and_trains_the_head() -> None:
 
 
 def head_says(flow: ConditionalFlow, logit: float) -> None:
-    """Make the head answer the same logit everywhere."""
+    """Make the head answer the same logit everywhere, and hit values at (0, 0) +- 1."""
     torch.nn.init.zeros_(flow.hit_head.mlp[-1].weight)
-    torch.nn.init.constant_(flow.hit_head.mlp[-1].bias, logit)
+    with torch.no_grad():
+        flow.hit_head.mlp[-1].bias.copy_(torch.tensor([logit, 0.0, 0.0, 0.0, 0.0]))
 
 
 @pytest.mark.parametrize("logit", [-8.0, 8.0])
@@ -204,5 +208,5 @@ def test_checkpoints_with_and_without_a_hit_head_load_and_inpaint(tmp_path, kind
                                                       geometry.positions)
             lab = loaded.normalization.normalize_labels(torch.from_numpy(labels))
             g = loaded.normalization.normalize_geometry(torch.as_tensor(geometry.positions)).float()
-            p_hit = torch.sigmoid(loaded.model.hit_logits(x.float(), torch.as_tensor(~mask), lab.float(), g))
+            p_hit = torch.sigmoid(loaded.model.predict_hits(x.float(), torch.as_tensor(~mask), lab.float(), g).logits)
         assert np.allclose(result.uncertainty[:, 0][:, mask], p_hit[:, mask].numpy(), atol=1e-6)

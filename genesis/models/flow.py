@@ -271,8 +271,21 @@ def lateral_neighbours(v: torch.Tensor, geometry: torch.Tensor, segment: int, k:
     return picked.permute(0, 3, 1, 2, 4).reshape(b, k * c, p)
 
 
+class HitPrediction(NamedTuple):
+    """What the hit head says of every DOM given the observed ones: logits of P(hit) (B, P), and for a hit
+    the mean (B, 2, P) and log std (B, 2, P) of a normal density of its normalized npe and time."""
+
+    logits: torch.Tensor
+    mean: torch.Tensor
+    log_std: torch.Tensor
+
+
+LOG_STD_RANGE = (-4.0, 2.0)  # the hit head's value log std, normalized units (time: ~40 ns .. 15 us)
+
+
 class HitHead(nn.Module):
-    """The hurdle part of the flow: logit of P(hit) (B, P) at every DOM given the observed DOMs.
+    """The hurdle part of the flow: P(hit) at every DOM given the observed DOMs and, for a hit, a normal
+    density of its npe and time (a `HitPrediction`).
 
     Each DOM is described by what was seen there, `seen`: [observed hit, observed no hit, npe and time
     of an observed hit] (all 0 where nothing was observed). The head reads, per DOM, its own, those of
@@ -280,7 +293,8 @@ class HitHead(nn.Module):
     strings, its per-DOM inputs (position, light geometry), the label vector and an 8-number summary of
     its string token after one transformer block over all strings. Trained on random masks alongside the flow
     (`ConditionalFlow.hit_loss`); flow MAP takes hit / no hit of masked DOMs from it, because the flow's
-    density compares a narrow no-hit spike with a wide hit continuum and is a poor judge of that.
+    density compares a narrow no-hit spike with a wide hit continuum and is a poor judge of that, and
+    starts from and is pulled towards its values (the flow alone places a hit's time poorly).
     """
 
     SEEN = 4
@@ -296,12 +310,12 @@ class HitHead(nn.Module):
         self.summary = nn.Linear(hidden, TOKEN_SUMMARY)
         inputs = self.SEEN * (3 + LATERAL_STRINGS) + dom_inputs + label_dim + TOKEN_SUMMARY
         self.mlp = nn.Sequential(nn.Linear(inputs, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-                                 nn.Linear(width, 1))
+                                 nn.Linear(width, 5))
 
     def forward(self, x: torch.Tensor, hit: torch.Tensor, observed: torch.Tensor, label_vec: torch.Tensor,
-                dom: torch.Tensor) -> torch.Tensor:
+                dom: torch.Tensor) -> HitPrediction:
         """x (B, 2, P) normalized, hit (B, P) bool (read only where observed), observed (B, P) bool,
-        label_vec (B, L), dom (B, D, P) per-DOM inputs (normalized geometry first) -> hit logits (B, P)."""
+        label_vec (B, L), dom (B, D, P) per-DOM inputs (normalized geometry first) -> `HitPrediction`."""
         seen_hit = (observed & hit).to(x.dtype).unsqueeze(1)
         seen_nohit = (observed & ~hit).to(x.dtype).unsqueeze(1)
         seen = torch.cat([seen_hit, seen_nohit, x * seen_hit], 1)  # (B, 4, P)
@@ -314,7 +328,8 @@ class HitHead(nn.Module):
             near.append(seen.new_zeros(seen.shape[0], self.SEEN * LATERAL_STRINGS, seen.shape[-1]))
         labels = label_vec.to(x.dtype).unsqueeze(-1).expand(-1, -1, x.shape[-1])  # energy sets how far light goes
         per_dom = torch.cat([seen, *near, dom.to(x.dtype), labels], 1).transpose(1, 2)
-        return self.mlp(torch.cat([per_dom, summary], -1)).squeeze(-1)
+        out = self.mlp(torch.cat([per_dom, summary], -1)).transpose(1, 2)  # (B, 5, P)
+        return HitPrediction(out[:, 0], out[:, 1:3], out[:, 3:5].clamp(*LOG_STD_RANGE))
 
 
 # --- the flow ---------------------------------------------------------------------------------------
@@ -381,7 +396,7 @@ class ConditionalFlow(NormalizationMetadata):
     def forward(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
                 hit_inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Pair | tuple[torch.Tensor, ...]:
         """x (B, 2, P) -> z (B, 2, P), log|det dz/dx| (B,). With hit_inputs = (events (B, 2, P), observed
-        (B, P)) also the hit head's logits (B, P) (`hit_logits`), in the same call so that a
+        (B, P)) also the hit head's `HitPrediction` (`predict_hits`), in the same call so that a
         DistributedDataParallel wrapper sees every parameter used in its one forward."""
         context = self._context(labels, geometry)
         total = x.new_zeros(x.shape[0])
@@ -389,7 +404,7 @@ class ConditionalFlow(NormalizationMetadata):
             x, logdet = t(x, context)
             total = total + logdet
         if hit_inputs is not None:
-            return x, total, self.hit_logits(*hit_inputs, labels, geometry)
+            return x, total, self.predict_hits(*hit_inputs, labels, geometry)
         return x, total
 
     def inverse(self, z: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> Pair:
@@ -460,10 +475,10 @@ class ConditionalFlow(NormalizationMetadata):
         time = torch.where(no_hit, x[:, 1] + (u[:, 1] - 0.5) * width, x[:, 1])
         return torch.stack([npe, time], 1)
 
-    def hit_logits(self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor
-                   ) -> torch.Tensor:
-        """Logits of P(hit) (B, P) from the hit head, for normalized events x (B, 2, P) of which the DOMs
-        where observed (B, P) or (P,) is True are known; the other values are never read."""
+    def predict_hits(self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor
+                     ) -> HitPrediction:
+        """The hit head's `HitPrediction` for normalized events x (B, 2, P) of which the DOMs where observed
+        (B, P) or (P,) is True are known; the other values are never read."""
         if self.hit_head is None:
             raise ConfigError("this flow has no hit head (flow.hit_head = 0)")
         label_vec, dom = self._inputs(labels, geometry)
@@ -491,13 +506,14 @@ class ConditionalFlow(NormalizationMetadata):
         whole = torch.where(kind < 2 / 3, scattered, clump).repeat_interleave(self.segment, 1)
         return torch.where(kind < 1 / 3, doms, whole)
 
-    def hit_loss(self, logits: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Mean per event (scalar, nats) of the hit head's binary cross-entropy, logits (B, P) against events
-        x (B, 2, P), summed over the hidden DOMs (B, P): -log P(hit pattern of the hidden DOMs | observed
-        DOMs), the second part of the hurdle model's likelihood."""
-        hit = (~self.point_masses(x)[0]).to(logits.dtype)
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, hit, reduction="none")
-        return (bce * hidden).sum(1).mean()
+    def hit_loss(self, pred: HitPrediction, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Mean per event (scalar, nats) of the hit head's negative log-likelihood of events x (B, 2, P) at
+        the hidden DOMs (B, P): the binary cross-entropy of hit / no hit at every hidden DOM plus the normal
+        NLL of npe and time at the hidden hits, -log p(hidden DOMs | observed DOMs) of the per-DOM model."""
+        hit = ~self.point_masses(x)[0]
+        bce = nn.functional.binary_cross_entropy_with_logits(pred.logits, hit.to(x.dtype), reduction="none")
+        values = 0.5 * ((x - pred.mean) * torch.exp(-pred.log_std)) ** 2 + pred.log_std + 0.5 * math.log(2 * math.pi)
+        return (bce * hidden + values.sum(1) * (hidden & hit)).sum(1).mean()
 
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor,
                       generator: torch.Generator | None = None, forward: nn.Module | None = None
@@ -510,10 +526,10 @@ class ConditionalFlow(NormalizationMetadata):
         wrapper of it (only DDP's forward synchronises gradients across ranks)."""
         hidden = None if self.hit_head is None else self.training_masks(geometry, x.shape[0], generator)
         hit_inputs = None if hidden is None else (x, ~hidden)
-        z, logdet, *logits = (forward or self)(self.dequantize(x, generator), labels, geometry, hit_inputs=hit_inputs)
+        z, logdet, *pred = (forward or self)(self.dequantize(x, generator), labels, geometry, hit_inputs=hit_inputs)
         nll, extra = -self.base_log_prob(z).add(logdet).mean(), {}
         if hidden is not None:
-            hit_nll = self.hit_loss(logits[0], x, hidden)
+            hit_nll = self.hit_loss(pred[0], x, hidden)
             nll, extra["hit_nll"] = nll + hit_nll, hit_nll.detach()
         bpd = nll / (2 * self.n_doms * math.log(2))
         return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach(), **extra}
