@@ -265,6 +265,9 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
     else:
         section["flow"] = {"steps": f"[ActNorm, AffineCoupling] x {a.num_couplings}",
                            "mask_kinds": list(getattr(model, "mask_kinds", []))}
+        if a.hit_head:  # not on the forward pass traced below: flow MAP and the training loss call it
+            section["flow"]["hit_head"] = (f"HitHead (width {a.hit_head}): P(hit) and a normal density of npe and "
+                                           "time per DOM given the observed DOMs; used by flow MAP")
     params = _parameters(model)
     stages, method = _data_flow(cfg, n_doms, batch)
     return {"model": section, "config": config.flatten(config.to_dict(cfg)), "parameters": params,

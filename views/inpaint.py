@@ -83,8 +83,9 @@ def method_settings(method: str, loaded, ckpt, device: str) -> dict:
         steps, restarts = ss.map_defaults(device)
         return {"steps": int(c[0].number_input("Optimisation steps", 1, 5000, steps)),
                 "restarts": int(c[1].number_input("Restarts", 1, 10, restarts,
-                                                  help="MAP runs from different flow samples: the best one is shown, "
-                                                       "their spread is the per-DOM uncertainty"))}
+                                                  help="MAP runs from different samples (of the flow, or of its hit "
+                                                       "head's values): combined as the checkpoint's "
+                                                       "flow.inpaint_fill says; their spread is the per-DOM uncertainty"))}
     if method == "repaint":
         t = loaded.config.diffusion.timesteps
         steps = int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))
