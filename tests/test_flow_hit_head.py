@@ -52,6 +52,11 @@ def test_lateral_neighbours_read_the_same_dom_on_the_nearest_strings() -> None:
     out = lateral_neighbours(v, g, segment=3, k=2)  # (1, 2, 12): nearest string first
     assert out[0, 0].tolist() == [10, 11, 12, 0, 1, 2, 10, 11, 12, 20, 21, 22]
     assert out[0, 1].tolist() == [20, 21, 22, 20, 21, 22, 30, 31, 32, 10, 11, 12]
+    # string 1 hangs 34 m deeper (2 DOM spacings): the DOM at the nearest depth, not the same DOM number
+    geo.positions[3:6, 2] -= 34.0
+    g = LINEAR.normalize_geometry(torch.as_tensor(geo.positions)).float().unsqueeze(0)
+    out = lateral_neighbours(v, g, segment=3, k=2)
+    assert out[0, 0, :3].tolist() == [10, 10, 10] and out[0, 0, 3:6].tolist() == [2, 2, 2]
 
 
 def test_neighbour_inputs_keep_the_flow_invertible_with_exact_log_det() -> None:

@@ -258,17 +258,18 @@ def nearest_strings(geometry: torch.Tensor, segment: int, k: int) -> torch.Tenso
 
 def lateral_neighbours(v: torch.Tensor, geometry: torch.Tensor, segment: int, k: int = LATERAL_STRINGS
                        ) -> torch.Tensor:
-    """Values (B, C, P) -> the values at the same position along the k nearest other strings (B, k C, P),
-    nearest first (`nearest_strings` of geometry (B, 3, P)). Whole dead strings still see the light on
-    the strings around them."""
+    """Values (B, C, P) -> for every DOM the values of the DOM at the nearest depth on each of the k nearest
+    other strings (B, k C, P), nearest string first (`nearest_strings`). geometry (B, 3, P) normalized; the
+    events of one call share their detector (the first one's is used). Whole dead strings still see the
+    light on the strings around them, at their own depth (DeepCore's DOM numbers are at other depths)."""
     b, c, p = v.shape
-    n = p // segment
-    nearest = nearest_strings(geometry, segment, k)  # (B, S, k)
-    k = nearest.shape[-1]
-    strings = v.reshape(b, c, n, segment)
-    index = nearest.reshape(b, 1, n * k, 1).expand(b, c, n * k, segment)
-    picked = strings.gather(2, index).reshape(b, c, n, k, segment)  # value of string nearest[s, j]
-    return picked.permute(0, 3, 1, 2, 4).reshape(b, k * c, p)
+    g = geometry[:1]
+    nearest = nearest_strings(g, segment, k)[0]  # (S, k)
+    z = g[0, 2].reshape(p // segment, segment)  # (S, segment)
+    depth_gap = (z[:, None, :, None] - z[nearest][:, :, None, :]).abs()  # (S, k, own DOM, other string's DOM)
+    index = nearest[:, :, None] * segment + depth_gap.argmin(-1)  # (S, k, segment): DOM index on string j
+    index = index.permute(1, 0, 2).reshape(-1, p)  # (k, P)
+    return v[:, :, index].transpose(1, 2).reshape(b, -1, p)
 
 
 class HitPrediction(NamedTuple):
