@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask", required=True, help="e.g. strings:36,79 | random:0.1 | deepcore | sphere:x,y,z,r | dead:FILE; join with +")
     s.add_argument("--method", default="flow-map", choices=("flow-map", "repaint", "neighbours", "zero"))
     s.add_argument("--steps", type=_positive_int, default=200, help="MAP optimisation steps or RePaint steps")
-    s.add_argument("--restarts", type=_positive_int, default=3, help="flow-map restarts from flow samples (the best per event is kept)")
+    s.add_argument("--restarts", type=_positive_int, default=3,
+                   help="flow-map restarts (from flow samples, or the hit head's); combined as flow.inpaint_fill says")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--no-baselines", action="store_true", help="skip the zero/neighbour comparison")

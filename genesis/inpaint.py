@@ -6,7 +6,9 @@ tensors x (B, 2, P) (channel 0 = npe, 1 = time; no-hit DOMs are exact zeros).
 Methods (see `run_inpainting`):
 - "flow-map": maximise the flow's log p(x | labels, geometry) over the masked values only (Adam in a
   logit space), observed DOMs fixed exactly, from several restarts; the fill is the best restart or,
-  with flow.inpaint_fill 'vote', a per-DOM vote of the restarts (`vote_fill`);
+  with flow.inpaint_fill 'vote', a per-DOM vote of the restarts (`vote_fill`). A flow with a hit head
+  (flow.hit_head) decides hit / no hit of every masked DOM with it and optimises only the hit DOMs'
+  values, under the flow's density times the head's (`_hit_head_split`);
 - "repaint": RePaint sampling with a diffusion model (`genesis.diffusion.repaint_sample`);
 - "neighbours": mean of the nearest unmasked DOMs above and below on the same string;
 - "zero": masked DOMs left empty (what a dead DOM records).
