@@ -134,7 +134,7 @@ def print_table(rows: dict[tuple[str, str], dict[str, float]], n_hidden_hits: di
         print(f"| {mask_name} ({n_hidden_hits[mask_name]} hits) | {method} | {_fmt(m['mse_hit'], '.3f')} "
               f"| {_fmt(m['mse_all'], '.4f')} | {_fmt(m['npe_rel'], '.2f')} | {_fmt(m['t_err'], '.0f')} "
               f"| {_fmt(m['precision'], '.2f')} | {_fmt(m['recall'], '.2f')} | {_fmt(m['q_err'], '.3f')} "
-              f"| {_fmt(m['lf_shift'], '.1f')} | {_fmt(m['mse_hit'] / zero, '.2f')} "
+              f"| {_fmt(m['lf_shift'], '.2f')} | {_fmt(m['mse_hit'] / zero, '.2f')} "
               f"| {_fmt(m['mse_hit'] / neigh, '.2f')} | {_fmt(m.get('unc', math.nan), '.3f')} "
               f"| {_fmt(m['seconds'], '.3f')} |")
 

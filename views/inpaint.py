@@ -12,7 +12,8 @@ from genesis.errors import GenesisError
 from views._shared import (MAX_UPLOAD_MB, data_files, file_summary, geometry_of, mtime, pick_checkpoint, pick_data_file,
                            ready_store, rel, user_errors)
 
-METHODS = {"flow-map": "Flow MAP (flow checkpoint)", "repaint": "RePaint (diffusion checkpoint; slower, the best fill measured)",
+METHODS = {"flow-map": "Flow MAP (flow checkpoint; with a hit head the best fill measured but for a sphere)",
+           "repaint": "RePaint (diffusion checkpoint; slower; the best fill measured for a sphere)",
            "neighbours": "Neighbours on the string (baseline)", "zero": "Zero: dead DOM (baseline)"}
 
 UNCERTAINTY = {"hit probability": 0, "npe spread over restarts [pe]": 1,
