@@ -89,9 +89,9 @@ class FlowConfig:
                                "vote (hit if most restarts hit; npe, time averaged over those)", choices=("best", "vote"))
     dom_neighbours: bool = option(False, "the per-DOM networks also read the values of the DOMs above and below on the "
                                   "string (needs dom_width > 0)")
-    hit_head: int = option(0, "width of the hit head (0 = none): a per-DOM hit probability at masked DOMs given the "
-                           "observed ones, trained with the flow on random masks; flow MAP takes hit / no hit from it",
-                           minimum=0)
+    hit_head: int = option(0, "width of the hit head (0 = none): per masked DOM, given the observed ones, P(hit) and a "
+                           "density of a hit's npe and time, trained with the flow on random masks; flow MAP takes hit "
+                           "/ no hit from it", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ dequantized data is a proper density):
   has to learn.
 The no-hit value comes from the model's own normalization metadata, so any offsets work.
 
+The hit head (flow.hit_head > 0)
+--------------------------------
+The hurdle part of the model: `HitHead` gives every DOM, from the DOMs observed around it, P(hit) and a
+normal density of a hit's npe and time. It is trained with the flow on random masks (`training_masks`,
+`hit_loss`), its NLL added to the flow's; flow MAP inpainting (`genesis.inpaint`) takes hit / no hit of
+masked DOMs from it and multiplies its value density into the flow's. Sampling does not use it.
+
 From samples to events
 ----------------------
 `ConditionalFlow.sample` returns continuous normalized values. `genesis.sampling` denormalizes them
@@ -243,7 +250,7 @@ class ContextEncoder(nn.Module):
         return self.geometry(patchify(geometry, self.patch_size)) + self.labels(labels).unsqueeze(1)
 
 
-LATERAL_STRINGS = 6  # the hit head reads the same DOM index on this many nearest other strings (a hex ring)
+LATERAL_STRINGS = 6  # the hit head reads the DOM at the nearest depth on this many nearest strings (a hex ring)
 
 
 def nearest_strings(geometry: torch.Tensor, segment: int, k: int) -> torch.Tensor:
@@ -290,8 +297,8 @@ class HitHead(nn.Module):
 
     Each DOM is described by what was seen there, `seen`: [observed hit, observed no hit, npe and time
     of an observed hit] (all 0 where nothing was observed). The head reads, per DOM, its own, those of
-    the DOMs above and below on its string and of the same DOM index on the LATERAL_STRINGS nearest
-    strings, its per-DOM inputs (position, light geometry), the label vector and an 8-number summary of
+    the DOMs above and below on its string and of the DOM at the nearest depth on the LATERAL_STRINGS
+    nearest strings (`lateral_neighbours`), its per-DOM inputs (position, light geometry), the label vector and an 8-number summary of
     its string token after one transformer block over all strings. Trained on random masks alongside the flow
     (`ConditionalFlow.hit_loss`); flow MAP takes hit / no hit of masked DOMs from it, because the flow's
     density compares a narrow no-hit spike with a wide hit continuum and is a poor judge of that, and
