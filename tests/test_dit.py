@@ -175,3 +175,35 @@ def test_dom_features_follow_the_cherenkov_geometry():
     above = physics.dom_features(labels, torch.tensor([[0.0, 0.0, 100.0]]))[0, :, 0]  # behind the vertex
     assert above[4].item() == -1.0
     assert above[3].item() == pytest.approx(100 * physics.REFRACTIVE_INDEX / physics.C_VACUUM / physics.TIME_SCALE_NS, rel=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["sum", "film"])
+@pytest.mark.parametrize("conditioning", ["labels", "physics"])
+def test_cached_conditioning_gives_the_same_output(fusion, conditioning):
+    """forward(cond=condition(...)) is forward() without it: the samplers make it once per batch."""
+    norm = Normalization(representation="hit", energy_transform="log10",
+                         label_offsets=(3.0, 0.0, 0.0, -600.0, -550.0, -550.0))
+    cfg = DiTConfig(hidden_size=32, depth=1, num_heads=4, patch_size=60, time_embed_dim=32, fusion=fusion,
+                    conditioning=conditioning, dom_head_width=8)
+    model = randomize(PMTDiT(cfg, 120, norm)).eval()
+    x, geo, labels = torch.randn(4, 3, 120), torch.rand(3, 120), torch.rand(4, 6)
+    drop = torch.tensor([False, True, False, True])
+    cond = model.condition(labels, geo, drop)
+    for t in (torch.tensor([3, 3, 3, 3]), torch.tensor([900, 10, 1, 0])):
+        ref = model(x, t, labels, geo, drop_labels=drop)
+        assert torch.equal(model(x, t, labels, geo, cond=cond), ref)
+        assert torch.equal(model(x, t, None, geo, cond=cond), ref)  # labels are not read again
+    assert not torch.allclose(model(x, t, labels, geo, cond=model.condition(labels + 0.5, geo, drop)), ref)
+    with pytest.raises(ValueError, match="conditioning made for 4 events"):
+        model(x[:2], t[:2], labels[:2], geo, cond=cond)
+
+
+def test_dom_head_in_parts_equals_the_head_on_concatenated_inputs():
+    """The head's first layer is evaluated in parts (per-DOM inputs once, tokens at token resolution):
+    it must equal the Conv1d MLP over [signal | per-DOM inputs | token features repeated per DOM]."""
+    model = randomize(physics_model()).eval()
+    head = model.dom_head
+    x, dom, tokens = torch.randn(2, 3, 120), torch.randn(2, 8, 120), torch.randn(2, 2, 32)
+    per_dom = head.token_proj(tokens).transpose(1, 2).repeat_interleave(60, dim=2)
+    reference = head.mlp(torch.cat([x, dom, per_dom], 1))
+    torch.testing.assert_close(head(x, tokens, head.prepare(dom)), reference, atol=1e-5, rtol=1e-5)

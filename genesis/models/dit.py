@@ -13,11 +13,17 @@ Follows facebookresearch/DiT models.py (Peebles & Xie 2023), adapted to 1-D IceC
 All tensors are normalized (see genesis.data.normalization). The signal has normalization.channels
 channels (2, or 3 with the hit representation). forward() reads the normalization buffers only to
 recover physical labels and positions for the physics inputs.
+
+Everything that depends only on the labels, the geometry and the label-drop mask (label embedding, physics
+features, the geometry embedding of the patches, the per-DOM head's response to its per-DOM inputs) is a
+`Conditioning`, made by `PMTDiT.condition`: samplers make it once per batch and pass it to every step
+(`forward(..., cond=...)`), instead of recomputing it at each of the 50 steps.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -129,18 +135,40 @@ class DiTBlock(nn.Module):
 class DomHead(nn.Module):
     """Per-DOM output next to the token output: an MLP over each DOM's own inputs (noisy signal,
     position, physics features) and features of its token, (B, C_in, P) + (B, N, H) -> (B, C, P).
-    The last layer starts at zero, so the head starts as a no-op."""
+    The last layer starts at zero, so the head starts as a no-op.
+
+    The first layer is linear in the concatenation [signal | per-DOM inputs | token features], so it is
+    evaluated in parts: the per-DOM inputs' part once per batch (`prepare`), the token part at token
+    resolution (N rows, not P) and broadcast to the token's DOMs. The layers run channels-last as Linears
+    over the Conv1d weights (the state dict is unchanged): 2x faster than Conv1d on CPU.
+    """
 
     def __init__(self, in_channels: int, hidden_size: int, width: int, out_channels: int, patch_size: int) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.signal_channels = out_channels
         self.token_proj = nn.Linear(hidden_size, TOKEN_TO_DOM)
         self.mlp = nn.Sequential(nn.Conv1d(in_channels + TOKEN_TO_DOM, width, 1), nn.SiLU(),
                                  nn.Conv1d(width, width, 1), nn.SiLU(), nn.Conv1d(width, out_channels, 1))
 
-    def forward(self, dom_inputs: Tensor, tokens: Tensor) -> Tensor:
-        per_dom = self.token_proj(tokens).transpose(1, 2).repeat_interleave(self.patch_size, dim=2)
-        return self.mlp(torch.cat([dom_inputs, per_dom.to(dom_inputs.dtype)], 1))
+    def prepare(self, dom_inputs: Tensor) -> Tensor:
+        """Per-DOM inputs (1 or B, C_dom, P) -> (1 or B, P, width): the first layer's bias plus its
+        response to them (they depend on labels and geometry only)."""
+        first = self.mlp[0]
+        w = first.weight[:, self.signal_channels:first.in_channels - TOKEN_TO_DOM, 0]
+        return F.linear(dom_inputs.transpose(1, 2), w, first.bias)
+
+    def forward(self, x: Tensor, tokens: Tensor, prepared: Tensor) -> Tensor:
+        """x (B, C, P) noisy signal, tokens (B, N, H), prepared (1 or B, P, width) -> (B, C, P)."""
+        first, second, last = self.mlp[0], self.mlp[2], self.mlp[4]
+        B, N, _ = tokens.shape
+        w_sig, w_tok = first.weight[:, :self.signal_channels, 0], first.weight[:, -TOKEN_TO_DOM:, 0]
+        per_token = F.linear(self.token_proj(tokens), w_tok)  # (B, N, width)
+        h = torch.baddbmm(prepared.to(x.dtype), x.transpose(1, 2), w_sig.t().to(x.dtype).expand(B, -1, -1))
+        h = (h.view(B, N, self.patch_size, -1) + per_token.unsqueeze(2).to(h.dtype)).view(B, N * self.patch_size, -1)
+        inplace = not torch.is_grad_enabled()  # sampling: no autograd needs the pre-activations
+        h = F.silu(F.linear(F.silu(h, inplace=inplace), second.weight[..., 0], second.bias), inplace=inplace)
+        return F.linear(h, last.weight[..., 0], last.bias).transpose(1, 2)
 
 
 class FinalLayer(nn.Module):
@@ -155,6 +183,28 @@ class FinalLayer(nn.Module):
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What PMTDiT.forward needs that depends only on labels, geometry and the label-drop mask
+    (PMTDiT.condition). B = events; rows of 1 broadcast over the batch.
+
+    y: (B, H) label embedding (the null embedding where labels are dropped);
+    token_shift: (1 or B, N, H) geometry embedding of the patches (sum fusion) or FiLM shift;
+    token_scale: (1 or B, N, H) FiLM scale (1 + scale), None with sum fusion;
+    dom_inputs: (1 or B, 3 [+ DOM_FEATURES], P) per-DOM inputs (positions [and physics features]);
+    dom_prepared: (1 or B, P, width) the per-DOM head's first layer on dom_inputs, None without a head.
+    """
+
+    y: Tensor
+    token_shift: Tensor
+    token_scale: Tensor | None
+    dom_inputs: Tensor
+    dom_prepared: Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.y)
 
 
 class PMTDiT(NormalizationMetadata):
@@ -209,15 +259,10 @@ class PMTDiT(NormalizationMetadata):
             nn.init.zeros_(self.dom_head.mlp[-1].weight)
             nn.init.zeros_(self.dom_head.mlp[-1].bias)
 
-    def embed(self, x: Tensor, dom_inputs: Tensor) -> Tensor:
-        """Signal (B, C, P) and per-DOM inputs (1 or B, 3 [+ physics], P) -> fused tokens (B, N, H)."""
-        g = self.geometry_embed(dom_inputs)
+    def embed(self, x: Tensor, cond: Conditioning) -> Tensor:
+        """Signal (B, C, P) fused with the conditioning's geometry tokens -> tokens (B, N, H)."""
         h = self.signal_embed(x)
-        if self.geometry_film is None:
-            h = h + g
-        else:
-            scale, shift = self.geometry_film(g).chunk(2, dim=-1)
-            h = h * (1 + scale) + shift
+        h = h + cond.token_shift if cond.token_scale is None else h * cond.token_scale + cond.token_shift
         return h + self.pos_embed
 
     def drop_mask(self, batch: int, device: torch.device, drop_labels: Tensor | None) -> Tensor | None:
@@ -227,7 +272,7 @@ class PMTDiT(NormalizationMetadata):
             drop_labels = torch.rand(batch, device=device) < self.config.label_dropout
         return None if drop_labels is None else drop_labels.to(device).bool()
 
-    def conditioning(self, labels: Tensor, geometry: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor]:
+    def per_dom_inputs(self, labels: Tensor, geometry: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor]:
         """(label vector (B, L), per-DOM inputs (1 or B, 3 [+ DOM_FEATURES], P)). Physics inputs of
         dropped rows are zeroed: they carry the labels, which an unconditional pass must not see."""
         geometry = geometry if geometry.dim() == 3 else geometry.unsqueeze(0)
@@ -242,28 +287,47 @@ class PMTDiT(NormalizationMetadata):
         dom_inputs = torch.cat([geometry.expand(len(labels), -1, -1).to(feats.dtype), feats], 1)
         return physics.label_features(labels, phys), dom_inputs
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
-                drop_labels: Tensor | None = None) -> Tensor:
+    def condition(self, labels: Tensor, geometry: Tensor, drop_labels: Tensor | None = None,
+                  dtype: torch.dtype = torch.float32) -> Conditioning:
+        """Everything forward() computes from labels (B, label_dim), geometry (3, P) or (B, 3, P) and
+        drop_labels (B,) bool (None: random dropout in training mode, see drop_mask), once: pass it as
+        forward(..., cond=) at every diffusion step of the same events. dtype: that of the signal x."""
+        drop = self.drop_mask(len(labels), labels.device, drop_labels)
+        label_vec, dom_inputs = self.per_dom_inputs(labels, geometry, drop)
+        dom_inputs = dom_inputs.to(dtype)
+        g = self.geometry_embed(dom_inputs)
+        scale = None
+        if self.geometry_film is not None:  # FiLM: the geometry sets a per-token scale and shift
+            scale, g = self.geometry_film(g).chunk(2, dim=-1)
+            scale = 1 + scale
+        prepared = self.dom_head.prepare(dom_inputs) if self.dom_head is not None else None
+        return Conditioning(self.y_embedder(label_vec, drop), g, scale, dom_inputs, prepared)
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None, geometry: Tensor,
+                drop_labels: Tensor | None = None, cond: Conditioning | None = None) -> Tensor:
         """Predict the diffusion target.
 
         x: (B, C, P) noisy normalized signal; t: (B,) (or scalar) int or float diffusion step;
         labels: (B, label_dim) normalized; geometry: (3, P) or (B, 3, P) normalized;
         drop_labels: (B,) bool, True = unconditional (null label embedding). When None, labels are
         dropped at random with probability cfg.label_dropout in training mode only.
+        cond: `condition(labels, geometry, drop_labels)` made beforehand (then labels and drop_labels are
+        not read): the same result without recomputing it.
         Returns (B, C, P).
         """
         self._check_inputs(x, geometry)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
-        drop = self.drop_mask(x.shape[0], x.device, drop_labels)
-        label_vec, dom_inputs = self.conditioning(labels, geometry, drop)
-        c = self.t_embedder(t) + self.y_embedder(label_vec, drop)
-        dom_inputs = dom_inputs.to(x.dtype)
-        h = self.embed(x, dom_inputs)
+        if cond is None:
+            cond = self.condition(labels, geometry, drop_labels, x.dtype)
+        elif len(cond) != len(x):
+            raise ValueError(f"conditioning made for {len(cond)} events, x has {len(x)}")
+        c = self.t_embedder(t) + cond.y
+        h = self.embed(x, cond)
         for block in self.blocks:
             h = block(h, c)
         out = unpatchify(self.final_layer(h, c), self.channels)
         if self.dom_head is not None:
-            out = out + self.dom_head(torch.cat([x, dom_inputs.expand(len(x), -1, -1)], 1), h)
+            out = out + self.dom_head(x, h, cond.dom_prepared)
         return out
 
     def _check_inputs(self, x: Tensor, geometry: Tensor) -> None:
