@@ -199,3 +199,20 @@ def test_suggest_centres_asinh_on_the_early_light(geometry):
     assert 9900.0 <= s.time_center_ns <= 10000.0 and s.time_width_ns == 200.0
     y = s.normalize_signal(np.stack([npe, time], 1), labels, positions)[:, 2][npe > 0]
     assert -0.05 <= y.min() and 0.8 < np.percentile(y, 99) <= 1.0 and y.max() < 1.2
+
+
+def test_refractive_index_sets_the_arrival_reference_and_old_dicts_read_the_default():
+    """Vertex light to a DOM 50 m above an up-going track's vertex arrives 50 n / c after it: the index is a
+    normalization field (validated, carried by to_dict), and dicts from before it read the simulator's 1.32."""
+    positions = np.array([[0.0, 0.0, 50.0]])
+    labels = np.array([[1e5, 0.0, 0.0, 0.0, 0.0, 0.0]])  # comes from above: travels down, away from the DOM
+    x = np.array([[[1.0], [10000.0]]])
+    for n in (1.32, 1.5):
+        y = arrival_norm(refractive_index=n).normalize_signal(x, labels, positions)
+        assert y[0, 2, 0] == pytest.approx((10000.0 - 10000.0 - 50 * n / 0.299792458) / 2000.0, abs=1e-9)
+    old = arrival_norm().to_dict()
+    del old["refractive_index"]
+    assert Normalization.from_dict(old).refractive_index == 1.32
+    assert Normalization.from_dict(arrival_norm(refractive_index=1.5).to_dict()).refractive_index == 1.5
+    with pytest.raises(ConfigError, match="refractive_index"):
+        Normalization(refractive_index=0.9)

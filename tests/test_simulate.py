@@ -206,3 +206,40 @@ def test_cli_simulate_shows_progress_and_writes_the_builtin_detector(tmp_path):
     assert r.returncode == 0 and "(icecube86-grid)" in r.stdout
     r = run_cli("simulate", "--events", "20", "--out", str(tmp_path / "x.h5"), "--geometry", "nowhere.csv")
     assert r.returncode == 2 and "nowhere.csv: geometry file not found" in r.stderr
+
+
+@pytest.mark.parametrize("n", [1.32, 1.45])
+def test_simulator_and_time_reference_share_one_light_model(geometry, n):
+    """The simulator's direct track-light time is genesis.physics' arrival time (the normalization's time
+    reference) wherever the cone reaches a DOM from inside the track, at any refractive index; the index
+    of SimConfig changes it."""
+    import torch
+
+    from genesis.data.simulate import direct_times, expected_light
+    from genesis.physics import arrival_time_ns
+
+    labels = np.array([[1e6, 2.5, 1.0, 20.0, -30.0, 40.0]])
+    cfg = SimConfig(refractive_index=n)
+    light = expected_light(labels, np.array([0.1]), geometry, cfg)
+    inside = (light.s_emit[0] > 1.0) & (light.s_emit[0] < 1000.0) & (light.mu_track[0] >= light.mu_cascade[0])
+    assert inside.sum() > 20
+    dom = np.flatnonzero(inside)
+    t_sim, _ = direct_times(light, (np.zeros_like(dom), dom), cfg)
+    t_ref = arrival_time_ns(torch.tensor(labels), torch.tensor(geometry.positions, dtype=torch.float64), n)[0, dom]
+    np.testing.assert_allclose(t_sim, t_ref.numpy(), rtol=1e-4)
+    if n != 1.32:
+        t_default = arrival_time_ns(torch.tensor(labels), torch.tensor(geometry.positions, dtype=torch.float64))[0, dom]
+        assert (t_ref > t_default).all()
+    with pytest.raises(DataError, match="refractive_index"):
+        SimConfig(refractive_index=1.0)
+
+
+def test_data_layer_does_not_import_the_models():
+    """genesis.data sits below genesis.models: the light geometry it needs is genesis.physics."""
+    import pathlib
+    import re
+
+    import genesis.data.simulate
+
+    for path in pathlib.Path(genesis.data.simulate.__file__).parent.glob("*.py"):
+        assert not re.search(r"^\s*(from|import)\s+genesis\.models", path.read_text(), re.M), path.name

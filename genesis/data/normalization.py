@@ -18,7 +18,8 @@ Representation (what the models see per DOM):
 Time reference ('hit' representation only):
 - 'none': the time channel is the first-hit time t itself;
 - 'arrival': it is t - t_direct, where t_direct is the expected arrival of direct Cherenkov light at the DOM
-  for the event's labels (genesis.models.physics.arrival_time_ns, ns after the vertex time). Models then
+  for the event's labels (genesis.physics.arrival_time_ns, ns after the vertex time, for the refractive
+  index `refractive_index`: the data's simulator setting; checkpoints from before it read 1.32). Models then
   learn the delay (scattering, ~0..2 us), not the whole geometry of the light front. Normalizing and
   denormalizing such events needs their physical labels and the DOM positions (events without any hit do
   not, since only hit DOMs carry a time).
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from genesis.errors import ConfigError
+from genesis.physics import DEFAULT_REFRACTIVE_INDEX, arrival_time_ns
 
 TIME_TRANSFORMS = ("ln", "log10", "none", "asinh")
 NPE_TRANSFORMS = ("none", "log1p")
@@ -143,6 +145,7 @@ class Normalization:
     time_reference: str = "none"
     time_center_ns: float = 0.0  # 'asinh' time transform only: its centre and linear width (module doc)
     time_width_ns: float = 100.0
+    refractive_index: float = DEFAULT_REFRACTIVE_INDEX  # of the direct light of time_reference 'arrival'
 
     def __post_init__(self) -> None:
         for name, n in (("affine_offsets", 5), ("affine_scales", 5), ("label_offsets", 6), ("label_scales", 6)):
@@ -153,7 +156,7 @@ class Normalization:
             if len(value) != n or not all(math.isfinite(v) for v in value):
                 raise ConfigError(f"normalization.{name} must be {n} finite numbers, got {list(value)}")
             object.__setattr__(self, name, value)
-        for name in ("time_center_ns", "time_width_ns"):
+        for name in ("time_center_ns", "time_width_ns", "refractive_index"):
             try:
                 object.__setattr__(self, name, float(getattr(self, name)))
             except (TypeError, ValueError):
@@ -161,6 +164,9 @@ class Normalization:
         if not (math.isfinite(self.time_center_ns) and math.isfinite(self.time_width_ns) and self.time_width_ns > 0):
             raise ConfigError(f"normalization.time_center_ns must be finite and time_width_ns positive, got "
                               f"{self.time_center_ns}, {self.time_width_ns}")
+        if not (math.isfinite(self.refractive_index) and self.refractive_index > 1.0):
+            raise ConfigError(f"normalization.refractive_index must be above 1 (no Cherenkov light otherwise), got "
+                              f"{self.refractive_index}")
         if any(s == 0 for s in self.affine_scales + self.label_scales):
             raise ConfigError("normalization scales must be non-zero")
         for name, allowed in (
@@ -194,10 +200,8 @@ class Normalization:
         if labels is None or positions is None:
             raise ValueError("normalization.time_reference 'arrival' needs the events' physical labels and the DOM "
                              "positions to normalize or denormalize times")
-        from genesis.models.physics import arrival_time_ns  # pure tensor geometry, no model code
-
         lab = torch.as_tensor(labels).double()
-        shift = arrival_time_ns(lab.reshape(-1, 6), torch.as_tensor(positions).to(lab).double())
+        shift = arrival_time_ns(lab.reshape(-1, 6), torch.as_tensor(positions).to(lab).double(), self.refractive_index)
         shift = shift.reshape(*lab.shape[:-1], -1)
         if isinstance(x, torch.Tensor):
             return shift.to(device=x.device, dtype=x.dtype)
@@ -333,6 +337,7 @@ def suggest(signal_sample: np.ndarray, labels: np.ndarray, positions: np.ndarray
         time_reference=base.time_reference,
         time_center_ns=center,
         time_width_ns=base.time_width_ns,
+        refractive_index=base.refractive_index,
     )
 
 

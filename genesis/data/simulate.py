@@ -8,7 +8,8 @@ Model (all constants in `SimConfig`):
 - Light sources: a muon track starting at the vertex, of length min(range(E_mu), max_track_m) with
   range = ln(1 + E b / a) / b (a = 0.24 GeV/m, b = 3.3e-4 /m), and a hadronic cascade at the vertex
   carrying a fraction y ~ U(0.1, 0.5) of the energy. The muon carries the rest.
-- Track light: Cherenkov cone at theta_c = arccos(1/n), n = 1.32. For a DOM at perpendicular distance
+- Track light (the light geometry is `genesis.physics`, shared with the models and the normalization):
+  Cherenkov cone at theta_c = arccos(1/n), n = refractive_index (1.32). For a DOM at perpendicular distance
   rho from the track, the photon is emitted at s_c = s - rho / tan(theta_c) along the track and
   travels d = rho / sin(theta_c). Direct arrival time t = s_c / c + d n / c. Expected charge
   mu = track_yield * (dE/dx / dE/dx_min) * acc * exp(-d / att_len) / max(d / 10 m, 0.5), with
@@ -47,8 +48,11 @@ import numpy as np
 
 from genesis.errors import DataError
 from genesis.geometry import Geometry
+from genesis.physics import (C_VACUUM, DEFAULT_REFRACTIVE_INDEX, Cherenkov, track_arrival_ns, travel_direction,
+                             vertex_arrival_ns)
 
-C_VACUUM = 0.299792458  # m/ns
+__all__ = ["C_VACUUM", "SimConfig", "draw_labels", "simulate", "simulate_at_labels", "simulate_to_file",
+           "travel_direction"]
 MAX_EVENTS = 10_000_000  # per call (~400 GB uncompressed at P = 5160): larger requests are refused, not attempted
 MAX_ENERGY_GEV = 1e12  # above the highest cosmic-ray energies; far beyond it the Poisson charges overflow
 A_DEDX, B_DEDX = 0.24, 3.3e-4  # muon energy loss dE/dx = a + b E: GeV/m, 1/m
@@ -65,7 +69,7 @@ class SimConfig:
     energy_max: float = 1e7
     radius: float = 550.0
     half_height: float = 550.0
-    refractive_index: float = 1.32
+    refractive_index: float = DEFAULT_REFRACTIVE_INDEX
     att_len: float = 30.0
     scatter_len: float = 33.3
     abs_len: float = 98.0
@@ -87,11 +91,9 @@ class SimConfig:
         if self.min_hits < 0 or self.noise_rate < 0 or self.noise_rate >= 1:
             raise DataError(f"simulator: min_hits must be >= 0 and noise_rate in [0, 1), got min_hits {self.min_hits}, "
                             f"noise_rate {self.noise_rate}")
-
-
-def travel_direction(zenith: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
-    """(n,) angles of the direction the particle comes from -> (n, 3) unit vector it travels along."""
-    return -np.stack([np.sin(zenith) * np.cos(azimuth), np.sin(zenith) * np.sin(azimuth), np.cos(zenith)], -1)
+        if not (math.isfinite(self.refractive_index) and self.refractive_index > 1.0):
+            raise DataError(f"simulator: refractive_index must be above 1 (no Cherenkov light otherwise), "
+                            f"got {self.refractive_index}")
 
 
 def draw_labels(n: int, rng: np.random.Generator, cfg: SimConfig = SimConfig()) -> np.ndarray:
@@ -185,10 +187,9 @@ def _track_light(s: np.ndarray, rho2: np.ndarray, pz: np.ndarray, dz: np.ndarray
     """
     f32 = np.float32
     length = _col(np.minimum(np.log1p(e_mu * B_DEDX / A_DEDX) / B_DEDX, cfg.max_track_m))
-    theta_c = math.acos(1.0 / cfg.refractive_index)
     s_c = np.maximum(rho2, f32(1e-6))
     np.sqrt(s_c, out=s_c)
-    s_c *= f32(-1.0 / math.tan(theta_c))
+    s_c *= f32(-1.0 / Cherenkov(cfg.refractive_index).tan)
     s_c += s
     # Emission points outside [0, length] see no direct Cherenkov light: fade over a scattering length.
     s_emit = np.maximum(s_c, f32(0.0))
@@ -220,8 +221,8 @@ def direct_times(light: Light, index: tuple[np.ndarray, np.ndarray], cfg: SimCon
     mu_t, mu_c = light.mu_track[index], light.mu_cascade[index]
     dist_t = light.dist_track[index].astype(np.float64)
     dist_c = light.dist_cascade[index].astype(np.float64)
-    t_t = light.s_emit[index] / C_VACUUM + dist_t * cfg.refractive_index / C_VACUUM
-    t_c = dist_c * cfg.refractive_index / C_VACUUM
+    t_t = track_arrival_ns(light.s_emit[index], dist_t, cfg.refractive_index)
+    t_c = vertex_arrival_ns(dist_c, cfg.refractive_index)
     track_wins = mu_t >= mu_c
     return np.where(track_wins, t_t, t_c), np.where(track_wins, dist_t, dist_c)
 

@@ -4,7 +4,9 @@ A string-patch transformer squeezes 60 DOMs into one token, so learning from scr
 string light up, and when, is hard. These inputs hand it the geometry of the Cherenkov light instead,
 so it learns residuals: for every DOM, the distance to the track and to the vertex, the position along
 the track, and the expected arrival time of direct light, for a muon track that starts at the vertex
-(Cherenkov angle for n = 1.32) with light from the vertex where the cone does not reach.
+with light from the vertex where the cone does not reach. The light geometry itself (travel direction,
+Cherenkov angle for a refractive index, arrival times) is `genesis.physics`, shared with the simulator
+and the normalization's time reference; this module keeps only the model-specific feature builders.
 
 Computed from normalized labels and geometry with the model's own normalization metadata (plain tensor
 arithmetic on the device, no host sync), so every caller of the model keeps passing what it passes.
@@ -12,25 +14,21 @@ arithmetic on the device, no host sync), so every caller of the model keeps pass
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-C_VACUUM = 0.299792458  # m/ns
-REFRACTIVE_INDEX = 1.32
-COS_CHERENKOV = 1.0 / REFRACTIVE_INDEX
-SIN_CHERENKOV = math.sqrt(1.0 - COS_CHERENKOV**2)
-TAN_CHERENKOV = SIN_CHERENKOV / COS_CHERENKOV
+from genesis.physics import C_VACUUM, DEFAULT_REFRACTIVE_INDEX, Cherenkov, arrival_time_ns, light_paths, travel_direction
+
+REFRACTIVE_INDEX = DEFAULT_REFRACTIVE_INDEX  # the index of models that do not name one
+SIN_CHERENKOV = Cherenkov(REFRACTIVE_INDEX).sin
+TAN_CHERENKOV = Cherenkov(REFRACTIVE_INDEX).tan
 LABEL_FEATURES = 7  # energy (normalized), travel direction (3), vertex (3, normalized)
 DOM_FEATURES = 5
 TIME_SCALE_NS = 1000.0
 LENGTH_SCALE_M = 500.0
 
-
-def travel_direction(zenith: Tensor, azimuth: Tensor) -> Tensor:
-    """(B,) angles of the direction the particle comes from -> (B, 3) unit vector it travels along."""
-    return -torch.stack([zenith.sin() * azimuth.cos(), zenith.sin() * azimuth.sin(), zenith.cos()], -1)
+__all__ = ["C_VACUUM", "REFRACTIVE_INDEX", "arrival_time_ns", "dom_features", "label_features", "physical_labels",
+           "travel_direction"]
 
 
 def physical_labels(labels_n: Tensor, offsets: Tensor, scales: Tensor, energy_log10: bool) -> Tensor:
@@ -47,35 +45,12 @@ def label_features(labels_n: Tensor, labels_phys: Tensor) -> Tensor:
     return torch.cat([labels_n[:, :1], d, labels_n[:, 3:]], 1)
 
 
-def _light_paths(labels_phys: Tensor, positions: Tensor) -> tuple[Tensor, ...]:
-    """For physical labels (B, 6) and DOM positions (P, 3) or (B, P, 3) in metres, each (B, P): position
-    along the track s, distance to the vertex, whether the Cherenkov cone reaches the DOM, the light path
-    length and the expected direct arrival time [ns after the vertex time]."""
-    d = travel_direction(labels_phys[:, 1], labels_phys[:, 2])
-    r = (positions if positions.dim() == 3 else positions.unsqueeze(0)) - labels_phys[:, None, 3:6]
-    s = (r * d[:, None]).sum(-1)
-    rho = (r - s[..., None] * d[:, None]).norm(dim=-1)
-    dist = r.norm(dim=-1)
-    s_emit = s - rho / TAN_CHERENKOV
-    on_cone = s_emit > 0
-    path = torch.where(on_cone, rho / SIN_CHERENKOV, dist)
-    arrival = torch.where(on_cone, s_emit / C_VACUUM + path * REFRACTIVE_INDEX / C_VACUUM,
-                          dist * REFRACTIVE_INDEX / C_VACUUM)
-    return s, dist, on_cone, path, arrival
-
-
-def arrival_time_ns(labels_phys: Tensor, positions: Tensor) -> Tensor:
-    """Expected direct-light arrival time (B, P) in ns after the vertex time, for physical labels (B, 6)
-    and positions (P, 3) in metres (the time reference of `normalization.time_reference: arrival`)."""
-    return _light_paths(labels_phys, positions)[4]
-
-
-def dom_features(labels_phys: Tensor, positions: Tensor) -> Tensor:
+def dom_features(labels_phys: Tensor, positions: Tensor, refractive_index: float = REFRACTIVE_INDEX) -> Tensor:
     """Per-DOM light geometry for physical labels (B, 6) and DOM positions (P, 3) or (B, P, 3) in metres
     -> (B, DOM_FEATURES, P), each of order 1:
     log distance of the light path, log distance to the vertex, position along the track, expected
     direct arrival time after the vertex time, and +1 / -1 for track / vertex light."""
-    s, dist, on_cone, path, arrival = _light_paths(labels_phys, positions)
+    s, dist, on_cone, path, arrival = light_paths(labels_phys, positions, refractive_index)
     feats = [torch.log1p(path / 10.0) / 3.0, torch.log1p(dist / 10.0) / 3.0, s / LENGTH_SCALE_M,
              arrival / TIME_SCALE_NS, on_cone.float() * 2 - 1]
     return torch.stack(feats, 1)
