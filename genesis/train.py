@@ -160,7 +160,9 @@ class Objective:
             return loss, {}
         flow = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
         loss, extra = flow.training_loss(signal, labels, geometry, generator=generator, forward=net)
-        return loss, {k: v for k, v in extra.items() if k in ("bits_per_dim", "hit_nll")}
+        # the loss trains flow and hit head together; 'nll' (the flow's alone) is what train/nll and val/nll
+        # report and best.pt is chosen on, so runs with and without a head compare; the head's is 'hit_nll'
+        return loss, {k: v for k, v in extra.items() if k in ("nll", "bits_per_dim", "hit_nll")}
 
 
 class Trainer:
@@ -303,22 +305,26 @@ class Trainer:
         return self.ema.module if self.cfg.train.val_weights == "ema" else self.model
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def validate(self) -> tuple[float, dict[str, float]]:
+        """(the validation loss best.pt is chosen on: a flow's own NLL, without its hit head's, {'hit_nll'} for
+        flows with a hit head, else {}), event-weighted means over the validation split."""
         model = self.val_model
         was_training = model.training
         model.eval()
         gen = torch.Generator(device=self.device).manual_seed(12345)
-        total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        total, count = torch.zeros(2, device=self.device, dtype=torch.float64), 0
+        has_head = False
         for events, labels in self.batches(self.val_data, shuffle=False):
             with self.autocast():
-                loss, _ = self.objective(model, events, labels, self.geo_n, gen, train=False)
-            total += loss.double() * len(events)
+                loss, extra = self.objective(model, events, labels, self.geo_n, gen, train=False)
+            has_head = "hit_nll" in extra
+            total += torch.stack([extra.get("nll", loss), extra.get("hit_nll", loss.new_zeros(()))]).double() * len(events)
             count += len(events)
         model.train(was_training)
-        stats = torch.stack([total, torch.tensor(float(count), device=self.device, dtype=torch.float64)])
+        stats = torch.cat([total, torch.tensor([float(count)], device=self.device, dtype=torch.float64)])
         if self.ctx.world > 1:
             dist.all_reduce(stats)
-        return float(stats[0] / stats[1])
+        return float(stats[0] / stats[2]), ({"hit_nll": float(stats[1] / stats[2])} if has_head else {})
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         if self.ctx.is_main and self.store:
@@ -387,6 +393,8 @@ class Trainer:
         """Step metrics; the loss is named by kind (tracking.LOSS_KEYS). The log line carries the same
         name and value (genesis.live reads the live curve from it without querying the store)."""
         lr = self.scheduler.get_last_lr()[0]
+        extra = dict(extra)
+        loss = extra.pop("nll", loss)  # flows: the flow's own NLL (its hit head's is train/hit_nll)
         key = tracking.loss_key(self.cfg.kind, "train")
         self.log_metrics({key: loss, "train/lr": lr, "train/grad_norm": grad_norm,
                           "train/events_per_s": rate, **{f"train/{k}": v for k, v in extra.items()}})
@@ -398,11 +406,11 @@ class Trainer:
         epoch (max_steps, time budget) is validated too, but its epoch counter stays: resuming it
         continues that epoch."""
         self.check_finite()
-        val = self.validate()
+        val, val_extra = self.validate()
         if complete:
             self.epoch += 1
         key = tracking.loss_key(self.cfg.kind, "val")
-        metrics = {key: val, "epoch": self.epoch}
+        metrics = {key: val, "epoch": self.epoch, **{f"val/{k}": v for k, v in val_extra.items()}}
         if self.cfg.kind == "flow":  # per-dimension, comparable across detector sizes
             metrics["val/bits_per_dim"] = val / (2 * self.geometry.n_doms * math.log(2))
         self.log_metrics(metrics)
