@@ -1,4 +1,5 @@
-"""Physics-fidelity metrics: per-event features, LineFit, distribution distances, classifier AUC.
+"""Physics-fidelity metrics: per-event features, LineFit, distances, classifier AUCs (with and without
+the labels), response curves to the labels, standard errors.
 
 Everything works on events in physical units, vectorized over events (chunks of events, never a Python
 loop over single events):
@@ -210,6 +211,52 @@ def feature_distances(gen_feats: dict[str, np.ndarray], ref_feats: dict[str, np.
                 "jsd": histogram_jsd(gen_feats[k], ref_feats[k])} for k in names}
 
 
+def _w1_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """W1 between the rows of a (B, na) and b (B, nb), each row sorted ascending -> (B,).
+
+    The integral of |F_a^-1(u) - F_b^-1(u)| over u in (0, 1): both quantile functions are constant between
+    the breakpoints k/na and j/nb, so the sum over those intervals is exact (it equals scipy's W1)."""
+    na, nb = a.shape[1], b.shape[1]
+    edges = np.r_[0.0, np.union1d(np.arange(1, na) / na, np.arange(1, nb) / nb), 1.0]
+    mid, width = 0.5 * (edges[:-1] + edges[1:]), np.diff(edges)
+    ia, ib = np.minimum((mid * na).astype(np.int64), na - 1), np.minimum((mid * nb).astype(np.int64), nb - 1)
+    return np.abs(a[:, ia] - b[:, ib]) @ width
+
+
+BOOTSTRAP_ELEMENTS = 4_000_000  # values per bootstrap chunk (B_chunk x (Ng + Nr)): bounds memory to ~100 MB
+
+
+def w1_norm_standard_errors(gen_feats: dict[str, np.ndarray], ref_feats: dict[str, np.ndarray],
+                            names: list[str] | None = None, n_boot: int = 100,
+                            seed: int = 0) -> dict[str, float]:
+    """Bootstrap standard error of normalized_w1(gen, ref) per feature (default FEATURES).
+
+    Events are resampled with replacement (gen and ref independently; the same event indices for every
+    feature), n_boot times; the SE is the std (ddof 1) of W1(gen*, ref*) / std(ref*). Vectorized over the
+    resamples in chunks of about BOOTSTRAP_ELEMENTS values, so 100 resamples of 2 x 5000 events and 14
+    features take about a second. NaN when a set has fewer than 2 events.
+    """
+    names = FEATURES if names is None else names
+    g = feature_matrix(gen_feats, names)
+    r = feature_matrix(ref_feats, names)
+    if len(g) < 2 or len(r) < 2 or n_boot < 2:
+        return {k: math.nan for k in names}
+    rng = np.random.default_rng(seed)
+    chunk = max(1, BOOTSTRAP_ELEMENTS // (len(g) + len(r)))
+    values: list[np.ndarray] = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        ig, ir = rng.integers(0, len(g), (b, len(g))), rng.integers(0, len(r), (b, len(r)))
+        out = np.empty((b, len(names)))
+        for j in range(len(names)):
+            gs, rs = np.sort(g[ig, j], axis=1), np.sort(r[ir, j], axis=1)
+            sd = rs.std(axis=1)
+            out[:, j] = _w1_sorted(gs, rs) / np.where(sd > 0, sd, 1.0)  # as normalized_w1: constant ref -> raw W1
+        values.append(out)
+    se = np.concatenate(values).std(axis=0, ddof=1)
+    return {k: float(v) for k, v in zip(names, se)}
+
+
 # ----------------------------------------------------------------------------------------- DOM maps
 def dom_maps(npe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-DOM occupancy (fraction of events with a hit) and mean npe per event (no-hit counts as 0),
@@ -236,6 +283,12 @@ def map_correlation(gen_npe: np.ndarray, ref_npe: np.ndarray) -> dict[str, float
 
 
 # ------------------------------------------------------------------------------ classifier two-sample
+TEST_FRACTION = 0.5  # of the label rows: half for the test, so the AUC's standard error is small
+VAL_FRACTION = 0.125  # of the label rows, taken from the training half (early stopping)
+LABEL_FEATURES: list[str] = ["log10_energy", "dir_x", "dir_y", "dir_z", "vertex_x", "vertex_y", "vertex_z"]
+"""The label inputs of the label-aware classifier (label_features)."""
+
+
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """ROC AUC by the Mann-Whitney rank statistic (ties get average ranks, i.e. count 1/2).
     scores (n,), positive (n,) bool; needs both classes."""
@@ -247,16 +300,76 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def auc_standard_error(scores: np.ndarray, positive: np.ndarray) -> float:
+    """DeLong's standard error of the ROC AUC of scores (n,) for classes positive (n,) bool.
+
+    With X the positives' scores (m) and Y the negatives' (k), V10_i = P(Y < X_i) (ties 1/2) and
+    V01_j = P(Y_j < X); var(AUC) = var(V10) / m + var(V01) / k (DeLong et al. 1988, via midranks).
+    It is the spread from the finite test set (not from the classifier's training); NaN with < 2 per class.
+    """
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    x, y = scores[positive], scores[~positive]
+    m, k = len(x), len(y)
+    if m < 2 or k < 2:
+        return math.nan
+    rank_all = rankdata(np.r_[x, y])
+    v10 = (rank_all[:m] - rankdata(x)) / k
+    v01 = 1.0 - (rank_all[m:] - rankdata(y)) / m
+    return float(math.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / k))
+
+
+def events_for_auc_se(target_se: float = 0.01, auc: float = 0.5, test_fraction: float = TEST_FRACTION) -> int:
+    """Label rows (events per set) a classifier test needs for an AUC standard error <= target_se at the given
+    AUC (Hanley & McNeil 1982, equal classes of test_fraction * N events each). The largest need is at 0.5:
+    var = (A(1 - A) + (m - 1)(Q1 + Q2 - 2 A^2)) / m^2 with Q1 = A / (2 - A), Q2 = 2 A^2 / (1 + A)."""
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    m = 2
+    while (auc * (1 - auc) + (m - 1) * (q1 + q2 - 2 * auc ** 2)) / m ** 2 > target_se ** 2:
+        m += 1
+    return int(math.ceil(m / test_fraction))
+
+
+def row_split(n: int, seed: int = 0, test_fraction: float = TEST_FRACTION,
+              val_fraction: float = VAL_FRACTION) -> dict[str, np.ndarray]:
+    """Disjoint train/val/test row indices (each sorted) of n label rows, shuffled by seed.
+
+    The generated and the reference event of one label row go to the same part (pass the split to
+    classifier_auc for both sets), so the classifier is never tested at a label row it was trained on.
+    """
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    if min(n_test, n_val, n - n_test - n_val) < 1:
+        raise ValueError(f"{n} label rows cannot be split into train/val/test "
+                         f"({1 - test_fraction - val_fraction:.3g}/{val_fraction:.3g}/{test_fraction:.3g})")
+    perm = np.random.default_rng(seed).permutation(n)
+    return {"train": np.sort(perm[n_test + n_val:]), "val": np.sort(perm[n_test:n_test + n_val]),
+            "test": np.sort(perm[:n_test])}
+
+
+def label_features(labels: np.ndarray) -> np.ndarray:
+    """(N, 7) label inputs of the label-aware classifier from labels (N, 6): log10 energy, the 'comes from'
+    direction as a unit vector (no 2 pi wrap of the azimuth), vertex x, y, z (LABEL_FEATURES)."""
+    lab = np.asarray(labels, np.float64)
+    if lab.ndim != 2 or lab.shape[1] != 6:
+        raise ValueError(f"labels must have shape (N, 6); got {lab.shape}")
+    if (lab[:, 0] <= 0).any():
+        raise ValueError("energies must be > 0 GeV (the classifier reads log10 energy)")
+    return np.c_[np.log10(lab[:, 0]), direction_from_angles(lab[:, 1], lab[:, 2]), lab[:, 3:6]]
+
+
 def classifier_auc(feats_a: np.ndarray, feats_b: np.ndarray, seed: int = 0, epochs: int = 200,
                    min_events: int = MIN_EVENTS_FOR_AUC, patience: int = 10, hidden: int = 64,
-                   batch_size: int = 256, lr: float = 1e-3) -> dict[str, float | int]:
+                   batch_size: int = 256, lr: float = 1e-3,
+                   split: dict[str, np.ndarray] | None = None) -> dict[str, float | int]:
     """Classifier two-sample test: test-set ROC AUC of an MLP separating a (label 1) from b (label 0).
 
-    feats_a (Na, F), feats_b (Nb, F). The larger set is subsampled to balance classes; each class is split
-    train/val/test 50/25/25; features are standardized on train; an MLP (F -> hidden -> hidden -> 1, ReLU)
-    is trained with Adam + BCE, early-stopped on validation loss (patience epochs). AUC ~0.5 means the
-    sets are indistinguishable to this classifier. Deterministic for a given seed.
-    Returns dict(auc, n_train, n_val, n_test) (counts over both classes).
+    feats_a (Na, F), feats_b (Nb, F). With Na == Nb the rows are paired (row i of a and of b belong to the
+    same label row, as in an evaluation that generates one event per reference label): one split of the
+    rows (`split`, default row_split(N, seed): train/val/test 37.5/12.5/50) serves both sets, so a label
+    row never straddles train and test. With Na != Nb each set is first subsampled (independently) to the
+    smaller size. Features are standardized on train; an MLP (F -> hidden -> hidden -> 1, ReLU) is trained
+    with Adam + BCE, early-stopped on validation loss (patience epochs). AUC ~0.5 means the sets are
+    indistinguishable to this classifier. Deterministic for a given seed.
+    Returns dict(auc, auc_se (DeLong, over the test set), n_train, n_val, n_test) (counts over both classes).
     Raises ValueError if either set has fewer than min_events events or the inputs are malformed.
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
@@ -268,11 +381,14 @@ def classifier_auc(feats_a: np.ndarray, feats_b: np.ndarray, seed: int = 0, epoc
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("feature matrices contain NaN/inf")
     rng = np.random.default_rng(seed)
-    n = min(len(a), len(b))
-    a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]
-    cut = (n // 2, n // 2 + n // 4)
-    parts = [(np.concatenate([a[i:j], b[i:j]]), np.r_[np.ones(j - i), np.zeros(j - i)])
-             for i, j in ((0, cut[0]), cut, (cut[1], n))]
+    if len(a) != len(b):
+        if split is not None:
+            raise ValueError(f"a row split needs paired sets of equal size; got {len(a)} and {len(b)}")
+        n = min(len(a), len(b))
+        a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]
+    split = row_split(len(a), seed) if split is None else split
+    parts = [(np.concatenate([a[split[k]], b[split[k]]]), np.r_[np.ones(len(split[k])), np.zeros(len(split[k]))])
+             for k in ("train", "val", "test")]
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
     # Robust standardization (median, IQR) + clipping: a generator's rare far-off values (e.g. a huge
     # time span) must not inflate the scale and squash the bulk where the differences usually are.
@@ -302,7 +418,23 @@ def classifier_auc(feats_a: np.ndarray, feats_b: np.ndarray, seed: int = 0, epoc
         net.load_state_dict(best_state)
     with torch.no_grad():
         scores = net(xs).squeeze(1).numpy()
-    return {"auc": roc_auc(scores, y_te > 0.5), "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te)}
+    return {"auc": roc_auc(scores, y_te > 0.5), "auc_se": auc_standard_error(scores, y_te > 0.5),
+            "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te)}
+
+
+def conditional_classifier_auc(feats_a: np.ndarray, labels_a: np.ndarray, feats_b: np.ndarray,
+                               labels_b: np.ndarray, seed: int = 0,
+                               split: dict[str, np.ndarray] | None = None, **kwargs: Any) -> dict[str, float | int]:
+    """Label-aware classifier two-sample test: classifier_auc on the event features (N, F) plus each event's
+    label_features (N, 7). It sees whether events follow their labels: a generator whose events are right
+    on the whole but at the wrong labels (e.g. charge that ignores energy) scores well above 0.5 here,
+    while the unconditional classifier sees nothing. labels_a (Na, 6), labels_b (Nb, 6)."""
+    fa, fb = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    if len(labels_a) != len(fa) or len(labels_b) != len(fb):
+        raise ValueError(f"one label row per event needed; got {len(fa)} events / {len(labels_a)} labels and "
+                         f"{len(fb)} / {len(labels_b)}")
+    return classifier_auc(np.c_[fa, label_features(labels_a)], np.c_[fb, label_features(labels_b)], seed=seed,
+                          split=split, **kwargs)
 
 
 def _train(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module, xt: torch.Tensor,
@@ -377,6 +509,103 @@ def angular_error_summary(angle: np.ndarray, valid: np.ndarray | None = None) ->
     return {"median_deg": float(np.median(d)), "p68_deg": float(np.percentile(d, 68)), "n": int(a.size)}
 
 
+# ---------------------------------------------------------------------------------- response curves
+RESPONSE_FEATURES: list[str] = ["log10_total_npe", "n_hit_doms", "n_hit_strings", "time_span"]
+"""Event features whose response to the labels response_curves measures."""
+RESPONSE_LABELS: dict[str, str] = {"log10_energy": "log10 energy [GeV]", "cos_zenith": "cos zenith",
+                                   "vertex_z": "vertex depth z [m]", "vertex_r": "vertex radius sqrt(x^2+y^2) [m]"}
+"""Label axes of the response curves -> axis titles (values from response_label_values)."""
+RESPONSE_BINS = 8
+
+
+def response_label_values(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The label axes of RESPONSE_LABELS, each (N,), from labels (N, 6)."""
+    lab = np.asarray(labels, np.float64)
+    if lab.ndim != 2 or lab.shape[1] != 6:
+        raise ValueError(f"labels must have shape (N, 6); got {lab.shape}")
+    if (lab[:, 0] <= 0).any():
+        raise ValueError("energies must be > 0 GeV (the response curves bin log10 energy)")
+    return {"log10_energy": np.log10(lab[:, 0]), "cos_zenith": np.cos(lab[:, 1]), "vertex_z": lab[:, 5],
+            "vertex_r": np.hypot(lab[:, 3], lab[:, 4])}
+
+
+def _quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """Edges of up to n_bins bins with about equal counts of values (fewer when values repeat)."""
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)))
+    return edges if len(edges) > 1 else np.r_[edges[0], edges[0]]
+
+
+def _bin_stats(y: np.ndarray, idx: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    """Per bin: count, mean, std (ddof 1) and standard error of the mean std / sqrt(n) of y (N,) in bins idx (N,).
+    Mean is NaN in an empty bin; std and se are NaN with fewer than 2 events."""
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(idx, weights=y, minlength=n_bins) / count
+        sq = np.bincount(idx, weights=(y - np.nan_to_num(mean)[idx]) ** 2, minlength=n_bins)  # two-pass spread
+        std = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
+        se = std / np.sqrt(count)
+    return {"count": count, "mean": mean, "std": std, "se": se}
+
+
+def response_curves(gen_feats: dict[str, np.ndarray], gen_labels: np.ndarray, ref_feats: dict[str, np.ndarray],
+                    ref_labels: np.ndarray, n_bins: int = RESPONSE_BINS) -> dict[str, Any]:
+    """How the events respond to their labels, generated against reference (simulated).
+
+    For every label axis of RESPONSE_LABELS (log10 energy, cos zenith, vertex depth z, vertex radius) and
+    every feature of RESPONSE_FEATURES (log10 total npe, hit DOMs, hit strings, time span): per bin of the
+    label the count, mean, spread (std) and standard error of the mean (std / sqrt(n)) of the feature in
+    each set. Bins hold about equal numbers of reference events (quantiles of the reference labels); events
+    beyond the outer edges count in the outer bins.
+    Summary of a curve, in units of the standard error: the mean over bins (with >= 2 events of each set)
+    of z = |mean_gen - mean_ref| / sqrt(se_gen^2 + se_ref^2). Two samples of the same process give about
+    0.8 (the mean of |N(0, 1)|); a model whose response is off by k standard errors gives about k.
+    The overall summary is the mean of the curve summaries.
+
+    gen_feats / ref_feats: event_features dicts of Ng / Nr events; gen_labels (Ng, 6), ref_labels (Nr, 6).
+    Returns {features, labels: {axis: title}, n_bins, bins: {axis: {edges, centers (mean reference label)}},
+    curves: {"<feature>_vs_<axis>": {feature, label, gen: {count, mean, std, se}, ref: {...}, z, summary}},
+    summary, definition} (numpy arrays; NaN where undefined).
+    """
+    gl, rl = response_label_values(gen_labels), response_label_values(ref_labels)
+    for name, feats, n in (("gen", gen_feats, len(gl["vertex_z"])), ("ref", ref_feats, len(rl["vertex_z"]))):
+        missing = [k for k in RESPONSE_FEATURES if k not in feats]
+        if missing or any(len(feats[k]) != n for k in RESPONSE_FEATURES):
+            raise ValueError(f"{name}: response curves need the features {RESPONSE_FEATURES} for each of its "
+                             f"{n} label rows (missing: {missing})")
+    if len(rl["vertex_z"]) == 0 or len(gl["vertex_z"]) == 0:
+        raise ValueError("response curves need at least one generated and one reference event")
+    bins, curves = {}, {}
+    for axis in RESPONSE_LABELS:
+        edges = _quantile_edges(rl[axis], n_bins)
+        nb = len(edges) - 1
+        ig = np.clip(np.searchsorted(edges[1:-1], gl[axis], side="right"), 0, nb - 1)
+        ir = np.clip(np.searchsorted(edges[1:-1], rl[axis], side="right"), 0, nb - 1)
+        bins[axis] = {"edges": edges, "centers": _bin_stats(rl[axis], ir, nb)["mean"]}
+        for feat in RESPONSE_FEATURES:
+            g = _bin_stats(np.asarray(gen_feats[feat], np.float64), ig, nb)
+            r = _bin_stats(np.asarray(ref_feats[feat], np.float64), ir, nb)
+            z = _standard_scores(g, r)
+            curves[f"{feat}_vs_{axis}"] = {"feature": feat, "label": axis, "gen": g, "ref": r, "z": z,
+                                           "summary": float(np.nanmean(z)) if np.isfinite(z).any() else math.nan}
+    summaries = [c["summary"] for c in curves.values() if math.isfinite(c["summary"])]
+    return {"features": list(RESPONSE_FEATURES), "labels": dict(RESPONSE_LABELS), "n_bins": n_bins, "bins": bins,
+            "curves": curves, "summary": float(np.mean(summaries)) if summaries else math.nan,
+            "definition": "per curve: mean over label bins of |mean_gen - mean_ref| / sqrt(se_gen^2 + se_ref^2) "
+                          "(in units of the standard error of the difference; ~0.8 for two samples of one "
+                          "process); overall: mean of the curve summaries"}
+
+
+def _standard_scores(g: dict[str, np.ndarray], r: dict[str, np.ndarray]) -> np.ndarray:
+    """|mean_gen - mean_ref| / sqrt(se_gen^2 + se_ref^2) per bin; NaN where a set has < 2 events, and where
+    both spreads are 0 but the means differ (an infinite score would hide every other bin)."""
+    ok = (g["count"] > 1) & (r["count"] > 1)
+    diff = np.abs(g["mean"] - r["mean"])
+    se = np.sqrt(np.nan_to_num(g["se"]) ** 2 + np.nan_to_num(r["se"]) ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.nan))
+    return np.where(ok, z, np.nan)
+
+
 # ------------------------------------------------------------------------------------------- report
 def _json(x: Any) -> Any:
     """Numpy -> plain Python for json.dumps; NaN/inf -> None (strict JSON has no NaN)."""
@@ -393,55 +622,86 @@ def _json(x: Any) -> Any:
     return x
 
 
+def _classifiers(gf: dict[str, np.ndarray], rf: dict[str, np.ndarray], gen_labels: np.ndarray,
+                 labels: np.ndarray, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(unconditional, label-aware) classifier results, on one shared row split when gen and ref are paired
+    by label row (equal counts), or a note each when there are too few events."""
+    ng, nr = len(gen_labels), len(labels)
+    if min(ng, nr) < MIN_EVENTS_FOR_AUC:
+        note = {"auc": None, "auc_se": None,
+                "note": f"classifier test skipped: it needs at least {MIN_EVENTS_FOR_AUC} events in each set, "
+                        f"got {ng} gen and {nr} ref"}
+        return dict(note), dict(note)
+    split = row_split(ng, seed) if ng == nr else None
+    clf = classifier_auc(feature_matrix(gf), feature_matrix(rf), seed=seed, split=split)
+    cond = conditional_classifier_auc(feature_matrix(gf), gen_labels, feature_matrix(rf), labels, seed=seed,
+                                      split=split)
+    return clf, cond
+
+
 def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray, ref_time: np.ndarray,
                  positions: np.ndarray, string: np.ndarray, labels: np.ndarray, seed: int = 0,
-                 gen_labels: np.ndarray | None = None, energy_bins: int = 10) -> dict[str, Any]:
+                 gen_labels: np.ndarray | None = None, energy_bins: int = 10, n_boot: int = 100,
+                 response_bins: int = RESPONSE_BINS) -> dict[str, Any]:
     """Compare generated events with reference (simulated) events; JSON-serialisable report.
 
     gen_npe/gen_time (Ng, P), ref_npe/ref_time (Nr, P), positions (P, 3), string (P,), labels (Nr, 6) of
-    ref; gen_labels (Ng, 6) defaults to labels (gen sampled at the same labels).
-    Returns dict with n_gen, n_ref, n_doms, features {name: {w1, w1_norm, jsd}}, maps {occupancy_corr,
-    mean_npe_corr}, classifier {auc, n_train, n_val, n_test} or {auc: None, note}, npe_vs_energy
-    {bin_edges, bin_centers, gen: {mean_log10_npe, count}, ref: {...}}, linefit {gen, ref: {median_deg,
-    p68_deg, n}, median_angle_ratio (gen/ref)}, and scalars: flat {"eval/...": float} for MLflow
-    (only finite values). NaN values elsewhere become None.
+    ref; gen_labels (Ng, 6) defaults to labels (gen sampled at the same labels, row by row).
+    Returns dict with n_gen, n_ref, n_doms,
+      features {name: {w1, w1_norm, w1_norm_se (bootstrap over events, n_boot resamples), jsd}},
+      maps {occupancy_corr, mean_npe_corr},
+      classifier {auc, auc_se, n_train, n_val, n_test} (event features only) and classifier_conditional
+        (the same plus the labels, label_features), both on one split of the label rows (row_split) when
+        Ng == Nr, else {auc: None, auc_se: None, note} below MIN_EVENTS_FOR_AUC events,
+      response (response_curves: features against labels, with standard errors and summaries),
+      npe_vs_energy {bin_edges, bin_centers, gen: {mean_log10_npe, count}, ref: {...}},
+      linefit {gen, ref: {median_deg, p68_deg, n}, median_angle_ratio (gen/ref)},
+      and scalars: flat {"eval/...": float} for MLflow (only finite values): eval/auc, eval/auc_se,
+      eval/auc_conditional, eval/auc_conditional_se, eval/w1_<feature> and eval/w1_<feature>_se,
+      eval/response_summary, eval/response_<feature>_vs_<label>, ... NaN values elsewhere become None.
     """
     gen_npe, ref_npe = np.asarray(gen_npe), np.asarray(ref_npe)
     if gen_npe.ndim != 2 or ref_npe.ndim != 2 or gen_npe.shape[1] != ref_npe.shape[1]:
         raise ValueError(f"gen and ref must have the same number of DOMs P; got gen {gen_npe.shape} "
                          f"and ref {ref_npe.shape}")
-    gen_labels = labels if gen_labels is None else gen_labels
+    labels = np.asarray(labels)
+    gen_labels = labels if gen_labels is None else np.asarray(gen_labels)
     gf = event_features(gen_npe, gen_time, positions, string, gen_labels)
     rf = event_features(ref_npe, ref_time, positions, string, labels)
     dists = feature_distances(gf, rf)
+    for k, se in w1_norm_standard_errors(gf, rf, n_boot=n_boot, seed=seed).items():
+        dists[k]["w1_norm_se"] = se
     maps = map_correlation(gen_npe, ref_npe)
-    if min(len(gen_npe), len(ref_npe)) >= MIN_EVENTS_FOR_AUC:
-        clf: dict[str, Any] = classifier_auc(feature_matrix(gf), feature_matrix(rf), seed=seed)
-    else:
-        clf = {"auc": None, "note": f"classifier test skipped: it needs at least {MIN_EVENTS_FOR_AUC} "
-                                    f"events in each set, got {len(gen_npe)} gen and {len(ref_npe)} ref"}
-    edges = log_energy_edges(np.concatenate([np.asarray(gen_labels)[:, 0], np.asarray(labels)[:, 0]]),
-                             energy_bins)
-    curve_g = npe_vs_energy(gf["total_npe"], np.asarray(gen_labels)[:, 0], edges)
-    curve_r = npe_vs_energy(rf["total_npe"], np.asarray(labels)[:, 0], edges)
+    clf, cond = _classifiers(gf, rf, gen_labels, labels, seed)
+    response = response_curves(gf, gen_labels, rf, labels, response_bins)
+    edges = log_energy_edges(np.concatenate([gen_labels[:, 0], labels[:, 0]]), energy_bins)
+    curve_g = npe_vs_energy(gf["total_npe"], gen_labels[:, 0], edges)
+    curve_r = npe_vs_energy(rf["total_npe"], labels[:, 0], edges)
     lf_g = angular_error_summary(gf["linefit_angle"], gf["linefit_valid"])
     lf_r = angular_error_summary(rf["linefit_angle"], rf["linefit_valid"])
     ratio = lf_g["median_deg"] / lf_r["median_deg"] if lf_r["median_deg"] > 0 else math.nan
     both = (curve_g["count"] > 0) & (curve_r["count"] > 0)
     curve_mad = float(np.abs(curve_g["mean_log10_npe"] - curve_r["mean_log10_npe"])[both].mean()) \
         if both.any() else math.nan
-    scalars: dict[str, float] = {"eval/auc": clf["auc"] if clf["auc"] is not None else math.nan,
+    nan = lambda v: math.nan if v is None else v  # noqa: E731
+    scalars: dict[str, float] = {"eval/auc": nan(clf["auc"]), "eval/auc_se": nan(clf["auc_se"]),
+                                 "eval/auc_conditional": nan(cond["auc"]),
+                                 "eval/auc_conditional_se": nan(cond["auc_se"]),
                                  **{f"eval/w1_{k}": v["w1_norm"] for k, v in dists.items()},
+                                 **{f"eval/w1_{k}_se": v["w1_norm_se"] for k, v in dists.items()},
                                  **{f"eval/jsd_{k}": v["jsd"] for k, v in dists.items()},
                                  "eval/occupancy_corr": maps["occupancy_corr"],
                                  "eval/mean_npe_corr": maps["mean_npe_corr"],
                                  "eval/linefit_median_deg_gen": lf_g["median_deg"],
                                  "eval/linefit_median_deg_ref": lf_r["median_deg"],
                                  "eval/linefit_median_angle_ratio": ratio,
-                                 "eval/npe_vs_energy_mean_abs_diff": curve_mad}
+                                 "eval/npe_vs_energy_mean_abs_diff": curve_mad,
+                                 "eval/response_summary": response["summary"],
+                                 **{f"eval/response_{k}": c["summary"] for k, c in response["curves"].items()}}
     report = {
         "n_gen": len(gen_npe), "n_ref": len(ref_npe), "n_doms": ref_npe.shape[1],
-        "features": dists, "maps": maps, "classifier": clf,
+        "features": dists, "maps": maps, "classifier": clf, "classifier_conditional": cond,
+        "response": response,
         "npe_vs_energy": {"bin_edges": edges, "bin_centers": curve_r["bin_centers"],
                           "gen": {k: curve_g[k] for k in ("mean_log10_npe", "count")},
                           "ref": {k: curve_r[k] for k in ("mean_log10_npe", "count")},

@@ -1,4 +1,5 @@
-"""Known-answer tests for genesis.metrics (features, LineFit, distances, classifier AUC, report)."""
+"""Known-answer tests for genesis.metrics (features, LineFit, distances, classifier AUCs, response curves,
+standard errors, report)."""
 
 from __future__ import annotations
 
@@ -208,7 +209,7 @@ def test_classifier_auc_same_vs_different_and_deterministic():
     same = M.classifier_auc(a, b, seed=0)
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)  # no side effects
     assert abs(same["auc"] - 0.5) < 0.1
-    assert (same["n_train"], same["n_val"], same["n_test"]) == (1000, 500, 500)  # balanced to 1000 each
+    assert (same["n_train"], same["n_val"], same["n_test"]) == (750, 250, 1000)  # 1000 rows each: 37.5/12.5/50
     assert M.classifier_auc(a, b, seed=0)["auc"] == same["auc"]
     c = b.copy()
     c[:, 2] = c[:, 2] * 0.2 + 3.0
@@ -219,6 +220,129 @@ def test_classifier_auc_needs_min_events():
     x = np.zeros((M.MIN_EVENTS_FOR_AUC - 1, 3))
     with pytest.raises(ValueError, match=str(M.MIN_EVENTS_FOR_AUC)):
         M.classifier_auc(x, np.zeros((1000, 3)))
+
+
+def _toy_labels(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.c_[10 ** rng.uniform(3, 5, n), np.arccos(rng.uniform(-1, 1, n)), rng.uniform(0, 2 * np.pi, n),
+                 rng.uniform(-80, 80, (n, 3))]
+
+
+def _toy_at(labels: np.ndarray, seed: int, energy_power: float = 0.7):
+    """The _toy_sim detector and light at given labels (N, 6); energy_power 0: charge ignores the energy.
+    Returns npe, time (N, P), pos, string."""
+    rng = np.random.default_rng(seed)
+    gx, gy = np.meshgrid(np.arange(3) * 100.0 - 100.0, np.arange(3) * 100.0 - 100.0)
+    pos = np.stack([np.repeat(gx.ravel(), 20), np.repeat(gy.ravel(), 20), np.tile(np.arange(20) * -20.0 + 190, 9)], 1)
+    travel = -M.direction_from_angles(labels[:, 1], labels[:, 2])
+    rel = pos[None] - labels[:, None, 3:]
+    s = np.einsum("npk,nk->np", rel, travel)
+    d = np.linalg.norm(rel - s[..., None] * travel[:, None], axis=-1)
+    npe = rng.poisson(3.0 * (labels[:, :1] / 1e3) ** energy_power * np.exp(-d / 30.0)).astype(np.float64)
+    time = s / C_VAC + d / 0.22 + rng.normal(0, 3.0, s.shape) + 1e4
+    return npe, np.where(npe > 0, time, np.inf), pos, np.repeat(np.arange(1, 10), 20)
+
+
+def _matrix(npe, time, pos, string):
+    return M.feature_matrix(M.event_features(npe, time, pos, string))
+
+
+def test_row_split_is_a_disjoint_partition():
+    parts = M.row_split(1001, seed=3)
+    allrows = np.concatenate(list(parts.values()))
+    assert np.array_equal(np.sort(allrows), np.arange(1001))  # every row exactly once: none in two parts
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [376, 125, 500]
+    again, other = M.row_split(1001, seed=3), M.row_split(1001, seed=4)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    assert not np.array_equal(parts["test"], other["test"])
+    with pytest.raises(ValueError, match="cannot be split"):
+        M.row_split(3)
+
+
+def test_label_aware_classifier_sees_events_at_the_wrong_labels():
+    """A generator whose events are right on the whole but belong to other label rows (labels shuffled):
+    the unconditional classifier sees nothing, the label-aware one sees it clearly."""
+    labels = _toy_labels(600, seed=10)
+    npe, time, pos, string = _toy_at(labels, seed=2)
+    swapped = _toy_at(labels[np.random.default_rng(5).permutation(600)], seed=3)
+    same = _toy_at(labels, seed=3)
+    ref, gen_bad, gen_good = _matrix(npe, time, pos, string), _matrix(*swapped), _matrix(*same)
+    split = M.row_split(600, seed=0)
+    plain = M.classifier_auc(gen_bad, ref, split=split)
+    aware = M.conditional_classifier_auc(gen_bad, labels, ref, labels, split=split)
+    honest = M.conditional_classifier_auc(gen_good, labels, ref, labels, split=split)
+    assert abs(plain["auc"] - 0.5) < 0.1, plain
+    assert aware["auc"] > 0.8 and aware["auc"] - 4 * aware["auc_se"] > 0.5, aware
+    assert abs(honest["auc"] - 0.5) < 0.1, honest
+    assert aware["n_test"] == plain["n_test"] == 600  # 300 rows, both of their events
+    np.testing.assert_allclose(M.label_features(labels[:2])[:, 0], np.log10(labels[:2, 0]))
+    np.testing.assert_allclose(np.linalg.norm(M.label_features(labels)[:, 1:4], axis=1), 1.0)
+    with pytest.raises(ValueError, match="paired"):
+        M.classifier_auc(ref, ref[:-10], split=split)
+
+
+def test_auc_standard_error_matches_the_spread_and_shrinks():
+    rng = np.random.default_rng(0)
+    aucs, ses = [], []
+    for _ in range(200):
+        scores = np.r_[rng.normal(1.0, 1.0, 400), rng.normal(0.0, 1.0, 400)]
+        positive = np.r_[np.ones(400, bool), np.zeros(400, bool)]
+        aucs.append(M.roc_auc(scores, positive))
+        ses.append(M.auc_standard_error(scores, positive))
+    assert np.mean(ses) == pytest.approx(np.std(aucs), rel=0.2)  # DeLong = the actual spread over test sets
+    big = np.r_[rng.normal(1.0, 1.0, 6400), rng.normal(0.0, 1.0, 6400)]
+    se_big = M.auc_standard_error(big, np.r_[np.ones(6400, bool), np.zeros(6400, bool)])
+    assert se_big == pytest.approx(np.mean(ses) / 4, rel=0.15)  # 16x the events: a quarter of the error
+    assert 3300 <= M.events_for_auc_se(0.01, 0.5) <= 3400  # 1/sqrt(6m) <= 0.01 with half the rows tested
+    assert M.events_for_auc_se(0.01, 0.9) < M.events_for_auc_se(0.01, 0.8) < M.events_for_auc_se(0.01, 0.5)
+
+
+def test_bootstrap_w1_is_exact_and_its_error_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=37), rng.normal(size=53) + 0.3
+    assert M._w1_sorted(np.sort(a)[None], np.sort(b)[None])[0] == pytest.approx(M.wasserstein1(a, b), rel=1e-12)
+    spread, errors = {}, {}
+    for n in (250, 1000):
+        w = [M.normalized_w1(rng.normal(0.3, 1, n), rng.normal(0, 1, n)) for _ in range(60)]
+        spread[n] = np.std(w)
+        g, r = {"x": rng.normal(0.3, 1, n)}, {"x": rng.normal(0, 1, n)}
+        errors[n] = M.w1_norm_standard_errors(g, r, names=["x"], n_boot=100, seed=0)["x"]
+    assert errors[1000] == pytest.approx(errors[250] / 2, rel=0.3)
+    for n in spread:  # the bootstrap error is the spread of W1 over independent samples
+        assert errors[n] == pytest.approx(spread[n], rel=0.4), (n, errors, spread)
+
+
+def test_response_curves_known_values():
+    labels = np.zeros((8, 6))
+    labels[:, 0] = [10, 10, 10, 10, 1e4, 1e4, 1e4, 1e4]  # two energy bins of 4 events
+    labels[:, 5] = np.arange(8.0)
+    feats = {k: np.zeros(8) for k in M.RESPONSE_FEATURES}
+    feats["log10_total_npe"] = np.array([1.0, 2, 3, 4, 5, 5, 5, 5])
+    gen = {**feats, "log10_total_npe": feats["log10_total_npe"] + 1}
+    out = M.response_curves(gen, labels, feats, labels, n_bins=2)
+    c = out["curves"]["log10_total_npe_vs_log10_energy"]
+    np.testing.assert_allclose(out["bins"]["log10_energy"]["centers"], [1.0, 4.0])
+    np.testing.assert_allclose(c["ref"]["mean"], [2.5, 5.0])
+    np.testing.assert_allclose(c["ref"]["std"], [np.std([1, 2, 3, 4], ddof=1), 0.0])
+    np.testing.assert_allclose(c["ref"]["se"], [np.std([1, 2, 3, 4], ddof=1) / 2, 0.0])
+    # bin 1: diff 1 over sqrt(2) * se; bin 2: both spreads 0, means differ -> left out (NaN)
+    assert c["z"][0] == pytest.approx(1 / (np.sqrt(2) * c["ref"]["se"][0])) and np.isnan(c["z"][1])
+    assert c["summary"] == pytest.approx(c["z"][0])
+    assert out["curves"]["n_hit_doms_vs_log10_energy"]["summary"] == 0.0  # identical constants: 0, not NaN
+    assert len(out["curves"]) == len(M.RESPONSE_FEATURES) * len(M.RESPONSE_LABELS)
+
+
+def test_response_summary_small_for_the_simulator_large_when_charge_ignores_energy():
+    labels = _toy_labels(600, seed=11)
+    npe, time, pos, string = _toy_at(labels, seed=2)
+    ref = M.event_features(npe, time, pos, string)
+    same = M.event_features(*_toy_at(labels, seed=3))
+    flat = M.event_features(*_toy_at(labels, seed=3, energy_power=0.0))
+    good = M.response_curves(same, labels, ref, labels)
+    bad = M.response_curves(flat, labels, ref, labels)
+    assert good["summary"] < 1.5 and max(c["summary"] for c in good["curves"].values()) < 3, good["summary"]
+    assert bad["curves"]["log10_total_npe_vs_log10_energy"]["summary"] > 10
+    assert bad["summary"] > 5 * good["summary"]
 
 
 # ------------------------------------------------------------------------------ conditional checks
@@ -244,10 +368,14 @@ def test_compare_sets_identical_and_distorted():
     assert all(v["w1"] == 0.0 and v["jsd"] == 0.0 for v in rep["features"].values())
     assert rep["maps"]["occupancy_corr"] == pytest.approx(1.0)
     assert rep["linefit"]["median_angle_ratio"] == pytest.approx(1.0)
-    assert abs(rep["classifier"]["auc"] - 0.5) < 0.1
+    assert abs(rep["classifier"]["auc"] - 0.5) < 0.1 and abs(rep["classifier_conditional"]["auc"] - 0.5) < 0.1
+    assert rep["classifier"]["n_test"] == rep["classifier_conditional"]["n_test"] == 400  # one split of 400 rows
     sc = rep["scalars"]
-    assert {"eval/auc", "eval/w1_time_span", "eval/linefit_median_angle_ratio", "eval/occupancy_corr",
+    assert {"eval/auc", "eval/auc_se", "eval/auc_conditional", "eval/auc_conditional_se", "eval/w1_time_span",
+            "eval/w1_time_span_se", "eval/response_summary", "eval/response_n_hit_doms_vs_cos_zenith",
+            "eval/linefit_median_angle_ratio", "eval/occupancy_corr",
             "eval/mean_npe_corr"} <= set(sc) and all(isinstance(v, float) for v in sc.values())
+    assert 0 < sc["eval/auc_se"] < 0.05 and sc["eval/response_summary"] == 0.0
 
     gnpe, gtime, *_ = _toy_sim(400, seed=4, time_shift=300.0, npe_scale=3.0)
     bad = M.compare_sets(gnpe, gtime, npe, time, pos, string, labels)
@@ -255,6 +383,8 @@ def test_compare_sets_identical_and_distorted():
     assert bad["scalars"]["eval/auc"] > 0.9
     assert bad["scalars"]["eval/w1_time_mean"] > 1.0
     assert bad["scalars"]["eval/npe_vs_energy_mean_abs_diff"] > 0.1
+    assert bad["scalars"]["eval/response_summary"] > 3  # 3x the charge, other labels: ~5 SE
+    assert bad["features"]["time_mean"]["w1_norm_se"] > 0
 
 
 def test_compare_sets_few_events_and_p_mismatch():
@@ -264,6 +394,7 @@ def test_compare_sets_few_events_and_p_mismatch():
     json.dumps(rep, allow_nan=False)
     assert None in rep["npe_vs_energy"]["gen"]["mean_log10_npe"]  # NaN written as null
     assert rep["classifier"]["auc"] is None and str(M.MIN_EVENTS_FOR_AUC) in rep["classifier"]["note"]
-    assert "eval/auc" not in rep["scalars"]
+    assert rep["classifier_conditional"]["auc"] is None
+    assert "eval/auc" not in rep["scalars"] and "eval/auc_conditional" not in rep["scalars"]
     with pytest.raises(ValueError, match="same number of DOMs"):
         M.compare_sets(npe[:, :-1], time[:, :-1], npe, time, pos, string, labels)
