@@ -1,11 +1,15 @@
-"""Gaussian diffusion (DDPM, Ho et al. 2020) with DDIM sampling (Song et al. 2021), classifier-free
-guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
+"""Gaussian diffusion (DDPM, Ho et al. 2020) with DDIM sampling (Song et al. 2021), DPM-Solver++(2M)
+(Lu et al. 2022), classifier-free guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
 
 Like openai/guided-diffusion, `GaussianDiffusion` is a plain class holding the schedule (float64) and the
 training loss; the network is passed in. Samplers are module-level functions. Notation: t in [0, T) is
 the step index, alpha_bar[t] = prod_{s<=t}(1 - beta_s), x_t = sqrt(alpha_bar[t]) x0 + sqrt(1-alpha_bar[t]) eps;
 index -1 stands for clean data (alpha_bar = 1). Only the signal (B, 2, P) is diffused; labels and
 geometry are clean conditioning.
+
+Samplers make the network's conditioning (everything that depends on labels and geometry only, see
+PMTDiT.condition) once per call and reuse it at every step; step coefficients come from the float64
+schedule on the host, so the loop never waits on the device.
 """
 
 from __future__ import annotations
@@ -132,20 +136,42 @@ class GaussianDiffusion:
         return (w * err).sum() / w.sum().clamp_min(1e-12)
 
     def predict_x0_and_eps(self, model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor, geometry: Tensor,
-                           guidance_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+                           guidance_scale: float = 1.0, cond=None) -> tuple[Tensor, Tensor]:
         """(x0, eps) predictions at x_t (B, 2, P), t (B,), with classifier-free guidance
-        eps = eps_uncond + s (eps_cond - eps_uncond); s == 1 runs the conditional pass only."""
+        eps = eps_uncond + s (eps_cond - eps_uncond); s == 1 runs the conditional pass only.
+        cond: `condition(model, labels, geometry, guidance_scale)` made once for these events (else the
+        model computes it at this step)."""
         B = x_t.shape[0]
         if guidance_scale == 1.0:
-            out = model(x_t, t, labels, geometry, drop_labels=torch.zeros(B, dtype=torch.bool, device=x_t.device))
+            drop = None if cond is not None else torch.zeros(B, dtype=torch.bool, device=x_t.device)
+            out = _call(model, x_t, t, labels, geometry, drop, cond)
             return self.output_to_x0_eps(out, x_t, t)
         # One batched pass: first half conditional, second half with the null label embedding.
         drop = torch.arange(2 * B, device=x_t.device) >= B
         geo2 = torch.cat([geometry, geometry]) if geometry.dim() == 3 else geometry
-        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, labels]), geo2, drop_labels=drop)
-        cond, uncond = out.chunk(2)
+        out = _call(model, torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, labels]), geo2, drop, cond)
+        cond_out, uncond = out.chunk(2)
         # eps and v are affine in the output with the same coefficients, so guiding the output guides eps.
-        return self.output_to_x0_eps(uncond + guidance_scale * (cond - uncond), x_t, t)
+        return self.output_to_x0_eps(uncond + guidance_scale * (cond_out - uncond), x_t, t)
+
+
+def _call(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor, geometry: Tensor, drop: Tensor | None, cond):
+    if cond is None:
+        return model(x, t, labels, geometry, drop_labels=drop)
+    return model(x, t, labels, geometry, cond=cond)
+
+
+def condition(model: nn.Module, labels: Tensor, geometry: Tensor, guidance_scale: float = 1.0):
+    """The model's conditioning for labels (B, 6) and geometry, made once per sampling call: for the
+    doubled batch [conditional | unconditional] with guidance. None for networks without a
+    `condition` method (they compute it at every step)."""
+    if not hasattr(model, "condition"):
+        return None
+    B = labels.shape[0]
+    if guidance_scale == 1.0:
+        return model.condition(labels, geometry, torch.zeros(B, dtype=torch.bool, device=labels.device))
+    geo2 = torch.cat([geometry, geometry]) if geometry.dim() == 3 else geometry
+    return model.condition(torch.cat([labels, labels]), geo2, torch.arange(2 * B, device=labels.device) >= B)
 
 
 # --- samplers ----------------------------------------------------------------------------------
@@ -172,8 +198,8 @@ def _randn(shape: tuple, generator: torch.Generator | None, device: torch.device
 
 
 def _predict(diffusion: GaussianDiffusion, model: nn.Module, x: Tensor, t: Tensor, labels: Tensor,
-             geometry: Tensor, guidance_scale: float, clip_x0: tuple | None) -> tuple[Tensor, Tensor]:
-    x0, eps = diffusion.predict_x0_and_eps(model, x, t, labels, geometry, guidance_scale)
+             geometry: Tensor, guidance_scale: float, clip_x0: tuple | None, cond=None) -> tuple[Tensor, Tensor]:
+    x0, eps = diffusion.predict_x0_and_eps(model, x, t, labels, geometry, guidance_scale, cond)
     if clip_x0 is not None:  # keep x0 in a plausible range and make eps consistent with it
         x0 = x0.clamp(*clip_x0)
         eps = diffusion.eps_from_x0(x, t, x0)
@@ -181,10 +207,11 @@ def _predict(diffusion: GaussianDiffusion, model: nn.Module, x: Tensor, t: Tenso
 
 
 def _posterior_step(diffusion: GaussianDiffusion, x: Tensor, x0: Tensor, t: Tensor, t_prev: Tensor,
-                    generator: torch.Generator | None) -> Tensor:
-    """Ancestral step x_t -> x_{t_prev} ~ q(x_{t_prev} | x_t, x0_pred); no noise when t_prev = -1."""
+                    generator: torch.Generator | None, last: bool) -> Tensor:
+    """Ancestral step x_t -> x_{t_prev} ~ q(x_{t_prev} | x_t, x0_pred); no noise on the last step
+    (t_prev = -1; the caller says so, reading t_prev on the device would make the host wait for it)."""
     mean, var = diffusion.q_posterior(x0, x, t, t_prev)
-    if int(t_prev[0]) < 0:
+    if last:
         return mean
     return mean + var.sqrt() * _randn(x.shape, generator, x.device)
 
@@ -200,10 +227,11 @@ def ddpm_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, 
     device, labels, geometry, shape = _setup(model, labels, geometry)
     with _sampling_mode(model):
         x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        cond = condition(model, labels, geometry, guidance_scale)
         for done, i in enumerate(reversed(range(diffusion.T)), start=1):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
-            x = _posterior_step(diffusion, x, x0, t, t - 1, generator)
+            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
+            x = _posterior_step(diffusion, x, x0, t, t - 1, generator, last=i == 0)
             if progress is not None:
                 progress(done, diffusion.T)
     return x
@@ -219,16 +247,18 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 def ddim_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
                 steps: int = 50, eta: float = 0.0, guidance_scale: float = 1.0,
                 generator: torch.Generator | None = None, progress: Progress | None = None,
-                clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
+                clip_x0: tuple | None = None, noise: Tensor | None = None, spacing: str = "linspace") -> Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12) over `steps` strided steps; eta = 0 is deterministic
-    given x_T, eta = 1 is DDPM-like. Arguments as in ddpm_sample. Returns (B, 2, P)."""
+    given x_T, eta = 1 is DDPM-like. spacing: see `timesteps`. Arguments as in ddpm_sample.
+    Returns (B, 2, P)."""
     device, labels, geometry, shape = _setup(model, labels, geometry)
-    ts = ddim_timesteps(diffusion.T, steps)
+    ts = timesteps(diffusion, steps, spacing)
     with _sampling_mode(model):
         x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        cond = condition(model, labels, geometry, guidance_scale)
         for done, (i, i_prev) in enumerate(zip(ts, ts[1:] + [-1]), start=1):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            x0, eps = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
+            x0, eps = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
             a, a_prev = diffusion.alpha_bar(t, x), diffusion.alpha_bar(torch.full_like(t, i_prev), x)
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
@@ -239,15 +269,95 @@ def ddim_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, 
     return x
 
 
+def timesteps(diffusion: GaussianDiffusion, steps: int, spacing: str = "linspace") -> list[int]:
+    """`steps` distinct step indices, descending, where a sampler evaluates the network (it then goes
+    from the last one to clean data). spacing (Lin et al. 2024, "Common diffusion noise schedules and
+    sample steps are flawed", table 2; Lu et al. 2022 sec. 3.3):
+    'linspace': evenly from T-1 down to 0 (DDIM's; with few steps the last evaluation, at t = 0, comes
+    after a long step in log-SNR, which makes a multistep solver's extrapolation unstable); 'trailing': T-1,
+    T-1-T/steps, ... (the last one T/steps above clean data, where the jump to clean data returns the
+    posterior mean E[x0 | x_t], narrower than the data); 'logsnr': evenly in log-SNR from T-1 to 0."""
+    T = diffusion.T
+    if not 1 <= steps <= T:
+        raise ConfigError(f"number of sampling steps must be between 1 and T = {T}, got {steps}")
+    if spacing == "linspace":
+        return ddim_timesteps(T, steps)
+    if spacing == "trailing":
+        return [int(round(v)) - 1 for v in np.arange(T, 0, -T / steps)][:steps]
+    if spacing == "logsnr":
+        lam = _log_snr(diffusion.alphas_cumprod)  # decreasing in t
+        targets = np.linspace(lam[-1], lam[0], steps)
+        ts = np.searchsorted(-lam, -targets).clip(0, T - 1)  # first t with lam[t] <= target
+        out: list[int] = []
+        for k, v in enumerate(ts):  # distinct and descending, whatever the rounding to whole steps did
+            out.append(max(int(min(v, out[-1] - 1)) if out else int(v), steps - 1 - k))
+        return out
+    raise ConfigError(f"time-step spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+
+
+def _log_snr(alpha_bar: np.ndarray | float) -> np.ndarray:
+    """lambda = log(alpha / sigma) = 0.5 log(alpha_bar / (1 - alpha_bar)) (float64)."""
+    return 0.5 * np.log(alpha_bar / (1.0 - alpha_bar))
+
+
+def dpmpp2m_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
+                   steps: int = 10, spacing: str = "trailing", guidance_scale: float = 1.0,
+                   generator: torch.Generator | None = None, progress: Progress | None = None,
+                   clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, algorithm 2): a second-order multistep solver of the
+    probability-flow ODE in its data-prediction form, one network evaluation per step. With
+    lambda = log(alpha / sigma) and h = lambda_t - lambda_s,
+        x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D,
+    D = x0(s) on the first step and (1 + 1/2r) x0(s) - (1/2r) x0(previous) after it (r = h_prev / h).
+    The last step goes to clean data (sigma = 0), where the update is x0(s) (first order, as in
+    diffusers' lower_order_final). Works for both objectives via the x0 prediction; clip_x0 clips that
+    prediction. Arguments as in ddim_sample; deterministic given x_T. Returns (B, 2, P).
+
+    Written here rather than taken from diffusers' DPMSolverMultistepScheduler: the update is these
+    few lines, ours clips x0 to each channel's training range (diffusers only offers dynamic
+    thresholding), takes the conditioning made once per call, and needs no new dependency; on the demo
+    model both give the same samples (bench/sampling.py --diffusers)."""
+    device, labels, geometry, shape = _setup(model, labels, geometry)
+    ts = timesteps(diffusion, steps, spacing)
+    abar = diffusion.alphas_cumprod
+    with _sampling_mode(model):
+        x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        cond = condition(model, labels, geometry, guidance_scale)
+        x0_prev, h_prev = None, 0.0
+        for done, (i, i_next) in enumerate(zip(ts, ts[1:] + [-1]), start=1):
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
+            if i_next < 0:
+                x = x0
+            else:  # coefficients from the float64 schedule on the host: no device sync
+                a_s, a_t = float(abar[i]), float(abar[i_next])
+                h = float(_log_snr(a_t) - _log_snr(a_s))
+                d = x0 if x0_prev is None else x0 + (0.5 * h / h_prev) * (x0 - x0_prev)
+                x = math.sqrt((1 - a_t) / (1 - a_s)) * x - math.sqrt(a_t) * math.expm1(-h) * d
+                x0_prev, h_prev = x0, h
+            if progress is not None:
+                progress(done, len(ts))
+    return x
+
+
+SAMPLERS = ("dpmpp2m", "ddim", "ddpm")  # names the CLI, configs and pages offer
+SPACINGS = ("linspace", "trailing", "logsnr")
+DEFAULT_SPACING = {"ddim": "linspace", "dpmpp2m": "trailing"}
+
+
 def sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor,
-           sampler: str = "ddim", steps: int = 50, eta: float = 0.0, **kw) -> Tensor:
-    """Dispatch to ddim_sample (steps, eta) or ddpm_sample (always all T steps; steps/eta unused).
+           sampler: str = "ddim", steps: int = 50, eta: float = 0.0, spacing: str | None = None, **kw) -> Tensor:
+    """Dispatch to dpmpp2m_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all T steps;
+    steps/eta unused). spacing: time-step spacing of ddim/dpmpp2m (None: DEFAULT_SPACING of the sampler).
     kw: guidance_scale, generator, progress, clip_x0, noise. Returns (B, 2, P)."""
-    if sampler == "ddim":
-        return ddim_sample(diffusion, model, labels, geometry, steps=steps, eta=eta, **kw)
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ddpm":
         return ddpm_sample(diffusion, model, labels, geometry, **kw)
-    raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    spacing = spacing or DEFAULT_SPACING[sampler]
+    if sampler == "dpmpp2m":
+        return dpmpp2m_sample(diffusion, model, labels, geometry, steps=steps, spacing=spacing, **kw)
+    return ddim_sample(diffusion, model, labels, geometry, steps=steps, eta=eta, spacing=spacing, **kw)
 
 
 # --- RePaint -----------------------------------------------------------------------------------
@@ -290,11 +400,12 @@ def repaint_sample(diffusion: GaussianDiffusion, model: nn.Module, x_known: Tens
     ks = repaint_schedule(len(taus), jump_length, resample)
     with _sampling_mode(model):
         x = _randn(shape, generator, device)
+        cond = condition(model, labels, geometry, guidance_scale)
         for done, (k, k_next) in enumerate(zip(ks[:-1], ks[1:]), start=1):
             t, t_next = step_of(k), step_of(k_next)
             if k_next < k:
-                x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0)
-                x = _posterior_step(diffusion, x, x0, t, t_next, generator)
+                x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
+                x = _posterior_step(diffusion, x, x0, t, t_next, generator, last=k_next < 0)
                 known = x_known if k_next < 0 else diffusion.q_sample(x_known, t_next, _randn(shape, generator, device))
                 x = torch.where(mask, known, x)
             else:  # jump back up: x_{t_next} ~ q(x_{t_next} | x_t)
