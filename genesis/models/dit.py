@@ -143,13 +143,16 @@ class DomHead(nn.Module):
     over the Conv1d weights (the state dict is unchanged): 2x faster than Conv1d on CPU.
     """
 
-    def __init__(self, in_channels: int, hidden_size: int, width: int, out_channels: int, patch_size: int) -> None:
+    def __init__(self, in_channels: int, hidden_size: int, width: int, out_channels: int, patch_size: int,
+                 conditioned: bool = False) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.signal_channels = out_channels
         self.token_proj = nn.Linear(hidden_size, TOKEN_TO_DOM)
         self.mlp = nn.Sequential(nn.Conv1d(in_channels + TOKEN_TO_DOM, width, 1), nn.SiLU(),
                                  nn.Conv1d(width, width, 1), nn.SiLU(), nn.Conv1d(width, out_channels, 1))
+        # FiLM of the first layer by the step and label embedding c (model.dom_head_conditioning); starts at zero
+        self.film = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * width)) if conditioned else None
 
     def prepare(self, dom_inputs: Tensor) -> Tensor:
         """Per-DOM inputs (1 or B, C_dom, P) -> (1 or B, P, width): the first layer's bias plus its
@@ -158,14 +161,18 @@ class DomHead(nn.Module):
         w = first.weight[:, self.signal_channels:first.in_channels - TOKEN_TO_DOM, 0]
         return F.linear(dom_inputs.transpose(1, 2), w, first.bias)
 
-    def forward(self, x: Tensor, tokens: Tensor, prepared: Tensor) -> Tensor:
-        """x (B, C, P) noisy signal, tokens (B, N, H), prepared (1 or B, P, width) -> (B, C, P)."""
+    def forward(self, x: Tensor, tokens: Tensor, prepared: Tensor, c: Tensor | None = None) -> Tensor:
+        """x (B, C, P) noisy signal, tokens (B, N, H), prepared (1 or B, P, width), c (B, H) the step and
+        label embedding (read by a conditioned head only) -> (B, C, P)."""
         first, second, last = self.mlp[0], self.mlp[2], self.mlp[4]
         B, N, _ = tokens.shape
         w_sig, w_tok = first.weight[:, :self.signal_channels, 0], first.weight[:, -TOKEN_TO_DOM:, 0]
         per_token = F.linear(self.token_proj(tokens), w_tok)  # (B, N, width)
         h = torch.baddbmm(prepared.to(x.dtype), x.transpose(1, 2), w_sig.t().to(x.dtype).expand(B, -1, -1))
         h = (h.view(B, N, self.patch_size, -1) + per_token.unsqueeze(2).to(h.dtype)).view(B, N * self.patch_size, -1)
+        if self.film is not None:
+            scale, shift = self.film(c).unsqueeze(1).to(h.dtype).chunk(2, dim=-1)
+            h = h * (1 + scale) + shift
         inplace = not torch.is_grad_enabled()  # sampling: no autograd needs the pre-activations
         h = F.silu(F.linear(F.silu(h, inplace=inplace), second.weight[..., 0], second.bias), inplace=inplace)
         return F.linear(h, last.weight[..., 0], last.bias).transpose(1, 2)
@@ -224,7 +231,8 @@ class PMTDiT(NormalizationMetadata):
         self.physics = cfg.conditioning == "physics"
         H = cfg.hidden_size
         self.init_normalization(normalization)
-        dom_in = GEOMETRY_CHANNELS + (physics.DOM_FEATURES if self.physics else 0)
+        dom_in = GEOMETRY_CHANNELS + (physics.DOM_FEATURES + physics.LIGHT_FEATURES * cfg.light_feature
+                                      if self.physics else 0)
         self.signal_embed = PatchEmbed(self.channels, cfg.patch_size, H)
         self.geometry_embed = PatchEmbed(dom_in, cfg.patch_size, H)
         # FiLM: the geometry embedding sets a per-token scale and shift of the signal embedding.
@@ -234,8 +242,8 @@ class PMTDiT(NormalizationMetadata):
         self.y_embedder = LabelEmbedder(physics.LABEL_FEATURES if self.physics else cfg.label_dim, H)
         self.blocks = nn.ModuleList(DiTBlock(H, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(H, cfg.patch_size, self.channels)
-        self.dom_head = (DomHead(self.channels + dom_in, H, cfg.dom_head_width, self.channels, cfg.patch_size)
-                         if cfg.dom_head_width else None)
+        self.dom_head = (DomHead(self.channels + dom_in, H, cfg.dom_head_width, self.channels, cfg.patch_size,
+                                 cfg.dom_head_conditioning) if cfg.dom_head_width else None)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -258,6 +266,9 @@ class PMTDiT(NormalizationMetadata):
         if self.dom_head is not None:
             nn.init.zeros_(self.dom_head.mlp[-1].weight)
             nn.init.zeros_(self.dom_head.mlp[-1].bias)
+            if self.dom_head.film is not None:
+                nn.init.zeros_(self.dom_head.film[-1].weight)
+                nn.init.zeros_(self.dom_head.film[-1].bias)
 
     def embed(self, x: Tensor, cond: Conditioning) -> Tensor:
         """Signal (B, C, P) fused with the conditioning's geometry tokens -> tokens (B, N, H)."""
@@ -281,7 +292,7 @@ class PMTDiT(NormalizationMetadata):
         phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
                                        self._transforms["energy_transform"] == "log10")
         positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
-        feats = physics.dom_features(phys, positions.transpose(1, 2))
+        feats = physics.dom_features(phys, positions.transpose(1, 2), light=self.config.light_feature)
         if drop is not None:
             feats = feats * (~drop).to(feats.dtype)[:, None, None]
         dom_inputs = torch.cat([geometry.expand(len(labels), -1, -1).to(feats.dtype), feats], 1)
@@ -327,7 +338,7 @@ class PMTDiT(NormalizationMetadata):
             h = block(h, c)
         out = unpatchify(self.final_layer(h, c), self.channels)
         if self.dom_head is not None:
-            out = out + self.dom_head(x, h, cond.dom_prepared)
+            out = out + self.dom_head(x, h, cond.dom_prepared, c)
         return out
 
     def _check_inputs(self, x: Tensor, geometry: Tensor) -> None:
@@ -347,3 +358,7 @@ def check_config(cfg: DiTConfig, n_doms: int) -> None:
         raise ConfigError(f"model.num_heads ({cfg.num_heads}) must divide model.hidden_size ({cfg.hidden_size})")
     if cfg.fusion not in ("sum", "film"):
         raise ConfigError(f"model.fusion must be 'sum' or 'film', got {cfg.fusion!r}")
+    if cfg.light_feature and cfg.conditioning != "physics":
+        raise ConfigError("model.light_feature needs model.conditioning: physics (it is a per-DOM physics input)")
+    if cfg.dom_head_conditioning and not cfg.dom_head_width:
+        raise ConfigError("model.dom_head_conditioning needs a per-DOM head: set model.dom_head_width > 0")
