@@ -57,7 +57,7 @@ class DiffusionConfig:
     timesteps: int = option(1000, "number of diffusion steps T", minimum=2)
     schedule: str = option("cosine", "noise schedule", choices=("cosine", "linear"))
     objective: str = option("eps", "what the network predicts", choices=("eps", "v"))
-    sampler: str = option("ddim", "default sampler", choices=("ddim", "ddpm"))
+    sampler: str = option("ddim", "default sampler", choices=("dpmpp2m", "ddim", "ddpm"))
     sampling_steps: int = option(50, "DDIM steps", minimum=1)
     eta: float = option(0.0, "DDIM eta (0 = deterministic)", minimum=0.0)
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)
