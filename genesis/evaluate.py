@@ -3,20 +3,24 @@
 A model is good when its events cannot be told from simulated events at the same labels. The reference
 is either a held-out HDF5 file (same detector: same P as the checkpoint) or a fresh simulation on the
 checkpoint's geometry with a seed that no training file uses. The model generates one event per reference
-label; `metrics.compare_sets` then gives the classifier two-sample AUC, per-feature distances, DOM-map
-correlations, the npe-vs-energy curves and the LineFit angular resolution (report["scalars"] is the flat
-dict logged to MLflow as eval/*).
+label; `metrics.compare_sets` then gives two classifier two-sample AUCs (event features alone, and with the
+labels: does each event follow its label?), each with its standard error, per-feature distances with
+bootstrap standard errors, DOM-map correlations, the response curves of charge, hits and time span to the
+labels, the npe-vs-energy curves and the LineFit angular resolution (report["scalars"] is the flat dict
+logged to MLflow as eval/*). report["sampling"] says how many events were drawn again below the trigger.
 
 Entry points:
     evaluate_checkpoint(path, ...)   the CLI: reference -> generate -> report JSON (+ HTML) -> MLflow
     evaluate_model(trainer, n)       end of training: EMA model on the test split of the training file
     evaluate(loaded, ref_signal, ref_labels, ...)   the core, for any LoadedModel-like object
     simulator_floor(ref_signal, ref_labels, geometry, ...)   simulator vs itself (the best possible AUC)
+    response_of(gen_signal, ref_signal, labels, geometry)    response curves alone (the Sample page)
 """
 
 from __future__ import annotations
 
 import html as html_lib
+import inspect
 import json
 import logging
 import math
@@ -39,7 +43,9 @@ from genesis.errors import DataError, GenesisError
 from genesis.geometry import Geometry
 
 log = logging.getLogger("genesis.evaluate")
-DEFAULT_SIMULATED_EVENTS = 1000
+# Label rows of the default evaluation: the AUC's standard error is <= 0.01 at any AUC (largest at 0.5:
+# 1/sqrt(6 m) for m test events per class; metrics.events_for_auc_se() = 3336 with half the rows for the test).
+DEFAULT_SIMULATED_EVENTS = 3400
 DEFAULT_MAX_FILE_EVENTS = 20_000  # events read from a reference file by evaluate_checkpoint (memory bound)
 EVAL_SEED_TAG = 0x6E5E_E7A1  # mixed into simulation seeds: reference events never repeat a training file's seed
 POSITION_TOLERANCE_M = 0.5
@@ -175,6 +181,28 @@ def compare_events(gen_signal: np.ndarray, ref_signal: np.ndarray, labels: np.nd
                                 geometry.positions, geometry.string, labels, seed=seed)
 
 
+def response_of(gen_signal: np.ndarray, ref_signal: np.ndarray, labels: np.ndarray, geometry: Geometry,
+                gen_labels: np.ndarray | None = None, n_bins: int = metrics.RESPONSE_BINS) -> dict[str, Any]:
+    """Response curves (metrics.response_curves, JSON-ready) of physical signals gen (Ng, 2, P) at gen_labels
+    (Ng, 6; default labels) against ref (Nr, 2, P) at labels (Nr, 6); draw with viz.response_curves_figure."""
+    gen_labels = labels if gen_labels is None else gen_labels
+    gf = metrics.event_features(gen_signal[:, 0], gen_signal[:, 1], geometry.positions, geometry.string)
+    rf = metrics.event_features(ref_signal[:, 0], ref_signal[:, 1], geometry.positions, geometry.string)
+    return metrics._json(metrics.response_curves(gf, gen_labels, rf, labels, n_bins))
+
+
+def _generate_with_stats(loaded, labels: np.ndarray, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """sampling.generate plus its redraw statistics when the sampler reports them (stats argument):
+    ({events, redrawn, below_trigger, redrawn_fraction, below_trigger_fraction}, or a note)."""
+    if "stats" not in inspect.signature(sampling.generate).parameters:
+        return sampling.generate(loaded, labels, **kwargs), {"note": "this sampler reports no redraw statistics"}
+    stats: dict[str, Any] = {}
+    gen = sampling.generate(loaded, labels, stats=stats, **kwargs)
+    n = max(int(stats.get("events") or len(labels)), 1)
+    return gen, {**stats, "redrawn_fraction": stats.get("redrawn", 0) / n,
+                 "below_trigger_fraction": stats.get("below_trigger", 0) / n}
+
+
 def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
                    seed: int = 0, progress: Progress | None = None, guidance: float | None = None,
                    reference: dict[str, Any] | None = None, batch_size: int = 256) -> Evaluation:
@@ -189,8 +217,8 @@ def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampl
     if guidance is None:
         guidance = float(loaded.config.diffusion.guidance_scale) if loaded.kind == "diffusion" else 1.0
     t0 = time.perf_counter()
-    gen = sampling.generate(loaded, ref_labels, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                            batch_size=batch_size, progress=progress)
+    gen, stats = _generate_with_stats(loaded, ref_labels, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
+                                      batch_size=batch_size, progress=progress)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     sampling_s = time.perf_counter() - t0
@@ -205,6 +233,10 @@ def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampl
     }
     report["timing"] = {"sampling_s": sampling_s, "sampling_events_per_s": len(gen) / max(sampling_s, 1e-9),
                         "metrics_s": time.perf_counter() - t1}
+    report["sampling"] = stats
+    for key in ("redrawn_fraction", "below_trigger_fraction"):
+        if key in stats:
+            report["scalars"][f"eval/{key}"] = float(stats[key])
     return Evaluation(metrics._json(report), gen, ref_signal, ref_labels, loaded.geometry)
 
 
@@ -258,6 +290,8 @@ def report_figures(report: dict[str, Any], gen_signal: np.ndarray, ref_signal: n
     fig.update_layout(xaxis=dict(type="log", title="energy [GeV]"), yaxis_title="mean log10(1 + total npe)",
                       margin=dict(l=10, r=10, t=30, b=10))
     figs["Total charge vs energy"] = fig
+    if report.get("response"):
+        figs["Response to the labels"] = viz.response_curves_figure(report["response"], names)
     angles = {n: {"LineFit angle to true direction [deg]": np.degrees(f["linefit_angle"][f["linefit_valid"]])}
               for n, f in zip(names, (gf, rf))}
     if all(len(next(iter(a.values()))) for a in angles.values()):
@@ -287,6 +321,27 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2
 .note{background:#fff6d5;padding:6px 10px;border-left:4px solid #e0b000}"""
 
 
+def _classifier_rows(report: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for key, name in (("classifier", "event features"), ("classifier_conditional", "event features + labels")):
+        c = report.get(key) or {}
+        rows.append([name, c.get("auc"), c.get("auc_se"), c.get("n_test")])
+    return rows
+
+
+def _response_html(response: dict[str, Any] | None) -> str:
+    """The response summaries as a table (rows = features, columns = label axes) with the overall summary."""
+    if not response:
+        return ""
+    esc = html_lib.escape
+    rows = [[f, *[response["curves"][f"{f}_vs_{a}"]["summary"] for a in response["labels"]]]
+            for f in response["features"]]
+    return (f"<h2>Response to the labels</h2><p>Per curve: the mean over label bins of |generated mean - reference "
+            f"mean| in units of the standard error of that difference ({esc(response.get('definition', ''))}). "
+            f"Overall: <b>{esc(_fmt(response.get('summary')))}</b>.</p>"
+            + _table(["feature", *response["labels"]], rows))
+
+
 def write_html(report: dict[str, Any], path: str | Path, figures: dict[str, Any] | list | None = None) -> Path:
     """A standalone HTML report: settings, scalars, per-feature W1/JSD, and the figures. Plotly.js is
     embedded once (in the first figure), so the file works offline."""
@@ -302,13 +357,25 @@ def write_html(report: dict[str, Any], path: str | Path, figures: dict[str, Any]
         parts.append(f"<p class='note'>{esc(clf['note'])}</p>")
     if (report.get("mlflow") or {}).get("message"):
         parts.append(f"<p class='note'>MLflow: {esc(report['mlflow']['message'])}</p>")
-    parts.append("<h2>Summary</h2><p>Classifier AUC near 0.5 means a classifier cannot tell generated events "
-                 "from the reference; W1 is in units of the reference spread.</p>")
+    parts.append("<h2>Classifier two-sample tests</h2><p>AUC near 0.5: a classifier cannot tell generated events "
+                 "from the reference. The label-aware classifier also reads each event's labels (log10 energy, "
+                 "direction, vertex), so it sees events that are right on the whole but at the wrong labels. "
+                 "Standard errors (DeLong) are over the test set; both classifiers use one split of the label "
+                 "rows.</p>")
+    parts.append(_table(["classifier", "AUC", "+- SE", "test events"], _classifier_rows(report)))
+    parts.append(_response_html(report.get("response")))
+    sampled = report.get("sampling") or {}
+    if "redrawn_fraction" in sampled:
+        parts.append(f"<p>Events drawn again below the trigger: {_fmt(sampled['redrawn_fraction'])} of "
+                     f"{_fmt(sampled.get('events'))}; still below after the last try: "
+                     f"{_fmt(sampled.get('below_trigger_fraction'))}.</p>")
+    parts.append("<h2>Summary</h2><p>W1 is in units of the reference spread.</p>")
     parts.append(_table(["metric", "value"], [[k, v] for k, v in report.get("scalars", {}).items()]))
     feats = report.get("features", {})
-    parts.append("<h2>Per-feature distances</h2>")
-    parts.append(_table(["feature", "W1 / ref std", "W1", "JSD"],
-                        [[k, d.get("w1_norm"), d.get("w1"), d.get("jsd")] for k, d in feats.items()]))
+    parts.append("<h2>Per-feature distances</h2><p>SE: bootstrap over events.</p>")
+    parts.append(_table(["feature", "W1 / ref std", "+- SE", "W1", "JSD"],
+                        [[k, d.get("w1_norm"), d.get("w1_norm_se"), d.get("w1"), d.get("jsd")]
+                         for k, d in feats.items()]))
     for i, (title, fig) in enumerate(items):
         if title:
             parts.append(f"<h2>{esc(title)}</h2>")
@@ -408,7 +475,8 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, simula
                         out: str | Path | None = None, html: str | Path | None = None, log_to_mlflow: bool = True,
                         allow_small: bool = False, progress: Progress | None = None,
                         max_events: int | None = DEFAULT_MAX_FILE_EVENTS) -> dict[str, Any]:
-    """Evaluate a checkpoint against a held-out file (`data`) or `simulate` fresh events (default 1000).
+    """Evaluate a checkpoint against a held-out file (`data`) or `simulate` fresh events (default
+    DEFAULT_SIMULATED_EVENTS: an AUC standard error <= 0.01).
 
     Writes the report as JSON to `out` and as HTML to `html` (when given), and logs report["scalars"] to the
     checkpoint's MLflow run when `log_to_mlflow`. Fewer than metrics.MIN_EVENTS_FOR_AUC reference events
@@ -511,11 +579,12 @@ def _evaluate_model(trainer, n_events: int) -> dict[str, Any] | None:
         log_to_run(report, handle, trainer.store, [] if trainer.store.is_local else files)
         if files:
             write_json(report, files[0])  # now with the MLflow status
-    log.info("evaluation on %d test events in %.1f s: AUC %s", len(test), time.time() - t0,
-             _fmt(report["classifier"].get("auc")))
+    log.info("evaluation on %d test events in %.1f s: AUC %s, label-aware AUC %s", len(test), time.time() - t0,
+             _fmt(report["classifier"].get("auc")), _fmt(report["classifier_conditional"].get("auc")))
     return report
 
 
 __all__ = ["ModelHandle", "Evaluation", "reference_events", "evaluate", "run_evaluation", "simulator_floor",
            "write_html", "write_json", "log_to_run", "evaluate_checkpoint", "evaluate_model", "report_figures",
-           "simulate_triggered_at", "eval_seed", "handle_from_trainer", "compare_events", "training_sim_config"]
+           "simulate_triggered_at", "eval_seed", "handle_from_trainer", "compare_events", "training_sim_config",
+           "response_of", "DEFAULT_SIMULATED_EVENTS"]

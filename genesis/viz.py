@@ -602,3 +602,46 @@ def uncertainty_event_figure(geometry: Geometry, npe: np.ndarray, time: np.ndarr
     fig.update_layout(scene=_scene(camera), uirevision=UIREVISION, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(x=0.0, y=1.0, bgcolor="rgba(255,255,255,0.6)"))
     return fig
+
+
+# ------------------------------------------------------------------------------------------ response curves
+
+
+def response_curves_figure(response: dict, names: tuple[str, str] = ("generated", "simulated")) -> go.Figure:
+    """Grid of response curves (genesis.metrics.response_curves, or report["response"] of an evaluation):
+    rows = event features, columns = label axes; per panel the mean of the feature per label bin for the
+    generated and the reference (simulated) events, error bars = standard error of the bin mean, the spread
+    (std) and the count in the hover. Panel titles carry the curve's summary (mean |difference| in units of
+    the standard error). Undefined values (None / NaN) leave gaps."""
+    feats, axes = list(response["features"]), list(response["labels"])
+    if not feats or not axes:
+        raise ValueError("the response has no features or no label axes")
+    titles = [f"{f} vs {a}: {_summary_text(response['curves'][f'{f}_vs_{a}']['summary'])}" for f in feats
+              for a in axes]
+    fig = make_subplots(rows=len(feats), cols=len(axes), subplot_titles=titles, vertical_spacing=0.07,
+                        horizontal_spacing=0.05)
+    for r, feat in enumerate(feats):
+        for c, axis in enumerate(axes):
+            curve = response["curves"][f"{feat}_vs_{axis}"]
+            x = np.asarray(response["bins"][axis]["centers"], dtype=np.float64)
+            for i, (key, name) in enumerate((("gen", names[0]), ("ref", names[1]))):
+                stats = {k: np.asarray(curve[key][k], dtype=np.float64) for k in ("mean", "std", "se", "count")}
+                fig.add_trace(go.Scatter(
+                    x=x, y=stats["mean"], mode="lines+markers", name=name, legendgroup=name,
+                    showlegend=r == 0 and c == 0, line=dict(color=PALETTE[i]),
+                    error_y=dict(type="data", array=stats["se"], visible=True),
+                    customdata=np.column_stack([stats["std"], stats["se"], stats["count"]]),
+                    hovertemplate=f"{name}<br>{axis} %{{x:.3g}}<br>mean %{{y:.3g}} +- %{{customdata[1]:.2g}}"
+                                  "<br>std %{customdata[0]:.3g}<br>%{customdata[2]:.0f} events<extra></extra>"),
+                    row=r + 1, col=c + 1)
+            if r == len(feats) - 1:
+                fig.update_xaxes(title_text=response["labels"][axis], row=r + 1, col=c + 1)
+        fig.update_yaxes(title_text=axis_title(feat), row=r + 1, col=1)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=230 * len(feats) + 60, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION,
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0.0))
+    return fig
+
+
+def _summary_text(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.1f} SE"

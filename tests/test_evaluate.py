@@ -42,14 +42,19 @@ def test_cli_evaluate_writes_reports_and_logs_to_the_run(tiny_run, tmp_path):
     res = _cli(tiny_run, "evaluate", "--checkpoint", str(tiny_run["ckpt"]), "--simulate", "200", "--steps", "5",
                "--out", "r.json", "--html", "r.html", "--device", "cpu", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "eval/auc" in json.loads(res.stdout)
+    printed = json.loads(res.stdout)
+    assert {"eval/auc", "eval/auc_se", "eval/auc_conditional", "eval/auc_conditional_se",
+            "eval/response_summary"} <= set(printed)
     report = json.loads((tmp_path / "r.json").read_text())  # strict JSON: no NaN
     assert report["scalars"]["eval/auc"] > 0.9, report["scalars"]  # 5 training steps: far from the simulator
+    assert report["scalars"]["eval/auc_conditional"] > 0.9 and report["scalars"]["eval/response_summary"] > 3
+    assert report["classifier"]["n_test"] == report["classifier_conditional"]["n_test"] == 200  # 100 label rows
     assert report["settings"]["steps"] == 5 and report["settings"]["n_events"] == 200
     assert report["settings"]["reference"]["source"] == "simulation"
     assert report["mlflow"]["logged"] is True
     page = (tmp_path / "r.html").read_text()
     assert "plotly" in page.lower() and "eval/auc" in page and "brightest_fraction" in page
+    assert "event features + labels" in page and "Response to the labels" in page
     assert page.count("plotly.js v") == 1  # plotly.js embedded once (inline, works offline)
     client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run['home'] / 'mlruns' / 'mlflow.db'}")
     run = client.get_run(tiny_run["run_id"])
@@ -116,8 +121,10 @@ def test_simulator_against_itself_is_indistinguishable(geometry):
 
     signal, labels = next(simulate(600, geometry, seed=21, batch=700))
     floor = evaluate.simulator_floor(signal, labels, geometry, seed=4)
-    auc = floor.report["scalars"]["eval/auc"]
+    auc, sc = floor.report["scalars"]["eval/auc"], floor.report["scalars"]
     assert abs(auc - 0.5) < 0.12, auc
+    assert abs(sc["eval/auc_conditional"] - 0.5) < 0.12 and sc["eval/response_summary"] < 2, sc
+    assert 0.01 < sc["eval/auc_se"] < 0.03  # 300 test rows: ~1/sqrt(6 * 300)
     assert max(floor.report["scalars"][f"eval/w1_{k}"] for k in metrics.FEATURES) < 0.2
 
 
@@ -130,7 +137,29 @@ def test_write_html_is_standalone(tmp_path, geometry):
     path = evaluate.write_html(report, tmp_path / "r.html", figs)
     page = path.read_text()
     assert "src=\"https://cdn.plot.ly" not in page and page.count("Plotly.newPlot") == len(figs) >= 3
-    assert "classifier test skipped" in page
+    assert "classifier test skipped" in page and "Response to the labels" in page
+    fig = figs["Response to the labels"]  # features x label axes, generated and reference with error bars
+    assert len(fig.data) == 2 * len(metrics.RESPONSE_FEATURES) * len(metrics.RESPONSE_LABELS)
+    assert all(t.error_y.array is not None for t in fig.data)
+    same = evaluate.response_of(a, b, labels, geometry)
+    assert same["curves"].keys() == report["response"]["curves"].keys()
+
+
+def test_sampling_statistics_reach_the_report(tiny_run):
+    """run_evaluation asks the sampler how many events were drawn again below the trigger (when it can tell)."""
+    import inspect
+
+    from genesis import sampling
+
+    loaded = checkpoint.load_model(tiny_run["ckpt"])
+    labels = np.tile(np.array([[1e5, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (4, 1))
+    gen, stats = evaluate._generate_with_stats(loaded, labels, steps=2, seed=0)
+    assert gen.shape == (4, 2, 5160)
+    if "stats" in inspect.signature(sampling.generate).parameters:
+        assert stats["events"] == 4 and 0 <= stats["redrawn_fraction"] <= 1 and 0 <= stats["below_trigger_fraction"] <= 1
+        assert stats["below_trigger_fraction"] <= stats["redrawn_fraction"]
+    else:
+        assert "note" in stats
 
 
 def test_trainer_handle_samples_what_the_checkpoint_samples(tiny_run):
