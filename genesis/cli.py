@@ -142,13 +142,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from genesis.sampling import labels_from_args, sample_to_file
+    from genesis.sampling import dist_env, labels_from_args, sample_to_file
 
     labels = labels_from_args(args.labels, args.n, args.energy, args.zenith, args.azimuth, args.x, args.y, args.z)
+    rank, world, _ = dist_env()  # under torchrun: every rank draws its share, rank 0 reports
+    progress = _progress_bar(len(labels), "sampling" if world == 1 else f"sampling (rank 0 of {world})") \
+        if rank == 0 else None
     path = sample_to_file(args.checkpoint, labels, args.out, sampler=args.sampler, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                          force=args.force, progress=_progress_bar(len(labels), "sampling"))
-    print(f"wrote {len(labels)} generated events to {path}")
+                          force=args.force, progress=progress, spacing=args.spacing)
+    if rank == 0:
+        print(f"wrote {len(labels)} generated events to {path}" + (f" ({world} ranks)" if world > 1 else ""))
     return 0
 
 
@@ -228,6 +232,8 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from genesis.diffusion import SAMPLERS, SPACINGS  # torch is imported by the config anyway
+
     p = argparse.ArgumentParser(prog="python -m genesis", description="GENESIS: generative models of IceCube events")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -289,16 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate events from a checkpoint into HDF5")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--n", type=_positive_int, default=1, help="events per label row (or in all, with --labels)")
+    # --events: the same as --n, which torchrun's own parser would take for an abbreviation of its options
+    s.add_argument("--n", "--events", dest="n", type=_positive_int, default=1,
+                   help="events per label row (or in all, with --labels)")
     s.add_argument("--labels", help="CSV with columns energy,zenith,azimuth,x,y,z")
     for name, default in (("energy", 1e5), ("zenith", 1.0), ("azimuth", 1.0), ("x", 0.0), ("y", 0.0), ("z", 0.0)):
         s.add_argument(f"--{name}", type=float, default=default)
-    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    s.add_argument("--steps", type=_positive_int, default=50)
+    s.add_argument("--sampler", choices=SAMPLERS, help="default: the checkpoint's own (its diffusion.sampler)")
+    s.add_argument("--steps", type=_positive_int, help="default: the checkpoint's own (diffusion.sampling_steps)")
+    s.add_argument("--spacing", choices=SPACINGS, help="time-step spacing of ddim/dpmpp2m (default: the sampler's)")
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--batch-size", type=_positive_int, default=256)
+    s.add_argument("--device", default="auto", help="under torchrun, auto/cuda = each rank's own GPU")
+    s.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="events per batch; the events depend on it (and the seed), not on the number of ranks")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)
@@ -332,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--data", help="held-out HDF5 reference file")
     g.add_argument("--simulate", type=_positive_int, help="simulate this many reference events")
-    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     s.add_argument("--steps", type=_positive_int, default=50)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")

@@ -2,6 +2,11 @@
 
 Post-processing: samples are denormalized with the checkpoint's own metadata; a DOM whose sampled npe
 is below `HIT_THRESHOLD_PE` (the flow's configured hit_threshold for flows) has no hit: npe 0, time 0.
+
+Reproducibility: the label rows are cut into consecutive batches of batch_size rows, and batch b is drawn
+from a generator seeded with seed * 100003 + b. An event therefore depends on the seed, the batch size
+and its row, never on the process that draws it: `sample_to_file` under torchrun hands the batches out
+to the ranks round-robin (each writes a shard, rank 0 merges them) and gives the same file as one process.
 """
 
 from __future__ import annotations
@@ -9,14 +14,16 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from genesis import checkpoint
+from genesis import checkpoint, diffusion
 from genesis.data import schema
 from genesis.errors import DataError, GenesisError
 
@@ -141,37 +148,62 @@ def clip_range(data_record: dict | None, device: torch.device, channels: int | N
 def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.Tensor, geometry_n: torch.Tensor,
                         sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, eta: float = 0.0,
                         generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
-                        data_record: dict | None = None) -> torch.Tensor:
+                        data_record: dict | None = None, spacing: str | None = None) -> torch.Tensor:
     """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P), clipped to the
-    training range of each channel (see clip_range)."""
+    training range of each channel (see clip_range). spacing: see diffusion.timesteps (None: the
+    sampler's default)."""
     lo, hi = clip_range(data_record, labels_n.device, model.normalization.channels)
     if kind == "flow":
         out = model.sample(labels_n, geometry_n, generator=generator)
         if progress:
             progress(1, 1)
         return torch.maximum(torch.minimum(out, hi), lo)
-    from genesis import diffusion
-
     process = diffusion.GaussianDiffusion(cfg.diffusion)
     out = diffusion.sample(process, model, labels_n, geometry_n, sampler=sampler, steps=steps, eta=eta,
-                           guidance_scale=guidance, generator=generator, progress=progress, clip_x0=(lo, hi))
+                           spacing=spacing, guidance_scale=guidance, generator=generator, progress=progress,
+                           clip_x0=(lo, hi))
     return torch.maximum(torch.minimum(out, hi), lo)
 
 
-def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
+def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
              guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
-             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Physical events (N, 2, P) for physical labels (N, 6), batched; reproducible by seed."""
-    return np.concatenate(list(generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress)))
+             progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
+             stats: dict | None = None) -> np.ndarray:
+    """Physical events (N, 2, P) for physical labels (N, 6), batched; reproducible by seed.
+    sampler/steps: None = the checkpoint's own (recorded_sampler); stats: see generate_batches."""
+    return np.concatenate(list(generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
+                                                spacing=spacing, stats=stats)))
 
 
-def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
+def recorded_sampler(loaded: checkpoint.LoadedModel, sampler: str | None = None, steps: int | None = None
+                     ) -> tuple[str, int]:
+    """(sampler, steps), each the given one or else the checkpoint's own (its config's diffusion.sampler
+    and sampling_steps): checkpoints keep sampling the way they were trained to unless the user chooses."""
+    cfg = loaded.config.diffusion
+    return sampler or cfg.sampler, steps or cfg.sampling_steps
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """First rows of the batches of n label rows: the fixed partition that seeds are tied to."""
+    return list(range(0, n, batch_size))
+
+
+def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
                      guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
-                     progress: Callable[[int, int], None] | None = None):
-    """Yield physical (b, 2, P) batches for consecutive slices of `labels` (streams huge requests)."""
+                     progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
+                     stats: dict | None = None, batches: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+    """Yield physical (b, 2, P) batches for consecutive slices of `labels` (streams huge requests).
+
+    sampler, steps: None = the checkpoint's own (recorded_sampler).
+    batches: indices of the batches to draw, in the partition of `labels` into slices of batch_size rows
+    (default all, in order); batch b is drawn from a generator seeded with seed * 100003 + b.
+    stats: a dict filled (over all batches) with events (drawn), redrawn (events below the training
+    data's trigger drawn again at least once) and below_trigger (still below it after the last try).
+    """
     check_labels(labels)
-    if sampler not in ("ddim", "ddpm"):
-        raise GenesisError(f"unknown sampler {sampler!r}; use ddim or ddpm")
+    sampler, steps = recorded_sampler(loaded, sampler, steps)
+    if sampler not in diffusion.SAMPLERS:
+        raise GenesisError(f"unknown sampler {sampler!r}; use one of {', '.join(diffusion.SAMPLERS)}")
     if not math.isfinite(guidance) or guidance < 0:
         raise GenesisError(f"guidance scale must be a finite number >= 0 (1 = off), got {guidance}")
     for msg in range_warnings(labels, loaded):
@@ -183,9 +215,14 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     record = loaded.state.get("data") or {}
     redraw = loaded.kind == "diffusion" and loaded.config.diffusion.redraw_untriggered
     fewest_hits = record.get("hit_doms_min", 0) if redraw else 0  # 0: checkpoints from before the record
-    n, done = len(labels), 0
-    for b, start in enumerate(range(0, n, batch_size)):
-        lab = labels[start:start + batch_size]
+    starts = batch_starts(len(labels), batch_size)
+    chosen = range(len(starts)) if batches is None else list(batches)
+    n = sum(len(labels[starts[b]:starts[b] + batch_size]) for b in chosen)
+    if stats is not None:
+        stats.update(events=0, redrawn=0, below_trigger=0)
+    done = 0
+    for b in chosen:
+        lab = labels[starts[b]:starts[b] + batch_size]
         gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
 
         def draw(rows: np.ndarray, progress_of_batch=None) -> np.ndarray:
@@ -193,41 +230,123 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
             lab_n = norm.normalize_labels(torch.from_numpy(lab[rows]).to(device))
             x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
                                     eta=loaded.config.diffusion.eta, generator=gen, progress=progress_of_batch,
-                                    data_record=record)
+                                    data_record=record, spacing=spacing)
             phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(lab[rows]), loaded.geometry.positions)
             return postprocess(phys.numpy(), threshold, record)
 
-        inner = (lambda i, t, s=start, k=len(lab): progress(s + int(k * i / t), n)) if progress else None
+        inner = (lambda i, t, s=done, k=len(lab): progress(s + int(k * i / t), n)) if progress else None
         events = draw(np.arange(len(lab)), inner)
+        redrawn = np.zeros(len(lab), dtype=bool)
         for _ in range(REDRAW_TRIES):  # the training events all triggered: so must these (the last try stays)
             again = np.flatnonzero((events[:, 0] > 0).sum(1) < fewest_hits)
             if not len(again):
                 break
+            redrawn[again] = True
             events[again] = draw(again)
         done += len(lab)
+        if stats is not None:
+            stats["events"] += len(lab)
+            stats["redrawn"] += int(redrawn.sum())
+            stats["below_trigger"] += int(((events[:, 0] > 0).sum(1) < fewest_hits).sum())
         if progress:
             progress(done, n)
         yield events
 
 
-def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int) -> dict:
-    return {"producer": "genesis sampler", "checkpoint": str(loaded.path), "kind": loaded.kind,
-            "run_id": loaded.run_id, "step": loaded.state.get("step"), "sampler": sampler if loaded.kind == "diffusion" else "flow",
+def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int,
+                  batch_size: int | None = None, spacing: str | None = None) -> dict:
+    diffusion_kind = loaded.kind == "diffusion"
+    info = {"producer": "genesis sampler", "checkpoint": str(loaded.path), "kind": loaded.kind,
+            "run_id": loaded.run_id, "step": loaded.state.get("step"), "sampler": sampler if diffusion_kind else "flow",
             "steps": steps, "guidance": guidance, "seed": seed}
+    if batch_size is not None:  # the events depend on it (see the module doc)
+        info["batch_size"] = batch_size
+    if diffusion_kind and sampler in diffusion.DEFAULT_SPACING:
+        info["spacing"] = spacing or diffusion.DEFAULT_SPACING[sampler]
+    return info
 
 
-def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | Path, sampler: str = "ddim",
-                   steps: int = 50, guidance: float = 1.0, seed: int = 0, device: str = "auto", batch_size: int = 256,
-                   force: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Sample and stream batches into an HDF5 file in the training-data schema."""
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | Path, sampler: str | None = None,
+                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, device: str = "auto", batch_size: int = 256,
+                   force: bool = False, progress: Callable[[int, int], None] | None = None,
+                   spacing: str | None = None) -> Path:
+    """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
+    the checkpoint's own (recorded_sampler).
+
+    Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
+    device (cuda:LOCAL_RANK with device auto/cuda on a GPU machine), writes them to a shard next to
+    `out`, and rank 0 merges the shards into `out` in the global batch order: the same events as one
+    process with the same seed and batch size. `out`'s folder must be one that every rank can see."""
+    rank, world, local_rank = dist_env()
+    if world > 1:
+        return _sample_sharded(checkpoint_path, labels, Path(out), sampler, steps, guidance, seed, device, batch_size,
+                               force, progress, spacing, rank, world, local_rank)
     loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
-    with schema.EventWriter(out, loaded.geometry, producer_info(loaded, sampler, steps, guidance, seed),
-                            force=force) as writer:
+    sampler, steps = recorded_sampler(loaded, sampler, steps)
+    info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing)
+    with schema.EventWriter(out, loaded.geometry, info, force=force) as writer:
         start = 0
-        for batch in generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
+        for batch in generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
+                                      spacing=spacing):
             writer.append(batch, labels[start:start + len(batch)])
             start += len(batch)
     return Path(out)
+
+
+def shard_path(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix or '.h5'}")
+
+
+def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str | None, steps: int | None, guidance: float,
+                    seed: int, device: str, batch_size: int, force: bool, progress, spacing: str | None,
+                    rank: int, world: int, local_rank: int) -> Path:
+    """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
+    process group is gloo on GPU machines too (NCCL would only add a device binding)."""
+    import torch.distributed as dist
+
+    if out.exists() and not force:  # every rank sees the same file and stops with the same message
+        raise DataError(f"{out}: file exists; choose another name or pass --force to overwrite")
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("gloo")
+    try:
+        loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device, local_rank))
+        sampler, steps = recorded_sampler(loaded, sampler, steps)
+        starts = batch_starts(len(labels), batch_size)
+        mine = list(range(rank, len(starts), world))
+        info = {**producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing), "ranks": world}
+        with schema.EventWriter(shard_path(out, rank, world), loaded.geometry, info, force=True) as writer:
+            for b, batch in zip(mine, generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size,
+                                                       progress, spacing=spacing, batches=mine)):
+                writer.append(batch, labels[starts[b]:starts[b] + len(batch)])
+        dist.barrier()
+        if rank == 0:
+            merge_shards(out, world, len(labels), batch_size, loaded.geometry, info, force)
+        dist.barrier()  # every rank returns once the file is there
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+    return out
+
+
+def merge_shards(out: Path, world: int, n: int, batch_size: int, geometry, producer: dict, force: bool) -> Path:
+    """Merge the world shards of sample_to_file into `out` in global batch order (batch b is the
+    (b // world)-th batch of shard b % world), then delete the shards."""
+    shards = [shard_path(out, r, world) for r in range(world)]
+    with schema.EventWriter(out, geometry, producer, force=force) as writer:
+        for b, start in enumerate(batch_starts(n, batch_size)):
+            size = min(batch_size, n - start)
+            first = (b // world) * batch_size
+            signal, labels, _ = schema.read_events(shards[b % world], first, first + size)
+            writer.append(signal, labels)
+    for shard in shards:
+        shard.unlink()
+    return out
 
 
 def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device, data_record: dict | None = None):

@@ -1,0 +1,82 @@
+"""Sampling sharded over torchrun ranks (same events as one process), batch seeding and redraw stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from genesis import checkpoint, sampling
+from genesis.data import schema
+from genesis.demo import DEMO_DIR
+
+DEMO = DEMO_DIR / "demo-diffusion.pt"
+# 5 events in batches of 2: batches [0, 1], [2, 3], [4]; rank 0 draws batches 0 and 2 (the short one), rank 1 batch 1
+ARGS = ["--checkpoint", str(DEMO), "--events", "5", "--energy", "2e5", "--zenith", "2.0", "--sampler", "ddim",
+        "--steps", "2", "--batch-size", "2", "--seed", "7", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every process: the same float sums
+
+
+def run(cmd: list[str], timeout: float = 180) -> str:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
+        out, _ = proc.communicate()
+        pytest.fail(f"still running after {timeout} s (hang):\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def test_two_gloo_ranks_write_the_same_events_as_one_process(tmp_path):
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    run([sys.executable, "-m", "genesis", "sample", *ARGS, "--out", str(one)])
+    out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "genesis", "sample", *ARGS, "--out", str(two)])
+    assert "(2 ranks)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "two.h5"]  # the shards are gone
+    sig1, lab1, _ = schema.read_events(one)
+    sig2, lab2, _ = schema.read_events(two)
+    assert sig1.shape == (5, 2, 5160) and (sig1[:, 0] > 0).any()
+    assert np.array_equal(lab1, lab2)
+    assert np.array_equal(sig1, sig2)  # bit-identical, whatever the number of ranks
+    assert len({sig1[i].tobytes() for i in range(5)}) == 5  # and every event its own draw
+    with h5py.File(two) as f:
+        assert json.loads(f.attrs["producer"])["ranks"] == 2
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return checkpoint.load_model(DEMO)
+
+
+def test_batches_are_a_fixed_partition_whatever_is_drawn(demo):
+    labels = np.repeat(np.array([[2e5, 2.0, 1.0, 0.0, 0.0, -100.0]], np.float32), 5, axis=0)
+    kw = dict(sampler="ddim", steps=2, seed=3, batch_size=2)
+    every = list(sampling.generate_batches(demo, labels, **kw))
+    last_only = list(sampling.generate_batches(demo, labels, **kw, batches=[2]))
+    assert [len(b) for b in every] == [2, 2, 1]
+    assert np.array_equal(last_only[0], every[2])
+
+
+def test_redraw_stats(demo):
+    """stats counts the events, those drawn again (below the training data's fewest hit DOMs) and those
+    still below after the last try; a 1-step sample of low-energy events needs redraws."""
+    labels = np.repeat(np.array([[2e3, 2.5, 1.0, 0.0, 0.0, -300.0]], np.float32), 6, axis=0)
+    stats: dict = {}
+    events = sampling.generate(demo, labels, sampler="ddim", steps=1, seed=0, batch_size=4, stats=stats)
+    fewest = demo.state["data"]["hit_doms_min"]
+    hits = (events[:, 0] > 0).sum(1)
+    assert stats["events"] == 6
+    assert stats["below_trigger"] == int((hits < fewest).sum())
+    assert stats["below_trigger"] <= stats["redrawn"] <= 6
+    assert stats["redrawn"] > 0, "choose labels that need redraws, or the test cannot fail"
