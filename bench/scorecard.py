@@ -12,6 +12,17 @@ about 15 minutes per model on 2 idle cores):
     python bench/scorecard.py --device cpu --preset-suffix tiny --train-events 20000 --eval-events 1000 \
         --set train.max_steps=2000 --set train.batch_size=64 [--models diffusion] [--ablate]
 
+Evaluation (issue 23): every row reports the label-aware classifier AUC (event features + labels: do the
+events follow their labels?) and the unconditional AUC, each +- its standard error (DeLong, over the test
+half of the label rows), the response summary (mean |generated - simulated| of the charge, hit DOMs, hit
+strings and time span per bin of energy, direction and vertex, in standard errors; ~0.8 or less for the
+simulator itself), W1 +- bootstrap errors and the fraction of events drawn again below the trigger. The
+default --eval-events 5000 gives AUC standard errors <= 0.01 at any AUC (3400 suffice). There are two
+held-out files, simulated with different seeds: --heldout selection (heldout_selection.h5, seed 3) for
+choosing variants and --heldout report (heldout.h5, seed 2, the default) for the numbers quoted. --seeds 2
+trains every row twice (train.seed 0 and 1) and reports the mean over the seeds and their range.
+scorecard.json and every report_*.json record the git commit (and whether the tree was dirty).
+
 --ablate trains the variants of ABLATION (each diffusion row adds one change to the row above it; the
 flow rows compare the flow preset before and after), all on the same data with the same budget, and
 prints one table with the simulator floor measured in the same run. --jobs 2 runs two rows at once (one
@@ -52,7 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "is given (a step budget)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--train-events", type=int, default=200_000, help="simulated training events")
-    p.add_argument("--eval-events", type=int, default=5000, help="held-out events (labels for generation)")
+    p.add_argument("--eval-events", type=int, default=5000,
+                   help="held-out events (labels for generation); >= 3400 keeps the AUC's standard error <= 0.01")
+    p.add_argument("--heldout", default="report", choices=tuple(HELDOUT_SEEDS),
+                   help="held-out set to evaluate on: 'selection' for choosing variants, 'report' for quoted numbers")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every row this many times (train.seed 0, 1, ...): mean and range over the seeds")
     p.add_argument("--workdir", default=str(ROOT / "data" / "scorecard"), help="data, MLflow store, reports")
     p.add_argument("--preset-suffix", default="", help="'' = default.yaml/flow.yaml; S = S.yaml/flow_S.yaml")
     p.add_argument("--models", default="diffusion,flow", help="comma-separated subset of diffusion,flow")
@@ -72,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="--ablate: train and evaluate this many rows at once "
                    "(processes of one torch thread each)")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
+    if args.seeds > 1 and any(s.startswith("train.seed=") for s in args.set):
+        p.error("--seeds sets train.seed for every training; drop --set train.seed=...")
     if args.minutes is None:
         args.minutes = 0.0 if any(s.startswith("train.max_steps=") for s in args.set) else 8.0
     return args
@@ -91,11 +111,39 @@ def setup_store(workdir: Path) -> str:
     return uri
 
 
+HELDOUT_SEEDS = {"report": 2, "selection": 3}  # simulation seeds of the held-out files (training file: 1)
+HELDOUT_FILES = {"report": "heldout.h5", "selection": "heldout_selection.h5"}
+
+
+def git_state() -> dict:
+    """The commit this scorecard ran at and whether tracked files differed from it (dirty)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True, check=True).stdout
+
+    try:
+        return {"commit": git("rev-parse", "HEAD").strip(),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"commit": None, "dirty": None, "error": str(exc)[:200]}
+
+
+def _file_seed(path: Path) -> int | None:
+    """The simulation seed recorded in a simulated file (None when it has none)."""
+    from genesis.data import schema
+
+    try:
+        return json.loads(schema.read_attrs(path).get("producer", "{}")).get("seed")
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
     from genesis.data import schema
     from genesis.data.simulate import simulate_to_file
 
-    if path.is_file() and schema.file_info(path)[0] == n:
+    if path.is_file() and schema.file_info(path)[0] == n and _file_seed(path) in (seed, None):
         print(f"reusing {path} ({n} events)")
         return path
     t0 = time.time()
@@ -136,7 +184,7 @@ REDRAW = [*ASINH_200, "diffusion.redraw_untriggered=true"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
-               "flow.dom_width=0", "flow.inpaint_fill=best"]
+               "flow.dom_width=0", "flow.dom_neighbours=false", "flow.hit_head=0", "flow.inpaint_fill=best"]
 ABLATION = [
     ("before", "diffusion", BEFORE),
     ("+hit channel", "diffusion", HIT),
@@ -208,7 +256,7 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
 
 
 def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str,
-                 sampler: dict | None = None) -> dict:
+                 sampler: dict | None = None, held_file: Path | None = None) -> dict:
     """Evaluate a trained checkpoint; sampler may override DDIM's eta and steps, whether events below the
     trigger are drawn again and the guidance scale."""
     import dataclasses
@@ -227,9 +275,11 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
                                 **record}
     params = sum(p.numel() for p in loaded.model.parameters())
     steps = sampler.get("steps", args.steps or loaded.config.diffusion.sampling_steps)
+    held_file = held_file or workdir / HELDOUT_FILES[args.heldout]
     ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=steps,
                                  seed=args.seed, guidance=sampler.get("guidance"),
-                                 reference={"source": "file", "path": str(workdir / "heldout.h5"), "n": len(ref_labels)})
+                                 reference={"source": "file", "path": str(held_file), "n": len(ref_labels),
+                                            "heldout": args.heldout})
     if not args.no_mlflow:
         evaluate.log_to_run(ev.report, loaded)
     save_reports(ev, workdir, kind, args)
@@ -239,6 +289,7 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
 def save_reports(ev, workdir: Path, kind: str, args: argparse.Namespace) -> None:
     from genesis import evaluate
 
+    ev.report["git"] = git_state()
     evaluate.write_json(ev.report, workdir / f"report_{kind}.json")
     if not args.no_html:
         names = ("simulation B", "simulation A") if kind == "simulator" else ("generated", "reference")
@@ -246,8 +297,61 @@ def save_reports(ev, workdir: Path, kind: str, args: argparse.Namespace) -> None
         evaluate.write_html(ev.report, workdir / f"report_{kind}.html", figs)
 
 
+# ----------------------------------------------------------------------------------------- seeds
+def seed_overrides(args: argparse.Namespace, k: int) -> list[str]:
+    """The override of training k of a row: train.seed=k with --seeds > 1 (none with one seed, so a
+    one-seed row trains exactly what it trained before)."""
+    return [f"train.seed={k}"] if args.seeds > 1 else []
+
+
+def seed_tag(tag: str, args: argparse.Namespace, k: int) -> str:
+    return f"{tag}-seed{k}" if args.seeds > 1 else tag
+
+
+def combine_seeds(results: list[dict]) -> dict:
+    """One row from the evaluations of one variant trained with several seeds (each {..., report}).
+
+    Scalars: the mean over the seeds; a standard error (keys ending in _se) becomes the standard error of
+    that mean, sqrt(sum se^2) / S. seed_range: max - min over the seeds of every other scalar (with >= 2 seeds).
+    seeds: every training's info and scalars (so --keep-rows can reuse the checkpoints).
+    """
+    scalars = [r["report"]["scalars"] for r in results]
+    keys = [k for k in scalars[0] if all(k in s for s in scalars)]
+    n = len(results)
+    mean = {k: float(np.sqrt(sum(s[k] ** 2 for s in scalars)) / n) if k.endswith("_se")
+            else float(np.mean([s[k] for s in scalars])) for k in keys}
+    spread = {k: float(max(s[k] for s in scalars) - min(s[k] for s in scalars)) for k in keys
+              if not k.endswith("_se")} if n > 1 else {}
+    timing = {k: float(np.mean([r["report"]["timing"][k] for r in results])) for k in results[0]["report"]["timing"]}
+    sampling = [r["report"].get("sampling") or {} for r in results]
+    frac = [s["redrawn_fraction"] for s in sampling if "redrawn_fraction" in s]
+    first = {k: v for k, v in results[0].items() if k != "report"}
+    return {**first, "train_events_per_s": float(np.mean([r.get("train_events_per_s", np.nan) for r in results])),
+            "report": {"scalars": mean, "timing": timing,
+                       "sampling": {"redrawn_fraction": float(np.mean(frac))} if len(frac) == n else sampling[0]},
+            "seed_range": spread,
+            "seeds": [{**{k: v for k, v in r.items() if k != "report"}, "scalars": r["report"]["scalars"],
+                       "sampling": r["report"].get("sampling")} for r in results]}
+
+
+# ---------------------------------------------------------------------------------------- tables
 def _f(v, fmt: str = ".3f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+
+def _pm(s: dict, key: str, fmt: str = ".3f") -> str:
+    """'value+-se' of scalar key and its key_se."""
+    v, se = s.get(key), s.get(f"{key}_se")
+    return _f(v, fmt) if se is None else f"{_f(v, fmt)}+-{_f(se, fmt)}"
+
+
+def _redraw(r: dict) -> str:
+    return _f((r["report"].get("sampling") or {}).get("redrawn_fraction"), ".3f")
+
+
+def _seed_range(r: dict, key: str) -> str:
+    rng = (r.get("seed_range") or {}).get(key)
+    return "" if rng is None else f"range {rng:.3f}"
 
 
 def print_tables(rows: dict[str, dict], n_eval: int) -> None:
@@ -255,10 +359,12 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
 
     floor = rows["simulator"]["report"]["scalars"]
     floor_w1 = np.mean([floor[f"eval/w1_{k}"] for k in FEATURES])
-    print(f"\nscorecard: {n_eval} held-out labels; W1 in units of the reference spread; "
-          "'x floor' = mean W1 / the simulator's own mean W1")
-    head = (f"{'model':<26} {'params':>9} {'steps':>7} {'AUC':>6} {'mean W1':>8} {'x floor':>8} "
-            f"{'worst W1 (feature)':>32} {'LineFit ratio':>13} {'train ev/s':>11} {'sample ev/s':>12}")
+    print(f"\nscorecard: {n_eval} held-out labels; AUC|labels = label-aware classifier, AUC = event features only "
+          "(+- standard error over the test set); response in standard errors; redraw = fraction of events drawn "
+          "again below the trigger; W1 in units of the reference spread; 'x floor' = mean W1 / the simulator's own")
+    head = (f"{'model':<26} {'params':>9} {'steps':>7} {'AUC|labels':>13} {'AUC':>13} {'response':>8} {'redraw':>6} "
+            f"{'mean W1':>8} {'x floor':>8} {'worst W1 (feature)':>32} {'LineFit ratio':>13} {'train ev/s':>11} "
+            f"{'sample ev/s':>12}  seeds")
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
@@ -266,43 +372,49 @@ def print_tables(rows: dict[str, dict], n_eval: int) -> None:
         w1 = {k: s[f"eval/w1_{k}"] for k in FEATURES if f"eval/w1_{k}" in s}
         worst = max(w1, key=w1.get)
         mean = float(np.mean(list(w1.values())))
-        print(f"{name:<26} {r.get('params', 0):>9,} {r.get('steps', 0):>7} {_f(s.get('eval/auc')):>6} "
+        print(f"{name:<26} {r.get('params', 0):>9,} {r.get('steps', 0):>7} {_pm(s, 'eval/auc_conditional'):>13} "
+              f"{_pm(s, 'eval/auc'):>13} {_f(s.get('eval/response_summary'), '.2f'):>8} {_redraw(r):>6} "
               f"{_f(mean, '.3g'):>8} {_f(mean / floor_w1, '.3g'):>8} {f'{w1[worst]:.3g} ({worst})':>32} "
               f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>13} "
               f"{_f(r.get('train_events_per_s'), '.0f'):>11} "
-              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>12}")
-    print("\nper-feature W1 / reference std")
-    print(f"{'feature':<20}" + "".join(f"{n:>12}" for n in rows))
+              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>12}  "
+              f"{len(r.get('seeds', [r]))} {_seed_range(r, 'eval/auc_conditional')}")
+    print("\nper-feature W1 / reference std (+- bootstrap standard error)")
+    print(f"{'feature':<20}" + "".join(f"{n[:15]:>16}" for n in rows))
     for k in FEATURES:
-        print(f"{k:<20}" + "".join(f"{_f(r['report']['scalars'].get(f'eval/w1_{k}'), '.3g'):>12}"
-                                   for r in rows.values()))
+        print(f"{k:<20}" + "".join(f"{_pm(r['report']['scalars'], f'eval/w1_{k}', '.3g'):>16}" for r in rows.values()))
     print("\nbaseline to beat (shared/notes/physics-baseline.md, 200k events, 6.5-8 min H100): "
           "AUC 0.960-0.992, sim vs sim 0.46; LineFit ratio 1.3-1.4")
 
 
 def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
-    """One line per variant: the issue's headline numbers, W1 in units of the reference spread, and the charge
-    against energy (npe vs E: mean |difference| of the mean log10 total npe over energy bins, generated vs
-    reference; the classifier does not see labels, so it cannot see this)."""
+    """One line per variant: both AUCs +- SE, the response summary, the redraw fraction, the issue's headline
+    numbers (W1 in units of the reference spread +- bootstrap SE) and the charge against energy (npe vs E:
+    mean |difference| of the mean log10 total npe over energy bins, generated vs reference)."""
     from genesis.metrics import FEATURES
 
     print(f"\nablation: {n_eval} held-out labels, same data and step budget for every row")
-    head = (f"{'variant':<26} {'AUC':>6} {'mean W1':>8} {'LineFit':>8} {'occ corr':>8} {'npe vs E':>8} "
-            + "".join(f"{k[:11]:>12}" for k in HEADLINE) + f" {'worst three W1':<48} {'train ev/s':>10} {'sample ev/s':>11}")
+    head = (f"{'variant':<26} {'AUC|labels':>13} {'AUC':>13} {'response':>8} {'redraw':>6} {'mean W1':>8} "
+            f"{'LineFit':>8} {'occ corr':>8} {'npe vs E':>8} " + "".join(f"{k[:13]:>14}" for k in HEADLINE)
+            + f" {'worst three W1':<48} {'train ev/s':>10} {'sample ev/s':>11}  seeds")
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         s = r["report"]["scalars"]
         w1 = {k: s.get(f"eval/w1_{k}", float("nan")) for k in FEATURES}
         worst = sorted(w1, key=lambda k: -w1[k])[:3]
-        print(f"{name:<26} {_f(s.get('eval/auc')):>6} {_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
+        print(f"{name:<26} {_pm(s, 'eval/auc_conditional'):>13} {_pm(s, 'eval/auc'):>13} "
+              f"{_f(s.get('eval/response_summary'), '.2f'):>8} {_redraw(r):>6} "
+              f"{_f(float(np.nanmean(list(w1.values()))), '.3g'):>8} "
               f"{_f(s.get('eval/linefit_median_angle_ratio'), '.2f'):>8} {_f(s.get('eval/occupancy_corr'), '.2f'):>8} "
               f"{_f(s.get('eval/npe_vs_energy_mean_abs_diff'), '.2f'):>8} "
-              + "".join(f"{_f(w1[k], '.3g'):>12}" for k in HEADLINE)
+              + "".join(f"{_pm(s, f'eval/w1_{k}', '.2f'):>14}" for k in HEADLINE)
               + f" {', '.join(f'{k} {w1[k]:.3g}' for k in worst):<48} {_f(r.get('train_events_per_s'), '.0f'):>10} "
-              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}")
+              f"{_f(r['report']['timing']['sampling_events_per_s'], '.1f'):>11}  "
+              f"{len(r.get('seeds', [r]))} {_seed_range(r, 'eval/auc_conditional')}")
 
 
+# -------------------------------------------------------------------------------------- ablation
 def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> str:
     """What a row trains: its resolved config without the sampling-only settings, so rows that differ
     only in how they sample (or spell the same config differently) share one model."""
@@ -340,7 +452,7 @@ def _train_row(kind: str, overrides: list[str], tag: str, train_file: str, args:
     return train_one(tag, preset_paths(args.preset_suffix)[kind], Path(train_file), args, Path(workdir), overrides)
 
 
-def _evaluate_row(info: dict, name: str, kind: str, overrides: list[str], held_file: str, args: argparse.Namespace,
+def _evaluate_row(info: dict, tag: str, kind: str, overrides: list[str], held_file: str, args: argparse.Namespace,
                   workdir: str, threads: int) -> dict:
     import torch
 
@@ -349,49 +461,72 @@ def _evaluate_row(info: dict, name: str, kind: str, overrides: list[str], held_f
     if threads:
         torch.set_num_threads(threads)
     ref_signal, ref_labels, _ = schema.read_events(held_file)
-    return evaluate_one(info, ref_signal, ref_labels, args, Path(workdir), tag_of(name), sampler_of(kind, overrides, args))
+    return evaluate_one(info, ref_signal, ref_labels, args, Path(workdir), tag, sampler_of(kind, overrides, args),
+                        Path(held_file))
 
 
 def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
-    """Train every distinct model of the picked ABLATION rows, then evaluate every row; with --jobs N,
-    N processes of one torch thread each share the work (on 2 cores, 2 one-thread jobs do about twice
-    the work of one two-thread job: this small model does not scale across threads)."""
+    """Train every distinct model of the picked ABLATION rows (each --seeds times), then evaluate every row and
+    seed; with --jobs N, N processes of one torch thread each share the work (on 2 cores, 2 one-thread jobs do
+    about twice the work of one two-thread job: this small model does not scale across threads)."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
     picked = [ABLATION[int(i)] for i in args.ablate_rows.split(",") if i.strip()] or ABLATION
+    seeds = range(args.seeds)
     kept = earlier_rows(workdir, args) if args.keep_rows else {}
     # models already trained by an earlier part (--keep-rows) are evaluated again, not retrained
-    infos = {training_key(kind, ov, args): {k: v for k, v in kept[name].items() if k not in ("report", "scalars", "timing")}
-             for name, kind, ov in ABLATION if name in kept}
-    trainings = {training_key(kind, ov, args): (kind, ov, tag_of(name)) for name, kind, ov in reversed(picked)}
+    infos = {training_key(kind, [*ov, *seed_overrides(args, k)], args):
+             {kk: vv for kk, vv in entry.items() if kk not in ("report", "scalars", "timing", "sampling", "seeds",
+                                                               "seed_range")}
+             for name, kind, ov in ABLATION if name in kept
+             for k, entry in enumerate(kept[name].get("seeds") or [kept[name]])}
+    trainings = {training_key(kind, [*ov, *seed_overrides(args, k)], args):
+                 (kind, [*ov, *seed_overrides(args, k)], seed_tag(tag_of(name), args, k))
+                 for name, kind, ov in reversed(picked) for k in seeds}
     threads = 1 if args.jobs > 1 else 0
     common = (str(train_file), args, str(workdir), threads)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(_train_row, kind, ov, tag, *common)
                    for key, (kind, ov, tag) in trainings.items() if key not in infos}
         infos |= {key: f.result() for key, f in futures.items()}
-        evals = {name: pool.submit(_evaluate_row, infos[training_key(kind, ov, args)], name, kind, ov, str(held_file),
-                                   args, str(workdir), threads)
-                 for name, kind, ov in picked}
-        return {name: f.result() for name, f in evals.items()}
+        evals = {(name, k): pool.submit(_evaluate_row, infos[training_key(kind, [*ov, *seed_overrides(args, k)], args)],
+                                        seed_tag(tag_of(name), args, k), kind, ov, str(held_file), args, str(workdir),
+                                        threads)
+                 for name, kind, ov in picked for k in seeds}
+        return {name: combine_seeds([evals[name, k].result() for k in seeds]) for name, _, _ in picked}
 
 
 def earlier_rows(workdir: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """The ablation rows of the previous scorecard.json in workdir (same data and budget, else refused),
-    so a long ablation can be run in parts: rows re-run now replace them."""
+    """The ablation rows of the previous scorecard.json in workdir (same data, budget, held-out set and seeds,
+    else refused), so a long ablation can be run in parts: rows re-run now replace them."""
     path = workdir / "scorecard.json"
     if not path.is_file():
         return {}
     before = json.loads(path.read_text())
-    same = ("train_events", "eval_events", "preset_suffix", "set", "seed", "steps")
-    if any(before["args"].get(k) != getattr(args, k) for k in same):
+    same = ("train_events", "eval_events", "preset_suffix", "set", "seed", "steps", "heldout", "seeds")
+    defaults = {"heldout": "report", "seeds": 1}  # files from before these options
+    if any(before["args"].get(k, defaults.get(k)) != getattr(args, k) for k in same):
         raise SystemExit(f"{path} was measured with other settings ({', '.join(same)} must match); "
                          "drop --keep-rows or use another --workdir")
     order = [name for name, _, _ in ABLATION]
     kept = {k: r for k, r in before["rows"].items() if k in order}
-    return {k: {**kept[k], "report": {"scalars": kept[k]["scalars"], "timing": kept[k]["timing"]}}
+    return {k: {**kept[k], "report": {"scalars": kept[k]["scalars"], "timing": kept[k]["timing"],
+                                      "sampling": kept[k].get("sampling")}}
             for k in order if k in kept}
+
+
+def train_and_evaluate(kind: str, preset: Path, train_file: Path, held_file: Path, ref_signal, ref_labels,
+                       args: argparse.Namespace, workdir: Path) -> dict:
+    """A default-preset row (no --ablate): trained --seeds times, evaluated, combined."""
+    results = []
+    for k in range(args.seeds):
+        tag = seed_tag(kind, args, k)
+        info = train_one(tag, preset, train_file, args, workdir, seed_overrides(args, k))
+        t0 = time.time()
+        results.append(evaluate_one(info, ref_signal, ref_labels, args, workdir, tag, held_file=held_file))
+        print(f"{tag}: evaluated in {time.time() - t0:.0f} s")
+    return combine_seeds(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     uri = "none" if args.no_mlflow else setup_store(workdir)
-    print(f"workdir {workdir}; MLflow {uri}")
+    print(f"workdir {workdir}; MLflow {uri}; held-out set '{args.heldout}'; {args.seeds} training seed(s) per row")
 
     from genesis import evaluate
     from genesis.data import schema
@@ -407,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
     geo = icecube86_like()
     train_file = simulated_file(workdir / "train.h5", args.train_events, geo, seed=1)
-    held_file = simulated_file(workdir / "heldout.h5", args.eval_events, geo, seed=2)
+    held_file = simulated_file(workdir / HELDOUT_FILES[args.heldout], args.eval_events, geo,
+                               seed=HELDOUT_SEEDS[args.heldout])
     ref_signal, ref_labels, _ = schema.read_events(held_file)
     presets = preset_paths(args.preset_suffix)
     rows: dict[str, dict] = run_ablation(train_file, held_file, args, workdir) if args.ablate else {}
@@ -416,10 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in [] if args.ablate else [m.strip() for m in args.models.split(",") if m.strip()]:
         if kind not in presets:
             raise SystemExit(f"unknown model {kind!r}; use diffusion and/or flow")
-        info = train_one(kind, presets[kind], train_file, args, workdir)
-        t0 = time.time()
-        rows[kind] = evaluate_one(info, ref_signal, ref_labels, args, workdir, kind)
-        print(f"{kind}: evaluated in {time.time() - t0:.0f} s")
+        rows[kind] = train_and_evaluate(kind, presets[kind], train_file, held_file, ref_signal, ref_labels, args,
+                                        workdir)
     t0 = time.time()
     floor = evaluate.simulator_floor(ref_signal, ref_labels, geo, seed=args.seed)
     save_reports(floor, workdir, "simulator", args)
@@ -428,12 +562,15 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(rows, len(ref_labels))
     if args.ablate:
         print_ablation(rows, len(ref_labels))
-    summary = {"args": vars(args), "tracking_uri": uri,
-               "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"} | {"scalars": r["report"]["scalars"],
-                                                                                 "timing": r["report"]["timing"]}
+    summary = {"args": vars(args), "tracking_uri": uri, "git": git_state(),
+               "heldout": {"set": args.heldout, "path": str(held_file), "seed": HELDOUT_SEEDS[args.heldout]},
+               "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"}
+                        | {"scalars": r["report"]["scalars"], "timing": r["report"]["timing"],
+                           "sampling": r["report"].get("sampling")}
                         for k, r in rows.items()}}
     (workdir / "scorecard.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(f"\nwrote {workdir / 'scorecard.json'} and report_*.json/html")
+    print(f"\nwrote {workdir / 'scorecard.json'} and report_*.json/html (commit {summary['git']['commit']}"
+          f"{', dirty tree' if summary['git']['dirty'] else ''})")
     return 0
 
 
