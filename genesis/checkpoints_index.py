@@ -1,7 +1,7 @@
 """Checkpoint listing, upload checks, tables and a data-flow diagram for the dashboard's Checkpoints page.
 
-`list_checkpoints(store)` finds the .pt files in the runs' local artifact folders (checkpoints/*.pt) and the
-uploads kept in <home>/mlruns/uploads, with step and validation loss read from the runs' metrics (no
+`list_checkpoints(store)` finds the .pt files in the runs' local artifact folders (checkpoints/*.pt), the
+uploads kept in <home>/mlruns/uploads and the demo models shipped with the code (genesis.demo), with step and validation loss read from the runs' metrics (no
 checkpoint is opened). The other helpers turn a `genesis.inspect` report into tables and a figure. Nothing
 here imports streamlit.
 """
@@ -26,7 +26,7 @@ from genesis.errors import CheckpointError, GenesisError
 CHECKPOINT_SUFFIX = ".pt"
 MAX_RUNS = 2000
 COLUMNS = ["label", "path", "run_id", "run_name", "file", "step", "val_loss", "modified", "mtime", "kind",
-           "status", "experiment_id"]
+           "status", "experiment_id", "demo"]
 TRANSFORM_KEYS = {"time_transform": gn.TIME_TRANSFORMS, "npe_transform": gn.NPE_TRANSFORMS,
                   "energy_transform": gn.ENERGY_TRANSFORMS}
 
@@ -106,11 +106,13 @@ def _label(name: str, file: str, step: float, loss: float) -> str:
     return " · ".join(parts)
 
 
-def list_checkpoints(store: tracking.Store) -> pd.DataFrame:
-    """One row per checkpoint file (runs' checkpoints/*.pt and mlruns/uploads/*.pt), newest first.
+def list_checkpoints(store: tracking.Store, demos: bool = True) -> pd.DataFrame:
+    """One row per checkpoint file (runs' checkpoints/*.pt and mlruns/uploads/*.pt), newest first, then
+    (with `demos`) the demo models shipped with the code: on a fresh clone they are the only ones.
 
     Columns: label, path, run_id, run_name, file, step, val_loss, modified (UTC timestamp), mtime (seconds),
-    kind, status, experiment_id. Step and val loss come from the run's val/loss and train/loss histories.
+    kind, status, experiment_id, demo (bool). Step and val loss come from the run's val/loss and train/loss
+    histories.
     """
     found: list[tuple[Any, Path]] = []
     for run in _all_runs(store):
@@ -137,15 +139,33 @@ def list_checkpoints(store: tracking.Store) -> pd.DataFrame:
         rows.append({"label": _label(name_of[rid], path.name, step, loss), "path": str(path), "run_id": rid,
                      "run_name": run.info.run_name, "file": path.name, "step": step, "val_loss": loss,
                      "mtime": path.stat().st_mtime, "kind": run.data.tags.get(tracking.TAG_KIND),
-                     "status": run.info.status, "experiment_id": run.info.experiment_id})
+                     "status": run.info.status, "experiment_id": run.info.experiment_id, "demo": False})
     for path in sorted(uploads_dir().glob(f"*{CHECKPOINT_SUFFIX}")):
         if path.is_file() and not path.name.startswith("."):
             rows.append({"label": f"upload · {path.name}", "path": str(path), "run_id": None, "run_name": None,
                          "file": path.name, "step": math.nan, "val_loss": math.nan, "mtime": path.stat().st_mtime,
-                         "kind": None, "status": None, "experiment_id": None})
+                         "kind": None, "status": None, "experiment_id": None, "demo": False})
     frame = pd.DataFrame(rows, columns=COLUMNS)
+    parts = [part for part in (_ordered(frame), demo_rows() if demos else None) if part is not None and len(part)]
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts else frame
     frame["modified"] = pd.to_datetime(frame["mtime"], unit="s")
-    return _ordered(frame)
+    frame["demo"] = frame["demo"].astype(bool)
+    return frame
+
+
+def demo_label(name: str, preset: str) -> str:
+    return f"demo · {name} ({preset}, shipped)"
+
+
+def demo_rows() -> pd.DataFrame:
+    """list_checkpoints rows of the shipped demo models (genesis.demo), diffusion first; none opened."""
+    from genesis import demo
+
+    rows = [{"label": demo_label(spec.name, spec.preset), "path": str(path), "run_id": None, "run_name": None,
+             "file": spec.name, "step": math.nan, "val_loss": math.nan, "mtime": path.stat().st_mtime,
+             "kind": spec.kind, "status": None, "experiment_id": None, "demo": True}
+            for spec in demo.SPECS for path in [demo.DEMO_DIR / spec.name] if path.is_file()]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 FILE_RANK = {"best.pt": 0, "last.pt": 1}  # within a run: the best checkpoint first, the one people want

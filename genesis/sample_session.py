@@ -12,6 +12,7 @@ Events are physical (N, 2, P) arrays [npe, first-hit time ns], no-hit DOMs 0; la
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from genesis import metrics, paths, sampling
+from genesis import metrics, paths, ranges, sampling
 from genesis.data import schema
 from genesis.errors import CheckpointError, ConfigError, DataError
 from genesis.geometry import Geometry
@@ -37,13 +38,15 @@ SUMMARY_FEATURES = ["total_npe", "n_hit_doms", "time_span"]
 # ------------------------------------------------------------------------------------ checkpoints
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """A checkpoint file (a run's checkpoints/*.pt or an upload), with its model kind from the run's tags."""
+    """A checkpoint file (a run's checkpoints/*.pt, an upload or a shipped demo model), with its model kind
+    (from the run's tags, the demo's spec, or for uploads read from the file)."""
 
     path: Path
     run_id: str | None
     title: str  # run name · file · step · val loss (genesis.checkpoints_index)
-    kind: str  # "diffusion", "flow" or "?" (uploads: the page checks the kind when it loads the file)
+    kind: str  # "diffusion" or "flow"
     mtime: float
+    demo: bool = False
 
     @property
     def label(self) -> str:
@@ -51,28 +54,45 @@ class CheckpointInfo:
 
 
 def list_checkpoints(store) -> list[CheckpointInfo]:
-    """The checkpoints the Checkpoints page lists (runs' artifact folders and uploads) that can be sampled,
-    then the shipped demo models: uploads that are no GENESIS checkpoint (legacy files, which only the
+    """The checkpoints the Checkpoints page lists (runs' artifact folders, uploads, then the shipped demo
+    models) that can be sampled: uploads that are no GENESIS checkpoint (legacy files, which only the
     inspector reads) are left out. Order as there: newest run first, its best.pt before its last.pt."""
     from genesis import checkpoints_index
 
-    frame = checkpoints_index.list_checkpoints(store)
+    return _infos(checkpoints_index.list_checkpoints(store))
+
+
+def _infos(frame: pd.DataFrame) -> list[CheckpointInfo]:
     out = []
     for r in frame.itertuples():
         kind = r.kind if isinstance(r.kind, str) and r.kind else _file_kind(str(r.path), float(r.mtime))
         if kind is not None:
             out.append(CheckpointInfo(Path(r.path), r.run_id if isinstance(r.run_id, str) else None, str(r.label),
-                                      kind, float(r.mtime)))
-    return out + demo_checkpoints()
+                                      kind, float(r.mtime), bool(r.demo)))
+    return out
 
 
 def demo_checkpoints() -> list[CheckpointInfo]:
-    """The demo models shipped with the code (genesis.demo), after the lab's own: on a fresh clone they
-    are the only ones, so Sample and Inpaint work at once."""
-    from genesis import demo
+    """The demo models shipped with the code (genesis.demo), diffusion first."""
+    from genesis import checkpoints_index
 
-    return [CheckpointInfo(path, None, f"demo · {path.name} ({spec.preset}, shipped)", spec.kind, path.stat().st_mtime)
-            for spec in demo.SPECS for path in [demo.DEMO_DIR / spec.name] if path.is_file()]
+    return _infos(checkpoints_index.demo_rows())
+
+
+def checkpoint_choices(checkpoints: list[CheckpointInfo], kinds: Iterable[str] | None = None) -> list[CheckpointInfo]:
+    """The checkpoints of the given kinds (all when None), order kept: a page lists only what it can use."""
+    kinds = None if kinds is None else set(kinds)
+    return [c for c in checkpoints if kinds is None or c.kind in kinds]
+
+
+def default_checkpoint(checkpoints: list[CheckpointInfo], kind: str | None = None) -> CheckpointInfo | None:
+    """The checkpoint a picker starts on: the shipped demo model of `kind` (any demo without a kind, or when
+    there is none of that kind), else the first listed; None for an empty list. The demo, not the newest
+    upload: a newcomer must find the model that is known to work."""
+    demos = [c for c in checkpoints if c.demo]
+    for candidate in [c for c in demos if c.kind == kind] + demos + list(checkpoints):
+        return candidate
+    return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,6 +193,83 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
     return f"{done:,}/{total:,} events · {elapsed:,.0f} s elapsed · {eta}"
 
 
+# Time estimates: seconds per event and sampler step (flows: per event), measured on this machine now.
+WARMUP_STEPS = 2  # sampler steps of one timed warm-up run (no redraws, no file: the sampler loop alone)
+WARMUP_REPEATS = 2  # timed runs; their spread (and the last call's rate) makes the range
+WARMUP_BATCH = 64  # at most this many events in a warm-up run (the page samples in batches of 64)
+LOAD_MARGIN = (0.8, 1.5)  # the range widened for a machine whose load changes (2 shared cores swing 2x)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """Expected generation time as a range [low_s, high_s] seconds and what it rests on."""
+
+    low_s: float
+    high_s: float
+    basis: str
+
+    def text(self, device: str) -> str:
+        return (f"Expected time: **{_seconds(self.low_s)} to {_seconds(self.high_s)}** on {device} ({self.basis}; "
+                "the reference simulation and comparison add a little).")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:,.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 0.1 else "< 0.1 s"
+
+
+def _work(kind: str, steps: int) -> int:
+    return 1 if kind == "flow" else max(int(steps), 1)
+
+
+def warmup_rates(loaded, n_events: int, sampler: str = "ddim", guidance: float = 1.0,
+                 steps: int = WARMUP_STEPS, repeats: int = WARMUP_REPEATS) -> list[float]:
+    """Seconds per event and step (flows: per event) of `repeats` timed sampler runs of `steps` steps on
+    min(n_events, WARMUP_BATCH) events at mid-range labels, on the checkpoint's device, as it is loaded now."""
+    import torch
+
+    b = max(1, min(int(n_events), WARMUP_BATCH))
+    record = loaded.state.get("data") or {}
+    lo, hi = np.asarray(record.get("label_min", [1e3, 0, 0, 0, 0, 0])), np.asarray(record.get("label_max", [1e6, 3, 6, 0, 0, 0]))
+    label = np.concatenate([[math.sqrt(max(lo[0], 1e-3) * max(hi[0], 1e-3))], (lo[1:] + hi[1:]) / 2])
+    device = next(loaded.model.parameters()).device
+    norm = loaded.normalization
+    lab_n = norm.normalize_labels(torch.from_numpy(np.tile(label, (b, 1)).astype(np.float32)).to(device))
+    geo_n = norm.normalize_geometry(torch.from_numpy(loaded.geometry.positions)).to(device)
+    steps = _work(loaded.kind, steps)
+    rates = []
+    for r in range(repeats + 1):  # the first run is not timed: first calls allocate and compile
+        t0 = time.perf_counter()
+        sampling.generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
+                                     generator=torch.Generator(device=device).manual_seed(r), data_record=record)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append((time.perf_counter() - t0) / (b * steps))
+    return rates[1:]
+
+
+def call_rate(result: "SampleResult", kind: str, steps: int) -> float:
+    """Seconds per event and step (flows: per event) of a finished sampling call."""
+    return result.seconds / max(result.n_events * _work(kind, steps), 1)
+
+
+def estimate_time(kind: str, n_events: int, steps: int, warmup: list[float], last: float | None = None,
+                  redraws: bool = False, margin: tuple[float, float] = LOAD_MARGIN) -> TimeEstimate:
+    """The range of n_events x steps (flows: n_events) at the slowest and fastest of the measured rates
+    (warm-up runs, and the last call's when given), widened by `margin` for a changing machine load.
+    redraws: the sampler draws untriggered events again (not in a warm-up; the last call's rate has them)."""
+    rates = [r for r in [*warmup, last] if r is not None and r > 0]
+    if not rates:
+        raise ValueError("estimate_time needs at least one positive measured rate")
+    work = n_events * _work(kind, steps)
+    what = "one pass" if kind == "flow" else f"{WARMUP_STEPS} steps"
+    basis = f"from {len(warmup)} timed warm-up runs of {what} just now"
+    if last is not None:
+        basis += " and the last call's speed"
+    if redraws:
+        basis += "; events that do not trigger are drawn again, which adds time far from the training labels"
+    return TimeEstimate(min(rates) * work * margin[0], max(rates) * work * margin[1], basis)
+
+
 def output_path(kind: str, folder: Path | None = None) -> Path:
     """A new, unused file name under <home>/data/generated/ (created)."""
     folder = folder or paths.data_dir() / "generated"
@@ -187,10 +284,13 @@ def output_path(kind: str, folder: Path | None = None) -> Path:
 
 def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0,
                  seed: int = 0, out: Path | None = None, batch_size: int = 64, keep: int = KEEP_EVENTS,
-                 labels_source: str = "", progress: Callable[[int, int], None] | None = None) -> SampleResult:
+                 labels_source: str = "", progress: Callable[[int, int], None] | None = None,
+                 devices: list[str] | None = None) -> SampleResult:
     """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema.
 
     The file appears only when all events are written (EventWriter); a stopped run leaves nothing.
+    devices: several devices to share the events (passed to sampling.generate_batches as `devices`);
+    None or one device: the checkpoint's own device.
     """
     check_count(len(labels))
     sampling.check_labels(labels)
@@ -200,10 +300,14 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
     out = Path(out) if out else output_path(loaded.kind)
     producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed), "labels": labels_source,
                 "interface": "dashboard"}
-    warnings = sampling.range_warnings(labels, loaded)
+    warnings = ranges.label_warnings(labels, ranges.record_of(loaded))
+    shard = {"devices": list(devices)} if devices and len(devices) > 1 else {}
+    if shard and "devices" not in inspect.signature(sampling.generate_batches).parameters:
+        raise ConfigError(f"sampling on {len(devices)} devices is not available in this version; choose one device")
     t0, kept, start = time.time(), [], 0
     with schema.EventWriter(out, loaded.geometry, producer) as writer:
-        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
+        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
+                                               **shard):
             writer.append(batch, labels[start:start + len(batch)])
             if start < keep:
                 kept.append(batch[:keep - start])

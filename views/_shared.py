@@ -112,6 +112,13 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def device_options() -> list[str]:
     return ["cpu"] + (["cuda"] if cuda_available() else [])
 
@@ -146,18 +153,27 @@ def save_upload(upload, folder: Path, suffixes: tuple[str, ...]) -> Path:
     return target
 
 
-def pick_checkpoint(store: tracking.Store, first_kind: str, empty_hint: str):
-    """Checkpoint (newest first, `first_kind` ones on top) and device pickers -> the loaded checkpoint;
-    stops the page with `empty_hint` when there is none."""
+def pick_checkpoint(store: tracking.Store, first_kind: str, empty_hint: str, kinds: tuple[str, ...] | None = None,
+                    key: str | None = None):
+    """Checkpoint and device pickers -> (CheckpointInfo, device, loaded checkpoint).
+
+    Lists only checkpoints of `kinds` (every kind when None), `first_kind` ones on top, and starts on the
+    shipped demo model of `first_kind` until the user picks another (the pick is kept under `key`, by default
+    one per set of kinds). Stops the page with `empty_hint` when there is none."""
     from genesis import sample_session as ss
 
     with user_errors():
-        checkpoints = sorted(ss.list_checkpoints(store), key=lambda c: c.kind != first_kind)  # stable sort
+        checkpoints = ss.checkpoint_choices(ss.list_checkpoints(store), kinds)
+    checkpoints = sorted(checkpoints, key=lambda c: c.kind != first_kind)  # stable sort
     if not checkpoints:
         st.info(empty_hint)
         st.stop()
+    by_path = {str(c.path): c for c in checkpoints}
+    key = key or "checkpoint-" + ("-".join(kinds) if kinds else "any")
+    if st.session_state.get(key) not in by_path:  # through the state, not index=: no "default and state" warning
+        st.session_state[key] = str(ss.default_checkpoint(checkpoints, first_kind).path)
     left, right = st.columns([4, 1])
-    ckpt = left.selectbox("Checkpoint", checkpoints, format_func=lambda c: c.label)
+    ckpt = by_path[left.selectbox("Checkpoint", list(by_path), format_func=lambda p: by_path[p].label, key=key)]
     device = right.selectbox("Device", device_options())
     with user_errors():
         loaded = loaded_model(str(ckpt.path), mtime(ckpt.path), device)

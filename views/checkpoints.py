@@ -4,7 +4,7 @@ import streamlit as st
 
 from genesis import checkpoints_index as ci
 from genesis import inspect as gi
-from genesis import paths, runs
+from genesis import paths, ranges, runs
 from genesis.errors import GenesisError
 from views._shared import MAX_UPLOAD_MB, data_files, mtime, ready_store, rel, save_upload, user_errors
 
@@ -24,6 +24,25 @@ def dataset_diff(path: str, modified: float, data: str, data_modified: float) ->
 @st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
 def dataset_fit(path: str, modified: float, data: str, data_modified: float) -> list[str]:
     return ci.normalization_fit(inspect(path, modified, REPORT_BATCH), data)
+
+
+@st.cache_data(show_spinner="Comparing the dataset with the training ranges...", max_entries=8)
+def dataset_ranges(path: str, modified: float, data: str, data_modified: float) -> ranges.RangeReport:
+    return ranges.dataset_report(ranges.record_of(inspect(path, modified, REPORT_BATCH)), data)
+
+
+def show_ranges(report: ranges.RangeReport, name: str) -> None:
+    """The share of the dataset's events outside the checkpoint's training ranges, and which."""
+    if not report.recorded:
+        st.info(report.summary(name), icon=":material/info:")
+        return
+    (st.warning if report.n_outside else st.success)(f"**Training ranges.** {report.summary(name)}",
+                                                     icon=":material/warning:" if report.n_outside else None)
+    with st.expander("Every label and signal against the training ranges", expanded=bool(report.n_outside)):
+        st.dataframe(report.table.drop(columns="unit"), hide_index=True,
+                     column_config={"share outside": st.column_config.NumberColumn(format="percent")})
+        st.caption("Signals: npe and first-hit time of hit DOMs; an event counts when any of its hits lies outside. "
+                   f"Values within {ranges.TOLERANCE:.0%} of a range's span (energy and npe on a log scale) count as inside.")
 
 
 def shown(fn, *args):
@@ -102,13 +121,17 @@ with tabs[1]:
                                  "checkpoint's transforms")
         with user_errors():
             data = paths.inside(data, paths.data_dir())
+        in_range = shown(dataset_ranges, path, mtimes[path], str(data), mtime(data))
+        if in_range is not None:
+            show_ranges(in_range, rel(data))
         problems = shown(dataset_fit, path, mtimes[path], str(data), mtime(data))
         if problems:
             st.warning(f"{rel(data)} does not fit the checkpoint's normalization:\n\n"
                        + "\n".join(f"- {d}" for d in problems), icon=":material/warning:")
-        elif problems is not None:
-            st.success(f"{rel(data)} fits the checkpoint's normalization: the bulk of every channel lies within "
-                       f"±{ci.FIT_LIMIT:g} after normalization.")
+        elif problems is not None:  # readable is not the same as trained on: the ranges above say that
+            (st.caption if in_range is not None and in_range.n_outside else st.success)(
+                f"Normalization: the bulk of every channel of {rel(data)} lies within ±{ci.FIT_LIMIT:g} after "
+                "normalization, so the model can read the file.")
         diffs = shown(dataset_diff, path, mtimes[path], str(data), mtime(data)) if problems is not None else None
         if diffs:  # information, not a warning: hand-chosen preset values differ from these and still fit
             with st.expander("What `genesis stats` would suggest for this dataset"):

@@ -6,12 +6,14 @@ import time
 import numpy as np
 import streamlit as st
 
-from genesis import metrics, sampling, viz
+from genesis import diffusion, metrics, ranges, sampling, viz
 from genesis import sample_session as ss
 from genesis.errors import DataError
-from views._shared import MAX_UPLOAD_MB, pick_checkpoint, pick_data_file, ready_store, rel, user_errors
+from views._shared import (MAX_UPLOAD_MB, cuda_device_count, mtime, pick_checkpoint, pick_data_file, ready_store, rel,
+                           user_errors)
 
-ENERGIES = [float(f"{e:.3g}") for e in np.logspace(1, 8, 29)]  # GeV, quarter decades: a log slider
+ENERGIES = [float(f"{e:.3g}") for e in np.logspace(0, 8, 33)]  # GeV, quarter decades: a log slider
+ENERGY_RANGE = (0.1, 1e9)  # GeV, the typed entry
 KINDS = {"diffusion": "Diffusion transformer (DDPM/DDIM)", "flow": "Normalizing flow (one pass)"}
 
 st.title("Sample")
@@ -19,23 +21,43 @@ store = ready_store()
 
 
 def pick_model():
-    """Model kind, checkpoint and device -> the loaded checkpoint, checked to be of that kind."""
+    """Model kind, checkpoint (only of that kind; the shipped demo first) and device -> (info, device, loaded)."""
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True)
-    ckpt, _, loaded = pick_checkpoint(
-        store, kind, "No checkpoints yet: train a model on the **Train** page (the tiny presets take minutes on a CPU).")
+    ckpt, device, loaded = pick_checkpoint(
+        store, kind, f"No {kind} checkpoints yet: train one on the **Train** page (the tiny presets take minutes on a "
+                     "CPU).", kinds=(kind,))
     with user_errors():
         ss.check_kind(loaded, kind)
     st.caption(f"{rel(ckpt.path)} · step {loaded.state.get('step')} · P = {loaded.geometry.n_doms} DOMs")
-    return loaded
+    return ckpt, device, loaded
+
+
+def _energy_from_slider() -> None:
+    st.session_state["energy_gev"] = st.session_state["energy_slider"]
+
+
+def _energy_from_box() -> None:
+    st.session_state["energy_slider"] = min(ENERGIES, key=lambda e: abs(np.log(e / st.session_state["energy_gev"])))
+
+
+def energy_widgets(col) -> float:
+    """A log slider (quarter decades) and a typed entry in GeV, kept in sync; the typed value is used."""
+    st.session_state.setdefault("energy_gev", 1e5)
+    st.session_state.setdefault("energy_slider", 1e5)
+    left, right = col.columns([3, 2])
+    left.select_slider("Energy [GeV], log scale", ENERGIES, format_func=lambda e: f"{e:.3g}", key="energy_slider",
+                       on_change=_energy_from_slider)
+    return float(right.number_input("Energy [GeV]", *ENERGY_RANGE, format="%.4g", key="energy_gev",
+                                    on_change=_energy_from_box, help="type any energy; the slider follows"))
 
 
 def pick_labels() -> tuple[np.ndarray, str]:
     """(N, 6) physical labels from widgets, a dataset or an uploaded CSV, and a description of the source."""
     source = st.radio("Labels from", ["widgets", "a dataset", "a CSV file"], horizontal=True)
     if source == "widgets":
-        c = st.columns(4)
+        c = st.columns([1, 3, 1, 1])
         n = int(c[0].number_input("Number of events", 0, sampling.MAX_EVENTS_PER_CALL, 8))
-        energy = c[1].select_slider("Energy [GeV]", ENERGIES, value=1e5, format_func=lambda e: f"{e:.3g}")
+        energy = energy_widgets(c[1])
         zenith = c[2].slider("Zenith [°]", 0.0, 180.0, 90.0)
         azimuth = c[3].slider("Azimuth [°]", 0.0, 360.0, 90.0)
         c = st.columns(3)
@@ -68,7 +90,9 @@ def sampler_settings(loaded) -> tuple[str, int, float, int]:
     c = st.columns(4)
     if loaded.kind == "diffusion":
         diff = loaded.config.diffusion
-        sampler = c[0].selectbox("Sampler", ["ddim", "ddpm"], format_func=str.upper)
+        own = getattr(diff, "sampler", diffusion.SAMPLERS[0])  # the checkpoint's own sampler first
+        sampler = c[0].selectbox("Sampler", diffusion.SAMPLERS, format_func=str.upper,
+                                 index=diffusion.SAMPLERS.index(own) if own in diffusion.SAMPLERS else 0)
         steps = int(c[1].number_input("Steps", 1, diff.timesteps, min(diff.sampling_steps, diff.timesteps)))
         guidance = float(c[2].number_input("Guidance scale", 0.0, 20.0, 1.0, step=0.5))
     else:
@@ -78,8 +102,35 @@ def sampler_settings(loaded) -> tuple[str, int, float, int]:
     return sampler, steps, guidance, seed
 
 
+def devices_choice(device: str) -> list[str] | None:
+    """Several CUDA devices to share the events (shown only when there are several); None: the one device."""
+    count = cuda_device_count()
+    if count < 2 or not device.startswith("cuda"):
+        return None
+    return st.multiselect("Devices", [f"cuda:{i}" for i in range(count)], default=[f"cuda:{i}" for i in range(count)],
+                          help="the events are split across these GPUs") or None
+
+
+@st.cache_data(ttl=120, show_spinner="Timing a short warm-up on this machine")
+def warmup(path: str, stamp: float, device: str, sampler: str, guidance: float, batch: int, _loaded) -> list[float]:
+    """Seconds per event and step of short timed runs, cached for two minutes per checkpoint and settings."""
+    return ss.warmup_rates(_loaded, batch, sampler, guidance)
+
+
+def rate_key(ckpt, device: str, loaded, sampler: str, guidance: float) -> tuple:
+    return str(ckpt.path), device, sampler if loaded.kind == "diffusion" else "flow", guidance != 1.0
+
+
+def expected_time(ckpt, device: str, loaded, n: int, sampler: str, steps: int, guidance: float) -> None:
+    with user_errors():
+        rates = warmup(str(ckpt.path), mtime(ckpt.path), device, sampler, guidance, min(n, ss.WARMUP_BATCH), loaded)
+    last = st.session_state.get("sample_rates", {}).get(rate_key(ckpt, device, loaded, sampler, guidance))
+    redraws = loaded.kind == "diffusion" and loaded.config.diffusion.redraw_untriggered
+    st.caption(ss.estimate_time(loaded.kind, n, steps, rates, last, redraws).text(device))
+
+
 def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, guidance: float, seed: int,
-             confirmed: bool) -> None:
+             confirmed: bool, devices: list[str] | None, key: tuple) -> None:
     with user_errors():
         ss.check_count(len(labels), confirmed)
         with st.status(f"Generating {len(labels):,} events", expanded=True) as status:
@@ -89,7 +140,8 @@ def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, 
                 bar.progress(min(done / total, 1.0), text=ss.progress_text(done, total, time.time() - t0))
 
             result = ss.run_sampling(loaded, labels, sampler, steps, guidance, seed, labels_source=source,
-                                     progress=progress)
+                                     progress=progress, devices=devices)
+            st.session_state.setdefault("sample_rates", {})[key] = ss.call_rate(result, loaded.kind, steps)
             status.update(label=f"Simulating {len(result.labels):,} reference events at the same labels")
             reference = ss.reference_events(result.labels, loaded, seed)
             status.update(label="Comparing features")
@@ -145,17 +197,20 @@ def show_results(state: dict) -> None:
         st.dataframe(comp.distances, width="stretch")
 
 
-loaded = pick_model()
+ckpt, device, loaded = pick_model()
 labels, source = pick_labels()
-for message in sampling.range_warnings(labels, loaded):
+for message in ranges.label_warnings(labels, ranges.record_of(loaded)):  # words; sampling goes ahead
     st.warning(message, icon=":material/warning:")
 sampler, steps, guidance, seed = sampler_settings(loaded)
+devices = devices_choice(device)
+expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance)
 confirmed = True
 if len(labels) > ss.CONFIRM_ABOVE:
     st.warning(f"{len(labels):,} events is a large request: generation takes a while and the events are streamed "
                f"to disk; only the first {ss.KEEP_EVENTS:,} are shown and compared.")
     confirmed = st.checkbox(f"Yes, generate {len(labels):,} events")
 if st.button("Generate", type="primary", icon=":material/play_arrow:"):
-    generate(loaded, labels, source, sampler, steps, guidance, seed, confirmed)
+    generate(loaded, labels, source, sampler, steps, guidance, seed, confirmed, devices,
+             rate_key(ckpt, device, loaded, sampler, guidance))
 if "sample" in st.session_state:
     show_results(st.session_state["sample"])
