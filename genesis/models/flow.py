@@ -139,8 +139,8 @@ def coupling_mask(kind: str, n_doms: int, segment: int) -> torch.Tensor:
     raise ConfigError(f"unknown coupling mask kind {kind!r}; known: {list(MASK_KINDS)}")
 
 
-def string_neighbours(v: torch.Tensor, segment: int) -> torch.Tensor:
-    """Values (B, C, P) -> the values of the DOM above and of the DOM below on the same string (B, 2C, P),
+def above_below_on_string(v: torch.Tensor, segment: int) -> torch.Tensor:
+    """Values (B, C, P) -> the values of the index-adjacent DOMs above and below on the same string (B, 2C, P),
     zero past either end. segment: DOMs per string (P must be a multiple)."""
     b, c, p = v.shape
     strings = v.reshape(b, c, p // segment, segment)
@@ -156,7 +156,7 @@ class Conditioner(nn.Module):
     masked values, its per-DOM inputs (position, light geometry) and a summary of its token: a 60-DOM
     token alone must squeeze where the light goes along the string through a few numbers.
     neighbours > 0 (DOMs per string): the per-DOM network also reads the masked values of the DOMs above
-    and below (`string_neighbours`): light reaches neighbours 17 m apart within tens of ns, the strongest
+    and below (`above_below_on_string`): light reaches neighbours 17 m apart within tens of ns, the strongest
     local correlation in an event, which a token summary blurs.
     The last layers are zero-initialised so that the coupling starts as the identity.
     """
@@ -201,7 +201,7 @@ class Conditioner(nn.Module):
             raise ConfigError("a coupling with a per-DOM network (flow.dom_width > 0) needs the per-DOM inputs")
         summary = self.summary(h).repeat_interleave(self.patch_size, 1)  # (B, P, S): its token's summary
         dom = dom.to(x_cond.dtype).expand(x_cond.shape[0], -1, -1)
-        own = torch.cat([x_cond, string_neighbours(x_cond, self.neighbours)], 1) if self.neighbours else x_cond
+        own = torch.cat([x_cond, above_below_on_string(x_cond, self.neighbours)], 1) if self.neighbours else x_cond
         per_dom = self.dom_net(torch.cat([own.transpose(1, 2), dom.transpose(1, 2), summary], -1))  # (B, P, 4)
         d_shift, d_log_scale = per_dom.transpose(1, 2).chunk(2, dim=1)
         return shift + d_shift, log_scale + d_log_scale
@@ -251,32 +251,45 @@ class ContextEncoder(nn.Module):
 
 
 LATERAL_STRINGS = 6  # the hit head reads the DOM at the nearest depth on this many nearest strings (a hex ring)
+CLUMP_STRINGS = 10  # a training mask's clump of strings: a string and up to this many of its nearest
+HIT_ROUNDS = 8  # rounds of explicit hit sampling (`ConditionalFlow.sample_hits`)
 
 
-def nearest_strings(geometry: torch.Tensor, segment: int, k: int) -> torch.Tensor:
-    """Indices (B, S, k) of the k strings nearest to each string (itself excluded), nearest first, by the
-    horizontal distance of the strings' mean positions in geometry (B, 3, P) (normalized x, y, z)."""
-    b, _, p = geometry.shape
-    n = p // segment
-    centres = geometry[:, :2].reshape(b, 2, n, segment).mean(-1).transpose(1, 2)  # (B, S, 2)
-    dist = torch.cdist(centres, centres) + torch.eye(n, device=geometry.device, dtype=centres.dtype) * 1e9
+def nearest_strings(positions: torch.Tensor, segment: int, k: int) -> torch.Tensor:
+    """Indices (S, k) of the k strings nearest to each string (itself excluded), nearest first, by the
+    horizontal distance in metres of the strings' mean positions; positions (3, P) in metres, DOMs ordered
+    string by string, segment DOMs per string."""
+    n = positions.shape[-1] // segment
+    centres = positions[:2].double().reshape(2, n, segment).mean(-1).T  # (S, 2)
+    dist = torch.cdist(centres, centres) + torch.eye(n, device=positions.device, dtype=centres.dtype) * 1e12
     return dist.topk(min(k, n - 1), -1, largest=False).indices
 
 
-def lateral_neighbours(v: torch.Tensor, geometry: torch.Tensor, segment: int, k: int = LATERAL_STRINGS
-                       ) -> torch.Tensor:
-    """Values (B, C, P) -> for every DOM the values of the DOM at the nearest depth on each of the k nearest
-    other strings (B, k C, P), nearest string first (`nearest_strings`). geometry (B, 3, P) normalized; the
-    events of one call share their detector (the first one's is used). Whole dead strings still see the
-    light on the strings around them, at their own depth (DeepCore's DOM numbers are at other depths)."""
-    b, c, p = v.shape
-    g = geometry[:1]
-    nearest = nearest_strings(g, segment, k)[0]  # (S, k)
-    z = g[0, 2].reshape(p // segment, segment)  # (S, segment)
+def lateral_index(positions: torch.Tensor, segment: int, k: int = LATERAL_STRINGS) -> torch.Tensor:
+    """Index (k, P): for every DOM, the DOM at the nearest depth on each of its k nearest other strings
+    (`nearest_strings`, nearest first); positions (3, P) in metres. Whole dead strings still see the light
+    on the strings around them, at their own depth (DeepCore's DOM numbers are at other depths)."""
+    p = positions.shape[-1]
+    nearest = nearest_strings(positions, segment, k)  # (S, k)
+    z = positions[2].double().reshape(p // segment, segment)  # (S, segment)
     depth_gap = (z[:, None, :, None] - z[nearest][:, :, None, :]).abs()  # (S, k, own DOM, other string's DOM)
     index = nearest[:, :, None] * segment + depth_gap.argmin(-1)  # (S, k, segment): DOM index on string j
-    index = index.permute(1, 0, 2).reshape(-1, p)  # (k, P)
+    return index.permute(1, 0, 2).reshape(-1, p)
+
+
+def lateral_neighbours(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Values (B, C, P) -> the values of the DOMs in `lateral_index` (k, P), (B, k C, P), nearest string first."""
+    b, _, p = v.shape
     return v[:, :, index].transpose(1, 2).reshape(b, -1, p)
+
+
+class Neighbours(NamedTuple):
+    """Neighbour indices of one detector (`ConditionalFlow.neighbours`): strings (S, CLUMP_STRINGS) the nearest
+    strings of each string, nearest first; lateral (LATERAL_STRINGS, P) `lateral_index`, or None with too
+    few strings for it."""
+
+    strings: torch.Tensor
+    lateral: torch.Tensor | None
 
 
 class HitPrediction(NamedTuple):
@@ -321,17 +334,18 @@ class HitHead(nn.Module):
                                  nn.Linear(width, 5))
 
     def forward(self, x: torch.Tensor, hit: torch.Tensor, observed: torch.Tensor, label_vec: torch.Tensor,
-                dom: torch.Tensor) -> HitPrediction:
-        """x (B, 2, P) normalized, hit (B, P) bool (read only where observed), observed (B, P) bool,
-        label_vec (B, L), dom (B, D, P) per-DOM inputs (normalized geometry first) -> `HitPrediction`."""
+                dom: torch.Tensor, lateral: torch.Tensor | None) -> HitPrediction:
+        """x (B, 2, P) normalized (the flow's space), hit (B, P) bool (read only where observed), observed (B, P)
+        bool, label_vec (B, L), dom (B, D, P) per-DOM inputs, lateral: `lateral_index` (k, P), or None with
+        too few strings (zeros then) -> `HitPrediction`."""
         seen_hit = (observed & hit).to(x.dtype).unsqueeze(1)
         seen_nohit = (observed & ~hit).to(x.dtype).unsqueeze(1)
         seen = torch.cat([seen_hit, seen_nohit, x * seen_hit], 1)  # (B, 4, P)
         h = self.block(self.embed(patchify(seen, self.patch_size)) + self.context(label_vec, dom))
         summary = self.summary(h).repeat_interleave(self.patch_size, 1)  # (B, P, S)
-        near = [string_neighbours(seen, self.segment)]
-        if LATERAL_STRINGS and x.shape[-1] // self.segment > LATERAL_STRINGS:
-            near.append(lateral_neighbours(seen, dom[:, :GEOMETRY_CHANNELS], self.segment))
+        near = [above_below_on_string(seen, self.segment)]
+        if lateral is not None:
+            near.append(lateral_neighbours(seen, lateral))
         else:  # too few strings: zeros keep the input width
             near.append(seen.new_zeros(seen.shape[0], self.SEEN * LATERAL_STRINGS, seen.shape[-1]))
         labels = label_vec.to(x.dtype).unsqueeze(-1).expand(-1, -1, x.shape[-1])  # energy sets how far light goes
@@ -381,6 +395,13 @@ class ConditionalFlow(NormalizationMetadata):
         self.transforms = nn.ModuleList(layers)
         self.hit_head = (HitHead(cfg.hit_head, cfg.hidden_size, cfg.num_heads, cfg.patch_size, segment, dom_inputs,
                                  label_dim) if cfg.hit_head else None)
+        self._neighbour_cache: tuple[torch.Tensor, int, Neighbours] | None = None  # (geometry, its version, indices)
+
+    @property
+    def hit_representation(self) -> bool:
+        """Whether the data are in the 'hit' representation (3 channels [hit, npe, time], see
+        genesis.data.normalization); the flow itself always models 2 channels (`to_flow_space`)."""
+        return self._transforms["representation"] == "hit"
 
     def _inputs(self, labels: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized labels (B, 6) and geometry (3, P) or (B, 3, P) -> (label vector (B, L), per-DOM inputs
@@ -425,8 +446,9 @@ class ConditionalFlow(NormalizationMetadata):
         return z, total
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
-        """log p(x | labels, geometry) (B,) in nats, standard normal base."""
-        z, logdet = self(x, labels, geometry)
+        """log p(x | labels, geometry) (B,) in nats, standard normal base; x (B, C, P) in the data's
+        representation (`to_flow_space`)."""
+        z, logdet = self(self.to_flow_space(x), labels, geometry)
         return self.base_log_prob(z) + logdet
 
     @staticmethod
@@ -436,24 +458,103 @@ class ConditionalFlow(NormalizationMetadata):
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, geometry: torch.Tensor, generator: torch.Generator | None = None,
-               temperature: float = 1.0) -> torch.Tensor:
-        """Events (B, 2, P) for labels (B, 6); temperature scales the base noise (< 1: more typical)."""
-        z = torch.randn(labels.shape[0], 2, self.n_doms, generator=generator, device=labels.device,
-                        dtype=labels.dtype)
-        return self.inverse(z * temperature, labels, geometry)[0]
+               temperature: float = 1.0, values: str = "head", rounds: int = HIT_ROUNDS) -> torch.Tensor:
+        """Normalized events (B, C, P) in the data's representation for labels (B, 6); temperature scales the
+        noise (< 1: more typical).
+
+        With a hit head, the hurdle model draws every DOM's hit / no hit explicitly (`sample_hits`); DOMs
+        drawn without a hit get exactly the no-hit value, hit DOMs their npe (at least cfg.hit_threshold pe)
+        and time from the head's density (values 'head') or from the flow's sample (values 'flow').
+        Without a head, the flow's sample as it is (legacy: sampling decides hits by the npe threshold)."""
+        if self.hit_head is None:
+            z = torch.randn(labels.shape[0], 2, self.n_doms, generator=generator, device=labels.device,
+                            dtype=labels.dtype)
+            x = self.inverse(z * temperature, labels, geometry)[0]
+            return self.to_data_space(x, self._npe_physical(x[:, 0]) >= self.config.hit_threshold)
+        if values not in ("head", "flow"):
+            raise ConfigError(f"unknown source of hit values {values!r}; use 'head' or 'flow'")
+        x, hit = self.sample_hits(labels, geometry, generator, temperature, rounds)
+        if values == "flow":
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            flow_x = self.inverse(z * temperature, labels, geometry)[0]
+            flow_x = torch.stack([torch.maximum(flow_x[:, 0], self._npe_floor().to(x)), flow_x[:, 1]], 1)
+            x = torch.where(hit.unsqueeze(1), flow_x, x)
+        return self.to_data_space(x, hit)
+
+    @torch.no_grad()
+    def sample_hits(self, labels: torch.Tensor, geometry: torch.Tensor, generator: torch.Generator | None = None,
+                    temperature: float = 1.0, rounds: int = HIT_ROUNDS) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hurdle part of generation: (x (B, 2, P) in the flow's space, hit (B, P) bool) for labels (B, 6).
+
+        Nothing is observed at first; in each of `rounds` rounds the hit head, given the DOMs drawn so far,
+        gives P(hit) and the density of a hit's values for the others, and a random 1/rounds of all DOMs is
+        drawn from it: hit ~ Bernoulli(P(hit)), a hit's npe and time ~ the head's normal (npe at least
+        cfg.hit_threshold pe). Later rounds see the hits of earlier ones (an any-order autoregressive model
+        over groups of DOMs), so an event's DOMs light up together; the head is trained for this on masks that
+        hide a random share of all DOMs (`training_masks`). DOMs without a hit hold exactly `nohit_value`."""
+        if self.hit_head is None:
+            raise ConfigError("drawing hits needs a hit head (flow.hit_head > 0)")
+        b, p = labels.shape[0], self.n_doms
+        label_vec, dom = self._inputs(labels, geometry)
+        lateral = self.neighbours(geometry).lateral
+        rand = lambda *shape: torch.rand(shape, generator=generator, device=labels.device, dtype=labels.dtype)  # noqa: E731
+        group = rand(b, p).argsort(1).argsort(1) * rounds // p  # (B, P): the round each DOM is drawn in
+        x = self.nohit_value().to(labels).reshape(1, 2, 1).expand(b, 2, p).clone()
+        hit = torch.zeros(b, p, dtype=torch.bool, device=labels.device)
+        floor = self._npe_floor().to(labels)
+        for r in range(rounds):
+            pred = self.hit_head(x, hit, group < r, label_vec, dom, lateral)
+            now = group == r
+            drawn = now & (rand(b, p) < torch.sigmoid(pred.logits))
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            values = pred.mean + temperature * torch.exp(pred.log_std) * noise
+            values = torch.stack([torch.maximum(values[:, 0], floor), values[:, 1]], 1)
+            x = torch.where(drawn.unsqueeze(1), values, x)
+            hit = hit | drawn
+        return x, hit
+
+    def _npe_floor(self) -> torch.Tensor:
+        """Normalized npe of cfg.hit_threshold pe (float64 scalar): a drawn hit's npe is never below it."""
+        threshold = torch.tensor(self.config.hit_threshold, dtype=torch.float64, device=self.affine_offsets.device)
+        return self._npe_normalized(threshold)
+
+    def to_flow_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Events (B, C, P) in the data's representation -> (B, 2, P) [npe, time], the space the flow models.
+        'legacy' is that space already; 'hit' [hit, npe, time] becomes npe and time where hit > 0 and
+        `nohit_value` elsewhere (the hit indicator is implied by the npe: hits lie above the no-hit npe).
+        Events already with 2 channels are returned as they are."""
+        if x.shape[1] == 2:
+            return x
+        if not self.hit_representation or x.shape[1] != 3:
+            raise ConfigError(f"events with {x.shape[1]} channels do not match this flow's "
+                              f"'{self._transforms['representation']}' representation")
+        nohit = self.nohit_value().to(x).reshape(1, 2, 1)
+        return torch.where(x[:, :1] > 0, x[:, 1:], nohit)
+
+    def to_data_space(self, x: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+        """(B, 2, P) in the flow's space and hit (B, P) bool -> the data's representation: 'legacy' as it is
+        (`genesis.sampling` decides hits from the npe), 'hit' [+1 / -1, npe, time] with 0 where not hit."""
+        if not self.hit_representation:
+            return x
+        h = hit.unsqueeze(1)
+        return torch.cat([torch.where(h, 1.0, -1.0).to(x), torch.where(h, x, torch.zeros_like(x))], 1)
 
     def nohit_value(self) -> torch.Tensor:
-        """(2,) float64 normalized [npe, time] of a DOM without a hit (npe 0, time 0), on the model's device,
-        computed from the normalization metadata (no host sync)."""
+        """(2,) float64 [npe, time] of a DOM without a hit in the flow's space, on the model's device, computed
+        from the normalization metadata (no host sync): 'legacy', the normalized values of npe 0 and time 0;
+        'hit', the normalized npe 0 and time 0 (the representation's neutral value: a time measured from
+        the direct light has no far-away sentinel, and the npe alone separates no hit from hits)."""
         zero = torch.zeros((), dtype=torch.float64, device=self.affine_offsets.device)
         t = self._transforms
-        raw = torch.stack([forward_npe(zero, t["npe_transform"]),
-                           forward_time(zero, t["time_transform"], t["time_center_ns"], t["time_width_ns"])])
-        return (raw - self.affine_offsets[:2]) / self.affine_scales[:2]
+        time = zero if self.hit_representation else (
+            forward_time(zero, t["time_transform"], t["time_center_ns"], t["time_width_ns"]) - self.affine_offsets[1]
+        ) / self.affine_scales[1]
+        return torch.stack([(forward_npe(zero, t["npe_transform"]) - self.affine_offsets[0]) / self.affine_scales[0], time])
 
     def point_masses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bool (B, P) masks of the point masses of normalized events x (B, 2, P): no-hit DOMs (npe at the
-        no-hit value, within NOHIT_TOLERANCE) and hit DOMs whose physical npe is an integer count."""
+        """Bool (B, P) masks of the point masses of normalized events x (B, C, P) (`to_flow_space`): no-hit
+        DOMs (npe at the no-hit value, within NOHIT_TOLERANCE) and hit DOMs whose physical npe is an integer count."""
+        x = self.to_flow_space(x)
         v = self.nohit_value().to(x.dtype)
         no_hit = (x[:, 0] - v[0]).abs() <= NOHIT_TOLERANCE
         npe = self._npe_physical(x[:, 0])
@@ -470,8 +571,10 @@ class ConditionalFlow(NormalizationMetadata):
         return (forward_npe(npe, self._transforms["npe_transform"]) - self.affine_offsets[0]) / self.affine_scales[0]
 
     def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Spread the point masses of normalized events x (B, 2, P) (see the module doc); hit times and
-        non-integer hit charges come back unchanged. Width cfg.dequant_noise = 0 turns it off."""
+        """Normalized events x (B, C, P) -> (B, 2, P) in the flow's space (`to_flow_space`) with their point
+        masses spread (see the module doc); hit times and non-integer hit charges come back unchanged. Width
+        cfg.dequant_noise = 0 turns it off."""
+        x = self.to_flow_space(x)
         width = self.config.dequant_noise
         if width <= 0:
             return x
@@ -485,19 +588,38 @@ class ConditionalFlow(NormalizationMetadata):
 
     def predict_hits(self, x: torch.Tensor, observed: torch.Tensor, labels: torch.Tensor, geometry: torch.Tensor
                      ) -> HitPrediction:
-        """The hit head's `HitPrediction` for normalized events x (B, 2, P) of which the DOMs where observed
-        (B, P) or (P,) is True are known; the other values are never read."""
+        """The hit head's `HitPrediction` (in the flow's space) for normalized events x (B, C, P) of which the
+        DOMs where observed (B, P) or (P,) is True are known; the other values are never read."""
         if self.hit_head is None:
             raise ConfigError("this flow has no hit head (flow.hit_head = 0)")
+        x = self.to_flow_space(x)
         label_vec, dom = self._inputs(labels, geometry)
         hit = ~self.point_masses(x)[0]
-        return self.hit_head(x, hit, observed.expand(x.shape[0], self.n_doms), label_vec, dom)
+        return self.hit_head(x, hit, observed.expand(x.shape[0], self.n_doms), label_vec, dom,
+                             self.neighbours(geometry).lateral)
+
+    def neighbours(self, geometry: torch.Tensor) -> Neighbours:
+        """The `Neighbours` of normalized geometry (3, P) or (B, 3, P) (the first event's detector), by physical
+        distance (the normalization scales x and y differently); computed once per geometry tensor and kept
+        while the same, unmodified tensor comes back (the trainer's and the samplers' do)."""
+        cache = self._neighbour_cache
+        if cache is not None and cache[0] is geometry and cache[1] == geometry._version:
+            return cache[2]
+        g = (geometry if geometry.dim() == 2 else geometry[0]).double()
+        positions = g * self.affine_scales[2:, None].to(g) + self.affine_offsets[2:, None].to(g)  # (3, P) metres
+        strings = self.n_doms // self.segment
+        found = Neighbours(nearest_strings(positions, self.segment, CLUMP_STRINGS),
+                           lateral_index(positions, self.segment) if strings > LATERAL_STRINGS else None)
+        self._neighbour_cache = (geometry, geometry._version, found)
+        return found
 
     def training_masks(self, geometry: torch.Tensor, batch: int, generator: torch.Generator | None = None
                        ) -> torch.Tensor:
-        """Random masks (B, P) bool (True = hidden) for the hit head, a third each of the gaps inpainting
-        meets: random DOMs (2-30%), scattered whole strings (2-15% of them), and a clump of 2-11 adjacent
-        strings (a random string and its nearest ones: DeepCore, a sphere). geometry (3, P) normalized."""
+        """Random masks (B, P) bool (True = hidden) for the hit head. Half are those generation meets
+        (`sample_hits`): a random share (uniform in 0..1) of all DOMs hidden, all of them in one mask of eight;
+        a sixth each are the gaps inpainting meets: random DOMs (2-30%), scattered whole strings (2-15% of
+        them), and a clump of 2-11 adjacent strings (a random string and its nearest ones: DeepCore, a
+        sphere). geometry (3, P) normalized."""
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(shape, generator=generator, device=geometry.device)
 
@@ -505,14 +627,17 @@ class ConditionalFlow(NormalizationMetadata):
         doms = rand(batch, self.n_doms) < 0.02 + 0.28 * rand(batch, 1)
         scattered = rand(batch, strings) < 0.02 + 0.13 * rand(batch, 1)
         centre = (rand(batch) * strings).long().clamp_max(strings - 1)
-        nearest = nearest_strings(geometry.reshape(1, 3, -1), self.segment, 10)[0][centre]  # (B, 10)
+        nearest = self.neighbours(geometry).strings[centre]  # (B, CLUMP_STRINGS)
         size = (1 + rand(batch, 1) * nearest.shape[1]).long()  # 1..10 neighbours
         clump = torch.zeros(batch, strings, dtype=torch.bool, device=geometry.device)
         clump[torch.arange(batch, device=geometry.device), centre] = True
         clump.scatter_(1, nearest, torch.arange(nearest.shape[1], device=geometry.device) < size)
+        share = torch.where(rand(batch, 1) < 0.25, 1.0, rand(batch, 1))  # 1/8 of all masks: everything
+        generation = rand(batch, self.n_doms) < share
         kind = rand(batch, 1)
         whole = torch.where(kind < 2 / 3, scattered, clump).repeat_interleave(self.segment, 1)
-        return torch.where(kind < 1 / 3, doms, whole)
+        inpainting = torch.where(kind < 1 / 3, doms, whole)
+        return torch.where(rand(batch, 1) < 0.5, generation, inpainting)
 
     def hit_loss(self, pred: HitPrediction, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """Mean per event (scalar, nats) of the hit head's negative log-likelihood of events x (B, 2, P) at
@@ -527,17 +652,20 @@ class ConditionalFlow(NormalizationMetadata):
                       generator: torch.Generator | None = None, forward: nn.Module | None = None
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean NLL per event (scalar, nats) of the dequantized batch, plus with a hit head its `hit_loss`
-        (together the NLL of the hurdle model), and detached {'nll', 'bits_per_dim', 'hit_nll' (with a hit
-        head)}.
+        (trained together), and detached {'nll' (the flow's alone), 'bits_per_dim' (of 'nll'), 'hit_nll' (with
+        a hit head)}: the flow's NLL is logged and chosen on apart from the head's, so that runs with and
+        without a head compare.
 
         forward: the module whose forward() maps x -> (z, logdet): this flow, or a DistributedDataParallel
         wrapper of it (only DDP's forward synchronises gradients across ranks)."""
+        x = self.to_flow_space(x)  # (B, 2, P)
         hidden = None if self.hit_head is None else self.training_masks(geometry, x.shape[0], generator)
         hit_inputs = None if hidden is None else (x, ~hidden)
         z, logdet, *pred = (forward or self)(self.dequantize(x, generator), labels, geometry, hit_inputs=hit_inputs)
-        nll, extra = -self.base_log_prob(z).add(logdet).mean(), {}
-        if hidden is not None:
-            hit_nll = self.hit_loss(pred[0], x, hidden)
-            nll, extra["hit_nll"] = nll + hit_nll, hit_nll.detach()
+        nll = -self.base_log_prob(z).add(logdet).mean()
         bpd = nll / (2 * self.n_doms * math.log(2))
-        return nll, {"nll": nll.detach(), "bits_per_dim": bpd.detach(), **extra}
+        extra = {"nll": nll.detach(), "bits_per_dim": bpd.detach()}
+        if hidden is None:
+            return nll, extra
+        hit_nll = self.hit_loss(pred[0], x, hidden)
+        return nll + hit_nll, {**extra, "hit_nll": hit_nll.detach()}
