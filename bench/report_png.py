@@ -27,8 +27,8 @@ def screenshot_figure(report: Path, out: Path, figure: int = 0, width: int = 140
         page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(report.resolve().as_uri())
         if title:
-            graph = page.locator(f"xpath=//h2[normalize-space()={_xpath_literal(title)}]"
-                                 "/following::div[contains(@class, 'plotly-graph-div')][1]")
+            graph = page.locator(f"xpath=(//h2[normalize-space()={_xpath_literal(title)}]"
+                                 "/following::div[contains(@class, 'plotly-graph-div')])[1]")
         else:
             graph = page.locator(".plotly-graph-div").nth(figure)
         graph.wait_for(state="visible", timeout=30_000)

@@ -336,7 +336,7 @@ def _response_html(response: dict[str, Any] | None) -> str:
     esc = html_lib.escape
     rows = [[f, *[response["curves"][f"{f}_vs_{a}"]["summary"] for a in response["labels"]]]
             for f in response["features"]]
-    return (f"<h2>Response to the labels</h2><p>Per curve: the mean over label bins of |generated mean - reference "
+    return (f"<h2>Response summaries</h2><p>Per curve: the mean over label bins of |generated mean - reference "
             f"mean| in units of the standard error of that difference ({esc(response.get('definition', ''))}). "
             f"Overall: <b>{esc(_fmt(response.get('summary')))}</b>.</p>"
             + _table(["feature", *response["labels"]], rows))
