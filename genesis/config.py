@@ -48,6 +48,10 @@ class DiTConfig:
                                "plus per-DOM light geometry (distances, expected arrival time)",
                                choices=("labels", "physics"))
     dom_head_width: int = option(0, "width of a per-DOM output head next to the token output (0 = off)", minimum=0)
+    light_feature: bool = option(False, "physics conditioning: every DOM also gets the log of its expected charge "
+                                 "from the energy and the light path (genesis.models.physics.expected_light)")
+    dom_head_conditioning: bool = option(False, "the per-DOM head is modulated (FiLM) by the step and label "
+                                         "embedding, so the labels reach it directly, not only through its token")
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,20 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Progressive distillation (Salimans & Ho 2022) of a trained diffusion checkpoint into a few-step student
+    (genesis.distill). With a teacher set, the run's model and diffusion sections and the normalization are the
+    teacher's; data and train stay the run's own."""
+
+    teacher: str = option("", "teacher diffusion checkpoint (.pt); empty = an ordinary training run")
+    student_steps: int = option(4, "DDIM steps of the final student (its diffusion.sampling_steps)", minimum=1)
+    start_steps: int = option(64, "DDIM steps of the teacher in the first round; each round halves the steps, "
+                              "round(log2(start_steps / student_steps)) rounds in all", minimum=2)
+    steps_per_round: int = option(500, "training steps per round; the run ends after the last round unless "
+                                  "train.max_steps says otherwise", minimum=1)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs."""
 
@@ -146,6 +164,7 @@ class RunConfig:
     flow: FlowConfig = option(FlowConfig(), "normalizing flow")
     data: DataConfig = option(DataConfig(), "data")
     train: TrainConfig = option(TrainConfig(), "training")
+    distill: DistillConfig = option(DistillConfig(), "distillation of a teacher checkpoint (off without a teacher)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -162,6 +181,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.val_fraction + data.test_fraction must leave at least 10% for training")
     if cfg.diffusion.sampling_steps > cfg.diffusion.timesteps:
         raise ConfigError("diffusion.sampling_steps cannot exceed diffusion.timesteps")
+    if cfg.distill.teacher and cfg.kind != "diffusion":
+        raise ConfigError("distill.teacher is set but kind is 'flow': only diffusion checkpoints can be distilled")
+    if cfg.distill.teacher and cfg.distill.start_steps <= cfg.distill.student_steps:
+        raise ConfigError(f"distill.start_steps ({cfg.distill.start_steps}) must exceed distill.student_steps "
+                          f"({cfg.distill.student_steps}): each round halves the teacher's steps")
     if cfg.kind == "flow" and cfg.data.normalization.representation != "legacy":
         raise ConfigError("flows model the 2-channel 'legacy' representation only; "
                           "set data.normalization.representation=legacy for kind 'flow'")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from genesis import checkpoint, config, paths, tracking
+from genesis import checkpoint, config, distill, paths, tracking
 from genesis.checkpoint import resolve_device
 from genesis.data import dataset, schema
 from genesis.inpaint import nohit_value
@@ -183,6 +183,9 @@ class Trainer:
         self.fit_start = time.time()
         self.nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
         self.model = checkpoint.build_model(cfg, self.geometry.n_doms, self.norm).to(device)
+        # distillation: the student starts as the teacher (weights copied here, before the EMA copy and DDP)
+        self.distiller = (distill.Distiller(cfg, self.model, self.geometry.n_doms, device, Objective(cfg).loss_weights)
+                          if cfg.distill.teacher else None)
         if cfg.kind == "flow":
             self.initialize_actnorm()
         self.net = self.model
@@ -190,13 +193,14 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.ema = EMA(self.model, tc.ema_decay)
-        self.objective = Objective(cfg)
+        self.objective = self.distiller or Objective(cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / tc.batch_size))
         total = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.total_steps = min(total, tc.epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(tc.warmup_steps, self.total_steps, self.budget_fraction))
+        schedule = (self.distiller.lr_lambda(tc.warmup_steps, self.total_steps) if self.distiller
+                    else lr_lambda(tc.warmup_steps, self.total_steps, self.budget_fraction))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.generator = torch.Generator(device=device)  # reseeded every step, see step_seed
         self.ckpt_dir = checkpoint_dir(store, run_id) if ctx.is_main else None
         if self.ckpt_dir is not None:
@@ -225,9 +229,11 @@ class Trainer:
         data = {"path": str(self.cfg.data.path), "size": len(self.train_data) * self.ctx.world,
                 "fingerprint": self.fingerprint, "splits": {"train": len(self.train_data), "val": len(self.val_data)}, **self.ranges}
         mlflow_info = {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id} if self.store else {}
-        return checkpoint.make_state(self.cfg, self.model, self.ema.module, self.geometry, self.step, self.epoch,
+        cfg = self.distiller.checkpoint_config(self.cfg) if self.distiller else self.cfg
+        return checkpoint.make_state(cfg, self.model, self.ema.module, self.geometry, self.step, self.epoch,
                                      self.best_val, self.optimizer, self.scheduler, data, mlflow_info,
-                                     extra={"bad_epochs": self.bad_epochs, "train_seconds": self.seconds_trained()})
+                                     extra={"bad_epochs": self.bad_epochs, "train_seconds": self.seconds_trained(),
+                                            **(self.distiller.checkpoint_extra() if self.distiller else {})})
 
     def save(self, name: str) -> Path | None:
         if not self.ctx.is_main or self.ckpt_dir is None:
@@ -251,6 +257,8 @@ class Trainer:
         self.step, self.epoch, self.best_val = state["step"], state["epoch"], state["best_val_loss"]
         self.bad_epochs = state.get("bad_epochs", 0)
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        if self.distiller:
+            self.distiller.load(state)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # --- loop ----------------------------------------------------------------------------------------
@@ -276,6 +284,8 @@ class Trainer:
         """One optimisation step. Returns device tensors (loss, grad norm, extras): no host sync here,
         so the GPU never waits for Python; `check_finite()` syncs at log and checkpoint steps."""
         self.net.train()
+        if self.distiller and self.distiller.begin_step(self.step, self.ema.module):
+            self.best_val, self.bad_epochs = float("inf"), 0  # best.pt: the best student of the newest round
         self.seed_step()
         with self.autocast():
             loss, extra = self.objective(self.net, signal, labels, self.geo_n, self.generator)
@@ -447,7 +457,7 @@ def log_file_for(run_id: str) -> Path:
 
 def run_tags(cfg: config.RunConfig, fingerprint: str) -> dict[str, str]:
     return {tracking.TAG_KIND: cfg.kind, tracking.TAG_FINGERPRINT: fingerprint, tracking.TAG_GIT: tracking.git_sha(),
-            tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid())}
+            tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid()), **distill.run_tags(cfg)}
 
 
 def with_resolved_paths(cfg: config.RunConfig) -> config.RunConfig:
@@ -474,7 +484,7 @@ def check_data(cfg: config.RunConfig) -> config.RunConfig:
 def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path | None = None) -> dict[str, Any]:
     """Run training (one process, or one rank under torchrun). Returns a summary dict."""
     ctx = DistContext.from_env()
-    cfg = check_data(cfg)
+    cfg = check_data(distill.student_config(cfg))  # a distillation run takes its model from the teacher
     if resume:  # a missing, corrupted or unsafe checkpoint is reported before any run is created
         checkpoint.load_state(resume)
     store = tracking.Store.default() if ctx.is_main else None
