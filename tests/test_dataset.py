@@ -66,3 +66,69 @@ def test_geometry_mismatch(small_data, tmp_path):
     csv.write_text("string,dom,x,y,z\n1,1,0,0,0\n1,2,0,0,-17\n")
     with pytest.raises(DataError, match="P = 5160"):
         resolve_geometry(DataConfig(path=str(small_data), geometry=str(csv)))
+
+
+def test_training_record_describes_the_source_and_the_reference_simulation_uses_it(tmp_path, geometry):
+    """The record copies the simulator settings, seed and event count from the file's attributes, so it
+    means something once the file is gone; settings_from_record says when the defaults had to be used."""
+    import dataclasses
+
+    from genesis.data.dataset import training_data_record
+    from genesis.data.simulate import SimConfig, settings_from_record, simulate_to_file
+
+    sim = SimConfig(track_yield=7.5, min_hits=10)
+    path = simulate_to_file(tmp_path / "sim.h5", 40, geometry, seed=9, cfg=sim)
+    record = training_data_record(DataConfig(path=str(path), val_fraction=0.1, test_fraction=0.1),
+                                  Normalization(), geometry.positions)
+    assert record["source"]["producer"] == "genesis simulator" and record["source"]["seed"] == 9
+    assert record["source"]["events"] == 40 and record["source"]["simulator"] == dataclasses.asdict(sim)
+    assert record["hit_doms_trigger"] == 10 and record["hit_doms_min"] >= 10 and "warnings" not in record
+    path.unlink()  # another machine: the file is not there, the record still is
+    assert settings_from_record({**record, "path": str(path)}) == (sim, None)
+    cfg, reason = settings_from_record({"path": str(path)})  # a checkpoint from before the record
+    assert cfg == SimConfig() and "records no simulator settings" in reason
+    cfg, reason = settings_from_record({"source": {"producer": "genesis import"}})
+    assert cfg == SimConfig() and "'genesis import'" in reason
+
+
+def test_hit_doms_min_counts_triggered_events_only(tmp_path, geometry):
+    """Events without pulses (an imported file) do not set the trigger to 0; a file where no event triggered
+    records 0 with a warning in the record and the log."""
+    from genesis.data.dataset import value_ranges
+
+    signal = np.zeros((20, 2, geometry.n_doms), np.float32)
+    for i in range(10):  # half the events have i + 3 hits, the other half none
+        signal[i, 0, :i + 3], signal[i, 1, :i + 3] = 1.0, 100.0
+    labels = np.tile(np.array([[1e4, 1.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (20, 1))
+    schema.write_events(tmp_path / "some_empty.h5", signal, labels, geometry)
+    cfg = DataConfig(path=str(tmp_path / "some_empty.h5"), val_fraction=0.0, test_fraction=0.0)
+    ranges = value_ranges(cfg, Normalization())
+    assert ranges["hit_doms_min"] == 3 and ranges["hit_doms_trigger"] == 1
+    assert any("10 of 20 training events" in w for w in ranges["warnings"])
+    signal[:] = 0.0
+    signal[10, 0, 0], signal[10, 1, 0] = 1.0, 5.0  # one event with one hit, 19 without any: still 1, not 0
+    schema.write_events(tmp_path / "one.h5", signal, labels, geometry)
+    assert value_ranges(DataConfig(path=str(tmp_path / "one.h5"), val_fraction=0.0, test_fraction=0.0),
+                        Normalization())["hit_doms_min"] == 1
+
+
+def test_fewest_triggered_hits_warns_at_zero(caplog):
+    from genesis.data.dataset import fewest_triggered_hits
+
+    fewest, warnings = fewest_triggered_hits(np.array([0, 0, 3]), trigger=5, source="f.h5")
+    assert fewest == 0 and any("hit_doms_min is 0" in w for w in warnings)
+    assert "hit_doms_min is 0" in caplog.text
+    assert fewest_triggered_hits(np.array([5, 7, 6]), trigger=5, source="f.h5") == (5, [])
+
+
+def test_time_reference_index_must_match_the_simulated_data(tmp_path, geometry):
+    from genesis.data.dataset import check_refractive_index
+    from genesis.data.simulate import SimConfig, simulate_to_file
+    from genesis.errors import ConfigError
+
+    path = simulate_to_file(tmp_path / "n.h5", 4, geometry, seed=1, cfg=SimConfig(refractive_index=1.35))
+    arrival = dict(representation="hit", time_reference="arrival", time_transform="asinh")
+    check_refractive_index(Normalization(refractive_index=1.35, **arrival), path)
+    check_refractive_index(Normalization(), path)  # no time reference: the index is not used
+    with pytest.raises(ConfigError, match="data.normalization.refractive_index=1.35"):
+        check_refractive_index(Normalization(**arrival), path)

@@ -10,6 +10,7 @@ Two ways in:
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,10 +22,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from genesis.config import DataConfig
 from genesis.data import schema
 from genesis.data.normalization import Normalization
-from genesis.errors import DataError
+from genesis.errors import ConfigError, DataError
 from genesis.geometry import Geometry
 
 READ_CHUNK = 512
+log = logging.getLogger(__name__)
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -171,9 +173,20 @@ def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
     return indices[:usable][rank::world]
 
 
+def check_refractive_index(norm: Normalization, path: str | Path) -> None:
+    """ConfigError when the time reference measures from direct light with another refractive index than the
+    one the data's simulator used (its attributes state it): the delays would be off by the difference."""
+    stated = schema.read_producer(path).get("refractive_index")
+    if norm.time_reference == "arrival" and isinstance(stated, (int, float)) and stated != norm.refractive_index:
+        raise ConfigError(f"{path} was simulated with refractive index {stated} but data.normalization.refractive_index "
+                          f"is {norm.refractive_index}; set data.normalization.refractive_index={stated}")
+
+
 def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geometry, device: torch.device,
                rank: int = 0, world: int = 1) -> InMemoryEvents | H5EventStream:
-    """The events of one split ('train', 'val', 'test'), sharded across DDP ranks, in memory or streamed."""
+    """The events of one split ('train', 'val', 'test'), sharded across DDP ranks, in memory or streamed
+    (after `check_refractive_index`)."""
+    check_refractive_index(norm, cfg.path)
     n, p, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     indices = shard(split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)[split], rank, world)
@@ -190,26 +203,65 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
     so any file size works): per-channel min/max of the normalized signal (sampling clips x0 to it),
     min/max of the physical labels (labels outside warn), and of hit DOMs' npe and time, plus whether
     every npe is a whole number (sampled hits then get counts inside those ranges), and the fewest hit DOMs
-    of any event (the trigger: sampling draws events with fewer again)."""
+    of any triggered event (`hit_doms_min`, the trigger: sampling draws events with fewer again; see
+    `trigger_threshold`), with a warning in `warnings` (and the log) when that is 0."""
     n, _, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
     with h5py.File(cfg.path, "r") as f:
         labels = np.asarray(f["label"][()], dtype=np.float64)[train]
     lo, hi = np.full(norm.channels, np.inf), np.full(norm.channels, -np.inf)
-    hit_lo, hit_hi, integer, fewest_hits = np.full(2, np.inf), np.full(2, -np.inf), True, np.inf
+    hit_lo, hit_hi, integer, n_hits = np.full(2, np.inf), np.full(2, -np.inf), True, []
     for start in range(0, len(train), READ_CHUNK):
         signal, chunk_labels, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
         x = norm.normalize_signal(signal.astype(np.float64), chunk_labels.astype(np.float64), positions)
         lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
         hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hits)
-        fewest_hits = min(fewest_hits, int((signal[:, 0] > 0).sum(1).min()))
+        n_hits.append((signal[:, 0] > 0).sum(1))
         if hits.size:
             hit_lo, hit_hi = np.minimum(hit_lo, hits.min(1)), np.maximum(hit_hi, hits.max(1))
             integer = integer and bool(np.all(hits[0] == np.round(hits[0])))
     ranges = {"signal_min": lo.tolist(), "signal_max": hi.tolist(),
               "label_min": labels.min(0).tolist(), "label_max": labels.max(0).tolist()}
     if np.isfinite(hit_lo).all():
+        trigger = trigger_threshold(schema.read_producer(cfg.path))
+        fewest, warnings = fewest_triggered_hits(np.concatenate(n_hits), trigger, str(cfg.path))
         ranges.update(hit_npe_min=float(hit_lo[0]), hit_npe_max=float(hit_hi[0]), hit_time_min=float(hit_lo[1]),
-                      hit_time_max=float(hit_hi[1]), npe_integer=integer, hit_doms_min=int(fewest_hits))
+                      hit_time_max=float(hit_hi[1]), npe_integer=integer, hit_doms_min=fewest,
+                      hit_doms_trigger=trigger)
+        if warnings:
+            ranges["warnings"] = warnings
     return ranges
+
+
+def trigger_threshold(producer: dict[str, Any]) -> int:
+    """The hit DOMs an event needs to count as triggered: the trigger the data's attributes state (the
+    simulator's min_hits), else 1 (an event without any pulse did not trigger)."""
+    stated = producer.get("min_hits") if producer.get("producer") == "genesis simulator" else None
+    return int(stated) if isinstance(stated, (int, float)) and stated >= 1 else 1
+
+
+def fewest_triggered_hits(n_hit: np.ndarray, trigger: int, source: str) -> tuple[int, list[str]]:
+    """(the fewest hit DOMs of the events with at least `trigger` of them, warnings) for hit DOM counts (N,).
+    0 (with a warning, also logged) when no event triggered: sampling then never redraws an event."""
+    triggered = n_hit[n_hit >= trigger]
+    warnings = []
+    if len(triggered) < len(n_hit):
+        warnings.append(f"{source}: {len(n_hit) - len(triggered)} of {len(n_hit)} training events have fewer than "
+                        f"{trigger} hit DOM(s) (untriggered); hit_doms_min counts the triggered ones only")
+    fewest = int(triggered.min()) if len(triggered) else 0
+    if fewest == 0:
+        warnings.append(f"{source}: no training event has {trigger} or more hit DOMs; hit_doms_min is 0, so "
+                        "sampling does not redraw events below a trigger")
+    for text in warnings:
+        log.warning(text)
+    return fewest, warnings
+
+
+def training_data_record(cfg: DataConfig, norm: Normalization, positions: np.ndarray | None = None) -> dict[str, Any]:
+    """The part of a checkpoint's `data` record that describes the training file: `value_ranges` plus
+    `source`, what made the file (the simulator with its settings, seed and event count, copied from the
+    file's attributes; `schema.describe_source`), so the record still means something where the file is
+    not (another machine, a deleted temporary folder)."""
+    n, _, _ = schema.file_info(cfg.path)
+    return {**value_ranges(cfg, norm, positions), "source": schema.describe_source(cfg.path, n)}

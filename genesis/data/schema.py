@@ -166,6 +166,31 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
                 for k, v in f.attrs.items()}
 
 
+def read_producer(path: str | Path) -> dict[str, Any]:
+    """The file's `producer` attribute as a dict (what made it: the simulator with its settings and seed, an
+    import, a checkpoint's sampler); {} when the file has none or it is not a JSON object (foreign files)."""
+    value = read_attrs(path).get("producer")
+    try:
+        producer = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return {}
+    return producer if isinstance(producer, dict) else {}
+
+
+def describe_source(path: str | Path, n_events: int) -> dict[str, Any]:
+    """What made a data file, in terms that mean something on another machine: the producer and, for
+    simulated files, the simulator settings, seed and geometry (copied from its attributes); the event
+    count. A file without a producer attribute is described as such."""
+    producer = read_producer(path)
+    described = {"events": int(n_events), "producer": producer.get("producer", "unknown (no producer attribute)")}
+    if producer.get("producer") == "genesis simulator":
+        settings = {k: v for k, v in producer.items() if k not in ("producer", "seed", "geometry")}
+        described.update(seed=producer.get("seed"), geometry=producer.get("geometry"), simulator=settings)
+    elif producer:
+        described.update({k: v for k, v in producer.items() if k in ("source", "format", "checkpoint", "seed")})
+    return described
+
+
 def check_finite_labels(labels: np.ndarray, path: str | Path, start: int = 0) -> None:
     """DataError naming the first NaN/inf in labels (n, 6) read from `path` at event `start`."""
     bad = ~np.isfinite(labels)

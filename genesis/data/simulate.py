@@ -466,3 +466,33 @@ def simulate_to_file(path: str | Path, n: int, geometry: Geometry, seed: int = 0
         if pending is not None:
             pending.result()
     return Path(path)
+
+
+def settings_from_record(data_record: dict | None) -> tuple[SimConfig, str | None]:
+    """The simulator settings a checkpoint's training data was made with, and None; or the defaults and the
+    reason they had to be used (the reference simulation then falls back to them: say so where it is shown).
+
+    Looks first at the record's `source` (copied from the file's attributes when training read it, so it
+    holds on any machine), then at the training file itself when it is here (checkpoints from before `source`).
+    """
+    record = data_record or {}
+    producer = record.get("source") or {}
+    if producer.get("producer") == "genesis simulator" and isinstance(producer.get("simulator"), dict):
+        settings, where = producer["simulator"], "the checkpoint's record of its training data"
+    else:
+        path = record.get("path")
+        if producer.get("producer") not in (None, "genesis simulator"):
+            return SimConfig(), f"simulator defaults (the training data came from {producer['producer']!r})"
+        if not path or not Path(path).is_file():
+            return SimConfig(), "simulator defaults (the checkpoint records no simulator settings and its training " \
+                                f"file {path or '(none)'} is not here)"
+        from genesis.data.schema import read_producer
+
+        settings, where = read_producer(path), f"the attributes of {path}"
+        if settings.get("producer") != "genesis simulator":
+            return SimConfig(), f"simulator defaults ({path} was not simulated by genesis)"
+    known = set(SimConfig.__dataclass_fields__)
+    try:
+        return SimConfig(**{k: v for k, v in settings.items() if k in known}), None
+    except (DataError, TypeError) as exc:
+        return SimConfig(), f"simulator defaults (the settings in {where} are unusable: {exc})"
