@@ -300,6 +300,19 @@ def report_figures(report: dict[str, Any], gen_signal: np.ndarray, ref_signal: n
     return figs
 
 
+def summary_line(report: dict[str, Any]) -> str:
+    """One line for a terminal: both AUCs +- their standard errors, the response summary and the redraw fraction,
+    e.g. 'AUC 0.788 +- 0.007 (event features), 0.812 +- 0.007 (with labels); response 2.1 SE; redrawn 0.15'."""
+    def auc(key: str) -> str:
+        c = report.get(key) or {}
+        return "n/a" if c.get("auc") is None else f"{c['auc']:.3f} +- {_fmt(c.get('auc_se'))}"
+
+    redrawn = (report.get("sampling") or {}).get("redrawn_fraction")
+    return (f"AUC {auc('classifier')} (event features), {auc('classifier_conditional')} (with labels); "
+            f"response {_fmt((report.get('response') or {}).get('summary'))} SE"
+            + ("" if redrawn is None else f"; redrawn {redrawn:.3f}"))
+
+
 # -------------------------------------------------------------------------------------------- HTML
 def _fmt(v: Any) -> str:
     if v is None:
@@ -587,4 +600,4 @@ def _evaluate_model(trainer, n_events: int) -> dict[str, Any] | None:
 __all__ = ["ModelHandle", "Evaluation", "reference_events", "evaluate", "run_evaluation", "simulator_floor",
            "write_html", "write_json", "log_to_run", "evaluate_checkpoint", "evaluate_model", "report_figures",
            "simulate_triggered_at", "eval_seed", "handle_from_trainer", "compare_events", "training_sim_config",
-           "response_of", "DEFAULT_SIMULATED_EVENTS"]
+           "response_of", "summary_line", "DEFAULT_SIMULATED_EVENTS"]

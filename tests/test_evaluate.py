@@ -124,6 +124,8 @@ def test_simulator_against_itself_is_indistinguishable(geometry):
     auc, sc = floor.report["scalars"]["eval/auc"], floor.report["scalars"]
     assert abs(auc - 0.5) < 0.12, auc
     assert abs(sc["eval/auc_conditional"] - 0.5) < 0.12 and sc["eval/response_summary"] < 2, sc
+    line = evaluate.summary_line(floor.report)
+    assert f"{auc:.3f} +- " in line and "with labels" in line and "response" in line
     assert 0.01 < sc["eval/auc_se"] < 0.03  # 300 test rows: ~1/sqrt(6 * 300)
     assert max(floor.report["scalars"][f"eval/w1_{k}"] for k in metrics.FEATURES) < 0.2
 
