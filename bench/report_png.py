@@ -53,7 +53,8 @@ def main() -> int:
     p.add_argument("report", type=Path, help="evaluation report HTML")
     p.add_argument("out", type=Path, help="PNG to write")
     p.add_argument("--figure", type=int, default=0, help="which figure of the report (0 = feature histograms)")
-    p.add_argument("--title", default=None, help="the figure under this heading instead (e.g. 'Response to the labels')")
+    p.add_argument("--title", default=None,
+                   help="the figure under this heading instead (e.g. 'Response to the labels')")
     args = p.parse_args()
     if not args.report.is_file():
         raise SystemExit(f"{args.report}: no such report; run bench/scorecard.py or genesis evaluate --html first")
