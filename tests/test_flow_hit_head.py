@@ -13,7 +13,8 @@ import torch
 from genesis import checkpoint, inpaint
 from genesis.config import DataConfig, FlowConfig, RunConfig
 from genesis.errors import ConfigError
-from genesis.geometry import Geometry
+from genesis.data.normalization import Normalization
+from genesis.geometry import Geometry, icecube86_like
 from genesis.inpaint import flow_map_fill, inpaint_events, zero_fill
 from genesis.models.flow import (LATERAL_STRINGS, ConditionalFlow, above_below_on_string, lateral_index,
                                  lateral_neighbours, nearest_strings)
@@ -236,3 +237,112 @@ def test_checkpoints_with_and_without_a_hit_head_load_and_inpaint(tmp_path, kind
             g = loaded.normalization.normalize_geometry(torch.as_tensor(geometry.positions)).float()
             p_hit = torch.sigmoid(loaded.model.predict_hits(x.float(), torch.as_tensor(~mask), lab.float(), g).logits)
         assert np.allclose(result.uncertainty[:, 0][:, mask], p_hit[:, mask].numpy(), atol=1e-6)
+
+
+# --- generation: hits drawn explicitly ---------------------------------------------------------------
+ASINH = Normalization(representation="hit", npe_transform="log1p", time_reference="arrival", time_transform="asinh",
+                      time_center_ns=10000.0, time_width_ns=200.0, affine_offsets=(1.0, 1.0, -600.0, -550.0, -550.0),
+                      affine_scales=(2.0, 1.5, 1200.0, 1100.0, 1100.0), energy_transform="log10",
+                      label_offsets=(3.0, 0.0, 0.0, -600.0, -550.0, -550.0),
+                      label_scales=(4.0, 3.14159265, 6.28318531, 1200.0, 1100.0, 1100.0))
+
+
+@pytest.mark.parametrize("norm", [LINEAR, ASINH], ids=["legacy", "hit"])
+def test_sampling_draws_hits_from_the_head_and_no_hit_doms_are_exact(norm) -> None:
+    """With P(hit) = sigmoid(-1) everywhere, about 27% of the DOMs are drawn hit; every other DOM carries exactly
+    the no-hit value (legacy) or hit -1 and zeros ('hit'), and every hit at least the hit threshold's npe."""
+    torch.manual_seed(0)
+    cfg = FlowConfig(num_couplings=2, hidden_size=16, depth=1, num_heads=2, conditioning="physics", dom_width=8,
+                     dom_neighbours=True, hit_head=16)
+    flow = ConditionalFlow(cfg, P, norm)
+    head_says(flow, -1.0)
+    geo = norm.normalize_geometry(torch.as_tensor(two_strings().positions)).float()
+    labels = norm.normalize_labels(torch.tensor([[1e5, 1.0, 2.0, 0.0, 0.0, 200.0]] * 16)).float()
+    for values in ("head", "flow"):
+        x = flow.sample(labels, geo, generator=torch.Generator().manual_seed(1), values=values)
+        assert x.shape == (16, norm.channels, P)
+        v = flow.to_flow_space(x)
+        hit = v[:, 0] > flow.nohit_value()[0].float() + 1e-6
+        share = hit.float().mean()
+        assert abs(float(share) - float(torch.sigmoid(torch.tensor(-1.0)))) < 0.04  # SE 0.01 on 1920 DOMs
+        assert torch.equal(v.transpose(1, 2)[~hit], flow.nohit_value().float().expand(int((~hit).sum()), 2))
+        assert (v[:, 0][hit] >= flow._npe_floor().float() - 1e-6).all()
+        if norm.representation == "hit":
+            assert torch.equal(x[:, 0] > 0, hit) and (x[:, 0].abs() == 1).all()
+            assert (x[:, 1:].transpose(1, 2)[~hit] == 0).all()
+            phys = norm.denormalize_signal(x.double(), norm.denormalize_labels(labels.double()), two_strings().positions)
+            assert ((phys[:, 0] > 0) == hit).all() and (phys[:, 1][~hit] == 0).all()
+
+
+def test_later_rounds_see_the_hits_of_earlier_ones() -> None:
+    """A head that says 'hit' where a DOM above or below was seen hit: drawn in rounds, hits spread along the
+    strings (neighbours of hits are hit far more often than P(hit) without any), in one round they cannot."""
+    flow = hit_flow(head=16)
+    torch.nn.init.zeros_(flow.hit_head.mlp[-1].weight)
+    torch.nn.init.zeros_(flow.hit_head.mlp[0].weight)
+    s = flow.hit_head.SEEN
+    with torch.no_grad():  # first layer: unit 0 = the 'seen hit' flags above and below; last: logit -3 + 8 unit 0
+        flow.hit_head.mlp[0].weight[0, s + 0] = 1.0
+        flow.hit_head.mlp[0].weight[0, s + s] = 1.0
+        flow.hit_head.mlp[0].bias.zero_()
+        flow.hit_head.mlp[2].weight.zero_()
+        flow.hit_head.mlp[2].bias.zero_()
+        flow.hit_head.mlp[2].weight[0, 0] = 1.0
+        flow.hit_head.mlp[-1].weight[0, 0] = 8.0
+        flow.hit_head.mlp[-1].bias.copy_(torch.tensor([-3.0, 0.0, 0.0, 0.0, 0.0]))
+    labels, geo = conditioning(32)
+
+    def below_a_hit(rounds: int) -> float:
+        """P(the DOM below a hit DOM is hit)."""
+        hit = flow.sample_hits(labels, geo, torch.Generator().manual_seed(0), rounds=rounds)[1].reshape(32, -1, 60)
+        return float((hit[..., 1:] & hit[..., :-1]).sum() / hit[..., :-1].sum())
+
+    assert below_a_hit(1) < 0.1  # sigmoid(-3) = 0.047: drawn all at once, every DOM on its own
+    assert below_a_hit(8) > 0.3
+
+
+# --- neighbours on the real detector, cached ---------------------------------------------------------
+def test_lateral_neighbours_by_physical_distance_on_icecube86() -> None:
+    """The nearest strings are the nearest in metres (brute force), not in normalized coordinates (x and y
+    scaled differently), and DeepCore's DOMs read the DOM at the nearest depth; computed once per geometry."""
+    geometry = icecube86_like()
+    flow = hit_flow(p=geometry.n_doms)
+    g = LINEAR.normalize_geometry(torch.as_tensor(geometry.positions)).float()
+    found = flow.neighbours(g)
+    assert flow.neighbours(g) is found  # cached for the same tensor
+    centres = geometry.positions.reshape(86, 60, 3)[:, :, :2].mean(1)
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(86) * 1e9
+    expected = np.argsort(dist, 1, kind="stable")[:, :LATERAL_STRINGS]
+    assert np.array_equal(np.sort(found.lateral.reshape(LATERAL_STRINGS, 86, 60)[:, :, 0].T // 60, 1),
+                          np.sort(expected, 1))
+    scaled = centres / np.array([1200.0, 1100.0])  # what the flow chose before: normalized coordinates
+    dist_n = np.linalg.norm(scaled[:, None] - scaled[None], axis=-1) + np.eye(86) * 1e9
+    before = np.sort(np.argsort(dist_n, 1, kind="stable")[:, :LATERAL_STRINGS], 1)
+    assert (np.sort(expected, 1) != before).any(1).sum() >= 5  # 19 of 86 strings differ (issue 23)
+    depth = geometry.positions[:, 2]
+    gap = np.abs(depth[found.lateral.numpy()] - depth[None])  # (k, P) depth gap to each lateral neighbour
+    per_string = depth.reshape(86, 60)
+    for j in range(LATERAL_STRINGS):  # no DOM on that string is nearer in depth
+        other = found.lateral[j].numpy() // 60
+        best = np.abs(per_string[other] - depth[:, None]).min(1)
+        assert np.allclose(gap[j], best)
+    moved = g.clone()
+    again = flow.neighbours(moved)
+    assert again is not found and torch.equal(again.lateral, found.lateral)  # another tensor: computed again
+    moved[0] += 1000.0 / 1200.0  # moved in place by 1 km: computed again (the same neighbours, shifted together)
+    assert flow.neighbours(moved) is not again
+
+
+def test_the_shipped_demo_flow_still_loads_and_samples() -> None:
+    """A checkpoint from before explicit hit sampling: it loads and its samples are events (no-hit DOMs at exactly
+    npe 0 and time 0, hit DOMs at >= the hit threshold), its head now drawing the hits."""
+    from genesis import sampling
+    from genesis.demo import DEMO_DIR
+
+    loaded = checkpoint.load_model(DEMO_DIR / "demo-flow.pt")
+    labels = np.array([[1e4, 1.0, 2.0, 0.0, 0.0, -100.0], [1e6, 1.0, 2.0, 0.0, 0.0, -100.0]], np.float32)
+    events = sampling.generate(loaded, labels, seed=0)
+    hit = events[:, 0] > 0
+    assert events.shape == (2, 2, loaded.geometry.n_doms) and np.isfinite(events).all()
+    assert (events[:, 1][~hit] == 0).all() and (events[:, 0][hit] >= loaded.config.flow.hit_threshold).all()
+    assert (hit.sum(1) > 0).all() and (hit.sum(1) < 0.5 * loaded.geometry.n_doms).all()
