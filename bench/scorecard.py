@@ -157,6 +157,7 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 # change. A row whose overrides differ from an earlier row's only in sampling settings reuses that row's
 # model (no second training). The flow rows compare the flow preset before and after.
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
+          "model.light_feature=false", "model.dom_head_conditioning=false",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
           "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
           "data.normalization.time_reference=none", "data.normalization.time_transform=none",
@@ -201,6 +202,9 @@ ABLATION = [
     # charge was 6x below the simulator's without it
     ("+guidance 1.5", "diffusion", [*REDRAW, "diffusion.guidance_scale=1.5"]),
     ("+guidance 2", "diffusion", [*REDRAW, "diffusion.guidance_scale=2"]),
+    # the diffusion preset as it is now (e.g. with the expected-light feature and the labels in the per-DOM head);
+    # the rows above switch off what came after them, so they keep measuring what they measured
+    ("diffusion preset", "diffusion", []),
 ]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
 
