@@ -214,7 +214,7 @@ class TimeEstimate:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:,.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 0.1 else "< 0.1 s"
+    return f"{s:,.0f} s" if s >= 10 else f"{s:.2g} s"
 
 
 def _work(kind: str, steps: int) -> int:

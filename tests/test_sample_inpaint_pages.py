@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -174,11 +175,62 @@ def test_sample_page_bad_requests(home):
     assert any("tick the confirmation box" in e.value for e in at.error)
     assert sorted((home.root / "data").rglob("*.h5")) == before  # nothing generated
 
+
+
+def test_sample_lists_only_the_chosen_kind_and_starts_on_the_demo(home):
+    """With lab checkpoints of both kinds present, each model choice lists only its kind, starting on the
+    shipped demo model, and keeps the user's pick over reruns."""
     at = page("sample").run()
-    at.radio[0].set_value("flow").run()  # Model: flow, then pick the diffusion checkpoint
-    at = choose_checkpoint(at, "tiny-dit")
     assert_clean(at)
-    assert any("is a diffusion checkpoint, but flow was chosen" in e.value for e in at.error)
+    for kind, other in (("diffusion", "flow"), ("flow", "diffusion")):
+        at.radio[0].set_value(kind).run()
+        box = next(s for s in at.selectbox if s.label == "Checkpoint")
+        assert all(o.endswith(f" · {kind}") for o in box.options) and len(box.options) == 3, box.options
+        assert Path(box.value).name == f"demo-{kind}.pt"
+    at.radio[0].set_value("diffusion").run()
+    at = choose_checkpoint(at, "tiny-dit")
+    at = next(n for n in at.number_input if n.label == "Seed").set_value(1).run()  # any rerun
+    assert Path(next(s for s in at.selectbox if s.label == "Checkpoint").value) == home.diffusion
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_sample_page_at_10_gev_warns_in_words_and_still_samples(home):
+    """10 GeV is below the demo model's training energies (from 1,000 GeV): a warning in words, then the
+    events are generated all the same. The typed energy moves the slider to the nearest quarter decade."""
+    at = page("sample").run()
+    set_number(at, "Number of events", 1)
+    at = at.run()
+    at = at.number_input(key="energy_gev").set_value(10.0).run()
+    assert at.select_slider(key="energy_slider").value == 10.0
+    (warning,) = [w.value for w in at.warning]
+    assert warning.startswith("The requested energy 10 GeV lies below the range this checkpoint was trained on "
+                              "(1,000 to 9.99e+06 GeV)") and "extrapolates" in warning
+    expected = next(c.value for c in at.caption if c.value.startswith("Expected time"))
+    assert re.search(r"\*\*[\d.,e-]+ s to [\d.,e-]+ s\*\* on cpu \(from 2 timed warm-up runs", expected), expected
+    set_number(at, "Steps", 3)
+    at = next(b for b in at.button if b.label == "Generate").click().run()
+    assert_clean(at)
+    assert any("1 events written" in s.value for s in at.success), [s.value for s in at.success]
+    assert any(w.value == warning for w in at.warning)  # still said next to the results
+    at = at.run()  # the estimate above the button now also rests on the call that just ran
+    assert "the last call's speed" in next(c.value for c in at.caption if c.value.startswith("Expected time"))
+    at = at.select_slider(key="energy_slider").set_value(1e5).run()  # the slider moves the typed value
+    assert at.number_input(key="energy_gev").value == 1e5
+    assert not [w.value for w in at.warning if "range this checkpoint was trained on" in w.value]
+
+
+def test_time_estimate_range():
+    estimate = ss.estimate_time("diffusion", 10, 50, [0.01, 0.02], last=0.03)
+    assert estimate.low_s == pytest.approx(0.01 * 500 * ss.LOAD_MARGIN[0])
+    assert estimate.high_s == pytest.approx(0.03 * 500 * ss.LOAD_MARGIN[1])
+    flow = ss.estimate_time("flow", 10, 50, [0.5])
+    assert flow.low_s == pytest.approx(5 * ss.LOAD_MARGIN[0]) and "one pass" in flow.basis
+    assert estimate.text("cpu").startswith("Expected time: **4 s to 22 s** on cpu (from 2 timed warm-up runs")
+
+
+def test_warmup_rates_time_the_sampler(models):
+    rates = ss.warmup_rates(models.diffusion, 3, "ddim")
+    assert len(rates) == ss.WARMUP_REPEATS and all(r > 0 for r in rates)
 
 
 def test_inpaint_page_flow_map(home):

@@ -24,8 +24,8 @@ def pick_model():
     """Model kind, checkpoint (only of that kind; the shipped demo first) and device -> (info, device, loaded)."""
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, horizontal=True)
     ckpt, device, loaded = pick_checkpoint(
-        store, kind, f"No {kind} checkpoints yet: train one on the **Train** page (the tiny presets take minutes on a "
-                     "CPU).", kinds=(kind,))
+        store, kind, f"No checkpoints yet: train a {kind} model on the **Train** page (the tiny presets take minutes "
+                     "on a CPU).", kinds=(kind,))
     with user_errors():
         ss.check_kind(loaded, kind)
     st.caption(f"{rel(ckpt.path)} · step {loaded.state.get('step')} · P = {loaded.geometry.n_doms} DOMs")
