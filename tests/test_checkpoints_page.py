@@ -11,12 +11,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from genesis import checkpoint, config, tracking
+from genesis import checkpoint, config, demo, tracking
 from genesis import checkpoints_index as ci
 from genesis import inspect as gi
 from genesis.data import schema
 from genesis.data.normalization import Normalization, suggest
 from genesis.errors import CheckpointError
+from imported_events import oscnext_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["train.max_steps=3", "train.batch_size=8", "train.device=cpu"]
@@ -75,9 +76,15 @@ def rescaled_copy(trained, name: str = "rescaled.pt") -> Path:
 
 # --- package side ---------------------------------------------------------------------------------------
 def test_list_checkpoints_finds_both_runs_with_steps(home, trained):
-    table = ci.list_checkpoints(tracking.Store.default())
+    everything = ci.list_checkpoints(tracking.Store.default())
+    table = everything[~everything["demo"]]
     assert len(table) == 4
     assert set(table["path"]) == {ckpt(trained, k, f) for k in ("diffusion", "flow") for f in ("best.pt", "last.pt")}
+    demos = everything.iloc[4:]  # the shipped demo models come last, diffusion first
+    assert demos["path"].tolist() == [str(p) for p in demo.demo_checkpoints()] and demos["demo"].all()
+    assert demos["kind"].tolist() == ["diffusion", "flow"]
+    assert demos["label"].tolist() == ["demo · demo-diffusion.pt (configs/tiny.yaml, shipped)",
+                                       "demo · demo-flow.pt (configs/flow_tiny.yaml, shipped)"]
     for kind in ("diffusion", "flow"):
         rows = table[table["run_id"] == trained[kind]["run_id"]].set_index("file")
         assert set(rows.index) == {"best.pt", "last.pt"} and set(rows["kind"]) == {kind}
@@ -94,7 +101,7 @@ def test_list_checkpoints_finds_both_runs_with_steps(home, trained):
     try:
         with_upload = ci.list_checkpoints(tracking.Store.default())
         row = ci.checkpoint_row(with_upload, str(upload))
-        assert len(with_upload) == 5 and row["label"] == "upload · listed.pt" and row["run_id"] is None
+        assert len(with_upload) == 5 + len(demos) and row["label"] == "upload · listed.pt" and row["run_id"] is None
         assert with_upload["path"].iloc[0] == str(upload)  # newest first
     finally:
         upload.unlink()
@@ -192,9 +199,38 @@ def test_compare_table_marks_differences(home, trained):
 
 
 # --- page -------------------------------------------------------------------------------------------------
+def test_fresh_home_lists_the_shipped_demo_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    at = page().run()
+    assert_clean(at)
+    box = at.selectbox(key="ckpt_pick")
+    assert box.options == ["demo · demo-diffusion.pt (configs/tiny.yaml, shipped)",
+                           "demo · demo-flow.pt (configs/flow_tiny.yaml, shipped)"]
+    assert {m.label: m.value for m in at.metric}["Kind"] == "diffusion"
+
+
+def test_imported_real_events_are_reported_outside_the_demo_ranges(tmp_path, monkeypatch):
+    """Compare with a dataset: the oscNext events (1.5-4.7 GeV) against the demo model trained from 1,000 GeV."""
+    monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    oscnext_h5(tmp_path / "data" / "oscnext.h5")
+    at = page().run()
+    assert_clean(at)
+    assert at.selectbox(key="ckpt_pick").value == str(demo.demo_checkpoints()[0])
+    assert next(s for s in at.selectbox if s.label == "Compare with a dataset").value.name == "oscnext.h5"
+    report = next(w.value for w in at.warning if w.value.startswith("**Training ranges.**"))
+    assert "All 5 events of data/oscnext.h5 lie outside the ranges this checkpoint was trained on" in report
+    assert "energy (100%: data 1.51 to 4.65 GeV, training 1,000 to 9.99e+06 GeV)" in report
+    table = next(f for f in frames(at) if "events outside" in f.columns).set_index("quantity")
+    assert table.loc["energy", "events below"] == 5 and table.loc["zenith", "events outside"] == 0
+    assert not any(s.value.startswith("Normalization:") for s in at.success)  # readable, not "fits"
+
+
 def test_empty_store(tmp_path, monkeypatch):
     monkeypatch.setenv("GENESIS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "no-demo-models")
     table = ci.list_checkpoints(tracking.Store.default())
     assert table.empty and list(table.columns[:8]) == ["label", "path", "run_id", "run_name", "file", "step",
                                                        "val_loss", "modified"]
@@ -221,7 +257,9 @@ def test_page_shows_checkpoint_and_dataset_warning(home, trained):
                and f["channel"].iloc[0] == "energy" for f in tables)
     # the shipped preset on its demo data: no normalization warning, the suggestions only as information
     assert not any("normalization" in w.value for w in at.warning), [w.value for w in at.warning]
-    assert any("data/demo.h5 fits the checkpoint's normalization" in s.value for s in at.success)
+    assert any("of data/demo.h5 lies within ±10 after normalization" in m.value for m in [*at.success, *at.caption])
+    in_range = next(m.value for m in [*at.success, *at.warning] if m.value.startswith("**Training ranges.**"))
+    assert "of data/demo.h5" in in_range  # the run trained on most of these events: few or none outside
     assert any("genesis stats" in e.label for e in at.expander)
     assert len(at.get("plotly_chart")) == 2  # parameters by type and the data-flow diagram
     batch = next(n for n in at.number_input if n.label == "Batch size")
