@@ -23,7 +23,9 @@ from genesis.geometry import Geometry
 TIME_COLORSCALE = "Viridis"
 TIME_COLORBAR_TITLE = "first-hit time [ns]"
 UIREVISION = "genesis"  # constant, so Plotly keeps camera/zoom when Streamlit reruns a page
-TRACK_HALF_LENGTH_M = 600.0
+MIN_TRACK_M = 50.0  # the true track is drawn at least this long, so its direction shows at detector scale
+DETECTOR_MARGIN_M = 60.0  # ... and ends at most this far outside the DOMs' bounding box
+PANEL_GAP_PX = 95  # between stacked panels: the x-axis title above and the next panel's title both fit
 LABEL_NAMES = ("energy [GeV]", "zenith [rad]", "azimuth [rad]", "vertex x [m]", "vertex y [m]", "vertex z [m]")
 PALETTE = qualitative.Plotly
 
@@ -123,24 +125,56 @@ def _mask_trace(geometry: Geometry, mask: np.ndarray, showlegend: bool) -> go.Sc
         legendgroup="masked", showlegend=showlegend)
 
 
-def _track_traces(label: np.ndarray, showlegend: bool) -> list:
+def muon_range_m(energy_gev: float) -> float:
+    """Range (m) of a muon of `energy_gev` in ice: ln(1 + E b / a) / b with the simulator's dE/dx = a + b E."""
+    from genesis.data.simulate import A_DEDX, B_DEDX
+
+    return float(np.log1p(max(energy_gev, 0.0) * B_DEDX / A_DEDX) / B_DEDX)
+
+
+def _exit_distance(start: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Distance along unit d from start to where the ray leaves the box [lo, hi] (0 when it never is inside)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (lo - start) / d, (hi - start) / d
+    near = np.where(d == 0, np.where((start >= lo) & (start <= hi), -np.inf, np.inf), np.minimum(t1, t2))
+    far = np.where(d == 0, np.where((start >= lo) & (start <= hi), np.inf, -np.inf), np.maximum(t1, t2))
+    enter, leave = float(near.max()), float(far.min())
+    return max(leave, 0.0) if enter <= leave else 0.0
+
+
+def track_segment(label: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) (3,) m of the true track drawn for a label: from the vertex along the travel direction for
+    the muon range of the label's energy, at least MIN_TRACK_M, ending where it leaves the detector (the DOMs'
+    bounding box plus DETECTOR_MARGIN_M). A 5 GeV event gets a 50 m arrow, a 100 TeV one a line to the edge."""
+    label = np.asarray(label, dtype=np.float64)
+    vtx, d = label[3:], direction_vector(label[1], label[2])
+    pos = geometry.positions.astype(np.float64)
+    lo, hi = pos.min(0) - DETECTOR_MARGIN_M, pos.max(0) + DETECTOR_MARGIN_M
+    length = max(min(muon_range_m(label[0]), _exit_distance(vtx, d, lo, hi)), MIN_TRACK_M)
+    return vtx, vtx + length * d
+
+
+def _track_traces(label: np.ndarray, geometry: Geometry, showlegend: bool) -> list:
     label = np.asarray(label, dtype=np.float64)
     if label.shape != (6,):
         raise ValueError(f"label must have shape (6,) = energy, zenith, azimuth, x, y, z; got {label.shape}")
     energy, zen, azi = label[:3]
     vtx = label[3:]
     d = direction_vector(zen, azi)
-    a, b = vtx - TRACK_HALF_LENGTH_M * d, vtx + TRACK_HALF_LENGTH_M * d
+    a, b = track_segment(label, geometry)
+    length = float(np.linalg.norm(b - a))
     info = (f"E = {energy:.3g} GeV<br>zenith {np.degrees(zen):.1f}°, azimuth {np.degrees(azi):.1f}°"
-            f"<br>vertex ({vtx[0]:.1f}, {vtx[1]:.1f}, {vtx[2]:.1f}) m")
+            f"<br>vertex ({vtx[0]:.1f}, {vtx[1]:.1f}, {vtx[2]:.1f}) m<br>muon range {muon_range_m(energy):,.0f} m, "
+            f"drawn {length:,.0f} m")
     return [
         go.Scatter3d(x=[a[0], b[0]], y=[a[1], b[1]], z=[a[2], b[2]], mode="lines", name="true track",
                      line=dict(color="crimson", width=5), hoverinfo="skip", legendgroup="track",
                      showlegend=showlegend),
-        # Arrow head at the downstream end shows the travel direction.
+        # Arrow head at the downstream end shows the travel direction; sized to the drawn length.
         go.Cone(x=[b[0]], y=[b[1]], z=[b[2]], u=[d[0]], v=[d[1]], w=[d[2]], anchor="tip", sizemode="absolute",
-                sizeref=80, showscale=False, colorscale=[[0, "crimson"], [1, "crimson"]], hoverinfo="skip",
-                name="direction", legendgroup="track", showlegend=False),
+                sizeref=float(np.clip(0.3 * length, 15.0, 80.0)), showscale=False,
+                colorscale=[[0, "crimson"], [1, "crimson"]], hoverinfo="skip", name="direction",
+                legendgroup="track", showlegend=False),
         go.Scatter3d(x=[vtx[0]], y=[vtx[1]], z=[vtx[2]], mode="markers", name="vertex", hovertext=[info],
                      hoverinfo="text", marker=dict(size=6, symbol="diamond", color="crimson"),
                      legendgroup="track", showlegend=showlegend),
@@ -157,7 +191,7 @@ def _event_traces(geometry: Geometry, npe: np.ndarray, time: np.ndarray, label: 
     if mask is not None:
         traces.append(_mask_trace(geometry, mask, showlegend))
     if label is not None:
-        traces += _track_traces(label, showlegend)
+        traces += _track_traces(label, geometry, showlegend)
     return traces
 
 
@@ -178,7 +212,7 @@ def event_figure(geometry: Geometry, npe: np.ndarray, time: np.ndarray, label: n
     Args:
         geometry: the detector (P DOMs).
         npe: (P,) photoelectrons, 0 = no hit. time: (P,) first-hit time ns, used where npe > 0.
-        label: optional (6,) true labels; draws the vertex and the track (±600 m, arrow = travel direction).
+        label: optional (6,) true labels; draws the vertex and the track (track_segment; arrow = travel direction).
         mask: optional (P,) bool; masked DOMs are drawn as open circles in the trace "masked DOMs".
         time_range: (cmin, cmax) of the time colour scale; pass the same range to compare figures.
         camera: Plotly scene camera dict (eye/center/up).
@@ -326,6 +360,14 @@ def charge_time_histograms(sets: dict[str, tuple[np.ndarray, np.ndarray]], bins:
     return fig
 
 
+def vertical_spacing(rows: int, height: int, margin_px: int = 50, gap_px: int = PANEL_GAP_PX) -> float:
+    """make_subplots vertical_spacing (share of the plot height) that leaves gap_px between stacked panels:
+    room for the x-axis ticks and title of the panel above and the title of the panel below."""
+    if rows < 2:
+        return 0.0
+    return min(gap_px / max(height - margin_px, 1), 0.9 / (rows - 1))
+
+
 def _grid(n: int, cols: int) -> tuple[int, int]:
     cols = max(1, min(cols, n))
     return -(-n // cols), cols
@@ -343,6 +385,9 @@ def axis_title(feature: str) -> str:
     return f"{feature} [{unit}]" if unit else feature
 
 
+FEATURE_PANEL_PX = 280  # height per row of feature_histograms
+
+
 def feature_histograms(features_by_set: dict[str, dict[str, np.ndarray]], names: list[str],
                        bins: int = 40, cols: int = 3) -> go.Figure:
     """Grid of overlaid normalized histograms, one panel per feature in `names`, bins shared across sets."""
@@ -353,7 +398,8 @@ def feature_histograms(features_by_set: dict[str, dict[str, np.ndarray]], names:
     if not names:
         raise ValueError("feature_histograms needs at least one feature name")
     rows, cols = _grid(len(names), cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names,
+                        vertical_spacing=vertical_spacing(rows, FEATURE_PANEL_PX * rows))
     for k, feat in enumerate(names):
         r, c = divmod(k, cols)
         edges = _edges([f[feat] for f in features_by_set.values()], bins)
@@ -362,7 +408,7 @@ def feature_histograms(features_by_set: dict[str, dict[str, np.ndarray]], names:
                           row=r + 1, col=c + 1)
         fig.update_xaxes(title_text=axis_title(feat), row=r + 1, col=c + 1)
     fig.update_yaxes(title_text="fraction of events", col=1)
-    fig.update_layout(height=260 * rows, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
+    fig.update_layout(height=FEATURE_PANEL_PX * rows, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
     return fig
 
 
@@ -371,7 +417,7 @@ def label_histograms(labels: np.ndarray, bins: int = 40) -> go.Figure:
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2 or labels.shape[1] != 6:
         raise ValueError(f"labels must have shape (N, 6), got {labels.shape}")
-    fig = make_subplots(rows=2, cols=3, subplot_titles=LABEL_NAMES)
+    fig = make_subplots(rows=2, cols=3, subplot_titles=LABEL_NAMES, vertical_spacing=vertical_spacing(2, 560))
     for k in range(6):
         col = labels[:, k]
         log = k == 0
@@ -382,7 +428,7 @@ def label_histograms(labels: np.ndarray, bins: int = 40) -> go.Figure:
         fig.update_xaxes(title_text=LABEL_NAMES[k], row=k // 3 + 1, col=k % 3 + 1)
     fig.update_xaxes(type="log", row=1, col=1)
     fig.update_yaxes(title_text="fraction of events", col=1)
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
+    fig.update_layout(height=560, margin=dict(l=10, r=10, t=40, b=10), uirevision=UIREVISION)
     return fig
 
 
@@ -470,7 +516,9 @@ def loss_panels(df: pd.DataFrame, x: str = "step", log_y: bool = False, smoothin
     for kind in kinds:
         metrics = sorted(data.loc[data["kind"].fillna("unknown").astype(str) == kind, "metric"].unique())
         titles.append(f"{kind}: {', '.join(metrics)}" if metrics else kind)
-    fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=titles, vertical_spacing=0.22 / len(kinds))
+    height = max(320, height_per_panel * len(kinds))
+    fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=titles,
+                        vertical_spacing=vertical_spacing(len(kinds), height))
     colors = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(sorted(data["run"].astype(str).unique()))}
     for row, kind in enumerate(kinds, start=1):
         part = data[data["kind"].fillna("unknown").astype(str) == kind]
@@ -488,7 +536,7 @@ def loss_panels(df: pd.DataFrame, x: str = "step", log_y: bool = False, smoothin
         fig.update_xaxes(title_text=X_TITLES.get(x, x), row=row, col=1)
     if not len(data):
         fig.add_annotation(text="no data", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(height=max(320, height_per_panel * len(kinds)), hovermode="x unified", uirevision=UIREVISION,
+    fig.update_layout(height=height, hovermode="x unified", uirevision=UIREVISION,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
@@ -597,7 +645,7 @@ def uncertainty_event_figure(geometry: Geometry, npe: np.ndarray, time: np.ndarr
                     cmax=float(max(unc[mask].max(), unc[mask].min() + 1e-6)) if mask.any() else 1.0,
                     colorbar=dict(title=dict(text=quantity, side="right"), thickness=14, len=0.8))))
     if label is not None:
-        traces += _track_traces(label, True)
+        traces += _track_traces(label, geometry, True)
     fig = go.Figure(traces)
     fig.update_layout(scene=_scene(camera), uirevision=UIREVISION, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(x=0.0, y=1.0, bgcolor="rgba(255,255,255,0.6)"))

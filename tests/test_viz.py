@@ -85,14 +85,51 @@ def test_mask_overlay_and_strings_trace(geom):
     assert "strings" not in {tr.name for tr in plain.data} and "masked DOMs" not in {tr.name for tr in plain.data}
 
 
+def test_true_track_length_fits_the_event(geom):
+    """A few-GeV event gets a short arrow, not a kilometre; a 100 TeV track ends at the detector's edge."""
+    low = np.array([4.7, 2.0, 1.0, 40.0, -70.0, -400.0])  # an imported oscNext event's labels (DeepCore)
+    start, end = viz.track_segment(low, geom)
+    assert np.linalg.norm(end - start) == pytest.approx(viz.MIN_TRACK_M)  # muon range ~20 m, drawn at least 50 m
+    assert viz.muon_range_m(4.7) == pytest.approx(4.7 / 0.24, rel=0.01)
+    start, end = viz.track_segment(LABEL, geom)
+    lo, hi = geom.positions.min(0) - viz.DETECTOR_MARGIN_M, geom.positions.max(0) + viz.DETECTOR_MARGIN_M
+    assert np.all(end >= lo - 1e-6) and np.all(end <= hi + 1e-6)
+    assert np.isclose(end, lo).any() or np.isclose(end, hi).any()  # ends on the box: the muon range is ~15 km
+    straight_down = np.array([1e5, 0.0, 0.0, 0.0, 0.0, 0.0])  # comes from above: travels down the z axis
+    start, end = viz.track_segment(straight_down, geom)
+    assert end[2] == pytest.approx(geom.positions[:, 2].min() - viz.DETECTOR_MARGIN_M)
+
+
+def _row_gaps_px(fig: go.Figure) -> list[float]:
+    """Pixels between vertically stacked panels (distinct y-axis domains) of a figure."""
+    domains = sorted({tuple(ax.domain) for name, ax in fig.layout.to_plotly_json().items() if name.startswith("yaxis")
+                      for ax in [fig.layout[name]]}, reverse=True)
+    plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    return [(upper[0] - lower[1]) * plot_px for upper, lower in zip(domains, domains[1:])]
+
+
+def test_stacked_panels_leave_room_for_axis_and_panel_titles():
+    """The title of a lower panel must not overlap the x-axis title of the panel above it."""
+    rng = np.random.default_rng(0)
+    feats = {"a": {f"f{i}": rng.normal(size=50) for i in range(9)}}
+    curves = pd.DataFrame({"kind": ["diffusion", "flow"] * 3, "metric": ["val/loss", "val/nll"] * 3,
+                           "run": ["a", "b"] * 3, "step": [1, 1, 2, 2, 3, 3], "value": rng.normal(size=6)})
+    for fig in (viz.feature_histograms(feats, list(feats["a"])), viz.label_histograms(rng.uniform(1, 2, (30, 6))),
+                viz.loss_panels(curves)):
+        gaps = _row_gaps_px(fig)
+        assert gaps and min(gaps) >= viz.PANEL_GAP_PX - 1, gaps
+
+
 def test_true_track_follows_label(geom):
     npe, t = make_event(geom)
     fig = viz.event_figure(geom, npe, t, label=LABEL)
     vtx = trace(fig, "vertex")
     assert np.allclose([vtx.x[0], vtx.y[0], vtx.z[0]], LABEL[3:])
     line = trace(fig, "true track")
-    end = np.array([line.x[1], line.y[1], line.z[1]])
-    assert np.allclose(end, LABEL[3:] + 600.0 * viz.direction_vector(LABEL[1], LABEL[2]))
+    start, end = np.array([line.x[0], line.y[0], line.z[0]]), np.array([line.x[1], line.y[1], line.z[1]])
+    assert np.allclose(start, LABEL[3:])
+    along = (end - start) / np.linalg.norm(end - start)
+    assert np.allclose(along, viz.direction_vector(LABEL[1], LABEL[2]))
     assert "true track" not in {tr.name for tr in viz.event_figure(geom, npe, t).data}
     with pytest.raises(ValueError, match="label"):
         viz.event_figure(geom, npe, t, label=LABEL[:3])
