@@ -140,3 +140,17 @@ def test_label_histograms_have_axis_titles(home_with_data):
     fig = viz.label_histograms(labels)
     titles = [fig.layout[f"xaxis{i if i > 1 else ''}"].title.text for i in range(1, 7)]
     assert titles == list(viz.LABEL_NAMES) and fig.layout.yaxis.title.text == "fraction of events"
+
+
+def test_data_page_keeps_its_views_after_a_rejected_upload(home_with_data):
+    """A file that is no event file is refused with the reason; the dataset picker and the chosen file's
+    views stay on the page (they used to vanish until another file was chosen)."""
+    at = page("data").run()
+    at.file_uploader[0].set_value(("broken.h5", b"not an HDF5 file", "application/x-hdf5")).run()
+    next(b for b in at.button if b.label == "Validate and keep").click().run()
+    assert_clean(at)
+    assert any(e.value.startswith("Not kept: broken.h5") for e in at.error), [e.value for e in at.error]
+    assert not (home_with_data / "data" / "broken.h5").exists()
+    assert at.selectbox(key="data_file").value == home_with_data / "data" / "demo.h5"
+    assert next(m.value for m in at.metric if m.label == "Events") == "400"
+    assert len(at.get("plotly_chart")) == 3  # the event in 3D, its charge/time histograms, the labels

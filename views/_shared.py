@@ -26,6 +26,16 @@ def user_errors():
         st.stop()
 
 
+@contextmanager
+def errors_shown(prefix: str = ""):
+    """Like user_errors, but the page goes on: for a rejected upload the rest of the page (the dataset picker
+    and its views) must stay. Code after the failing line inside the block is skipped."""
+    try:
+        yield
+    except GenesisError as exc:
+        st.error(f"{prefix}{exc}", icon=":material/error:")
+
+
 def store() -> tracking.Store:
     with user_errors():
         return tracking.Store.default()

@@ -13,7 +13,7 @@ from genesis import paths, viz
 from genesis.data import importer, schema
 from genesis.errors import DataError
 from genesis.geometry import load as load_geometry
-from views._shared import (MAX_UPLOAD_MB, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
+from views._shared import (MAX_UPLOAD_MB, errors_shown, file_summary, geometry_of, mtime, pick_data_file, read_event, read_labels,
                            rel, save_upload, user_errors)
 
 st.title("Data")
@@ -21,7 +21,7 @@ st.title("Data")
 with st.expander("Upload an HDF5 file", icon=":material/upload:"):
     upload = st.file_uploader(f"HDF5 event file (at most {MAX_UPLOAD_MB} MB)", type=["h5", "hdf5"])
     if upload is not None and st.button("Validate and keep"):
-        with user_errors():
+        with errors_shown("Not kept: "):  # a rejected file leaves the picker and views below as they were
             target = save_upload(upload, paths.data_dir(), (".h5", ".hdf5"))
             with tempfile.TemporaryDirectory() as tmp:
                 staged = Path(tmp) / target.name
@@ -31,8 +31,8 @@ with st.expander("Upload an HDF5 file", icon=":material/upload:"):
                 except DataError as exc:  # name the upload, not the staging folder
                     raise DataError(str(exc).replace(str(staged), target.name)) from None
                 shutil.move(staged, target)
-        st.session_state["data_file"] = target  # the picker below moves to the new file
-        st.success(f"Kept {rel(target)}")
+            st.session_state["data_file"] = target  # the picker below moves to the new file
+            st.success(f"Kept {rel(target)}")
 
 with st.expander("Import pulse tables (SQLite or Parquet)", icon=":material/database:"):
     st.caption("graphnet layout: a pulse table `event_no, dom_x, dom_y, dom_z, dom_time, charge` (and `string, "
@@ -49,15 +49,15 @@ with st.expander("Import pulse tables (SQLite or Parquet)", icon=":material/data
     drop = st.checkbox("Drop pulses on modules the detector lacks (e.g. IceCube Upgrade)")
     if pulses is not None and st.button("Import"):
         bar = st.progress(0.0, text="Importing")
-        with user_errors():
+        with errors_shown("Not imported: "):
             report = importer.import_upload(
                 pulses.name, pulses.getvalue(), paths.data_dir(), load_geometry(detector),
                 truth=truth.getvalue() if truth else None, truth_name=truth.name if truth else "truth.parquet",
                 max_bytes=MAX_UPLOAD_MB * 2**20, pulse_table=pulse_table.strip() or None, drop_unmatched=drop,
                 progress=lambda done, total: bar.progress(done / total, text=f"Importing: {done}/{total} events"))
-        st.session_state["data_file"] = Path(report.out)
-        st.success(f"Kept {rel(Path(report.out))}: {report.n_events} events, {report.n_pulses} pulses"
-                   + (f", {report.n_dropped} pulses dropped" if report.n_dropped else ""))
+            st.session_state["data_file"] = Path(report.out)
+            st.success(f"Kept {rel(Path(report.out))}: {report.n_events} events, {report.n_pulses} pulses"
+                       + (f", {report.n_dropped} pulses dropped" if report.n_dropped else ""))
 
 path = pick_data_file()
 if path is None:
