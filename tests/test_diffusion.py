@@ -400,3 +400,22 @@ def test_conditioning_made_once_gives_the_same_samples(sampler, guidance):
     cached = run(model)
     assert cached.shape == (B, 3, P) and torch.isfinite(cached).all()
     assert torch.equal(cached, run(NoCache(model)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m", "ddpm"])
+def test_sampling_loop_has_no_host_sync_on_cuda(sampler):
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T, objective="v"))
+    model = PMTDiT(DiTConfig(hidden_size=32, depth=1, num_heads=4, patch_size=60, time_embed_dim=32,
+                             conditioning="physics", dom_head_width=8),
+                   P, Normalization(representation="hit", energy_transform="log10")).cuda()
+    labels, geo = torch.rand(4, 6, device="cuda"), torch.rand(3, P, device="cuda")
+    clip = (torch.full((1, 3, 1), -1.0, device="cuda"), torch.full((1, 3, 1), 3.0, device="cuda"))
+    run = lambda: sample(d, model, labels, geo, sampler=sampler, steps=5, guidance_scale=2.0,  # noqa: E731
+                         generator=torch.Generator(device="cuda").manual_seed(0), clip_x0=clip)
+    run()  # warm-up: the schedule table's one-time copy
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
