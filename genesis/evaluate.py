@@ -349,9 +349,8 @@ def _response_html(response: dict[str, Any] | None) -> str:
     esc = html_lib.escape
     rows = [[f, *[response["curves"][f"{f}_vs_{a}"]["summary"] for a in response["labels"]]]
             for f in response["features"]]
-    return (f"<h2>Response summaries</h2><p>Per curve: the mean over label bins of |generated mean - reference "
-            f"mean| in units of the standard error of that difference ({esc(response.get('definition', ''))}). "
-            f"Overall: <b>{esc(_fmt(response.get('summary')))}</b>.</p>"
+    return (f"<h2>Response summaries</h2><p>Rows: event features; columns: label axes. "
+            f"{esc(response.get('definition', ''))}. This evaluation: <b>{esc(_fmt(response.get('summary')))}</b>.</p>"
             + _table(["feature", *response["labels"]], rows))
 
 
@@ -379,9 +378,9 @@ def write_html(report: dict[str, Any], path: str | Path, figures: dict[str, Any]
     parts.append(_response_html(report.get("response")))
     sampled = report.get("sampling") or {}
     if "redrawn_fraction" in sampled:
-        parts.append(f"<p>Events drawn again below the trigger: {_fmt(sampled['redrawn_fraction'])} of "
-                     f"{_fmt(sampled.get('events'))}; still below after the last try: "
-                     f"{_fmt(sampled.get('below_trigger_fraction'))}.</p>")
+        parts.append(f"<p>Events drawn again below the trigger: {_fmt(sampled.get('redrawn'))} of "
+                     f"{_fmt(sampled.get('events'))} (fraction {_fmt(sampled['redrawn_fraction'])}); still below "
+                     f"after the last try: {_fmt(sampled.get('below_trigger'))}.</p>")
     parts.append("<h2>Summary</h2><p>W1 is in units of the reference spread.</p>")
     parts.append(_table(["metric", "value"], [[k, v] for k, v in report.get("scalars", {}).items()]))
     feats = report.get("features", {})
