@@ -274,6 +274,48 @@ def untrained_server(tmp_path):
         yield base, home
 
 
+def choose_option(page, label: str, text: str) -> None:
+    """Open the selectbox labelled `label` and click its option containing `text`."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
+def assert_selected(page, label: str, text: str) -> None:
+    """The selectbox labelled `label` shows the option `text` (its combobox input holds it)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("combobox", name=label).first).to_have_value(text, timeout=TIMEOUT_MS)
+
+
+def test_fresh_clone_preselects_the_shipped_demo_models(chromium, server, tmp_path):
+    """On a fresh clone (no runs, no data) Sample starts on the shipped demo diffusion model, and on the flow
+    one when the flow is chosen; Inpaint starts on the shipped demo flow."""
+    from playwright.sync_api import sync_playwright
+
+    base, _ = server
+    ok = False
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(SLOW_MS)
+        steps = Steps(page, tmp_path / "shots")
+        try:
+            goto(page, base, "sample")
+            wait_text(page, "Expected time")  # the page ran through, warm-up included
+            assert_selected(page, "Checkpoint", "demo · demo-diffusion.pt (configs/tiny.yaml, shipped) · diffusion")
+            steps.shot("sample-demo-preselected")
+            page.get_by_text("Normalizing flow").click()
+            wait_text(page, "A flow samples in one pass")
+            assert_selected(page, "Checkpoint", "demo · demo-flow.pt (configs/flow_tiny.yaml, shipped) · flow")
+            goto(page, base, "inpaint")
+            assert_selected(page, "Checkpoint", "demo · demo-flow.pt (configs/flow_tiny.yaml, shipped) · flow")
+            steps.shot("inpaint-demo-preselected")
+            ok = True
+        finally:
+            steps.keep(ARTIFACTS.parent / "browser-fresh-clone", failed=not ok)
+            browser.close()
+
+
 def pick_string(page, string: int) -> None:
     box = page.get_by_label("Strings (or click / box-select them in the top view)", exact=False).first
     box.click()
@@ -295,7 +337,9 @@ def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path
         steps = Steps(page, tmp_path / "shots")
         try:
             goto(page, base, "sample")
-            wait_text(page, "untrained-diffusion.pt", SLOW_MS)  # the picker starts on the diffusion upload; first run is slow
+            wait_text(page, "demo-diffusion.pt", SLOW_MS)  # the picker starts on the shipped demo; first run is slow
+            choose_option(page, "Checkpoint", "untrained-diffusion.pt")
+            wait_text(page, "mlruns/uploads/untrained-diffusion.pt", SLOW_MS)
             fill_number(page, "Number of events", 2)
             fill_number(page, "Steps", 3)
             page.get_by_role("button", name="Generate").click()

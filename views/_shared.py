@@ -71,10 +71,13 @@ def data_files(generated: bool = True) -> list[Path]:
 
 
 def rel(path: Path) -> str:
-    try:
-        return str(Path(path).relative_to(paths.home()))
-    except ValueError:
-        return str(path)
+    """A path as the user reads it: relative to the project home, or to the code (shipped demo models)."""
+    for root in (paths.home(), paths.PACKAGE_ROOT):
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            continue
+    return str(path)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
