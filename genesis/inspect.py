@@ -313,6 +313,8 @@ def _checkpoint_report(path: Path, state: dict[str, Any], batch: int) -> dict[st
         "geometry": (state.get("geometry") or {}).get("name"), "has_ema": state.get("ema") is not None,
         "has_optimizer": state.get("optimizer") is not None,
     }
+    if isinstance(state.get("distillation"), dict):  # a distilled student: its teacher (genesis.distill)
+        report["distillation"] = to_plain(state["distillation"])
     return report
 
 
@@ -549,6 +551,9 @@ def render_text(report: dict[str, Any], verbose: bool = False) -> str:
         width = max(map(len, prov)) + 2
         lines += ["", "Provenance", *[f"  {k:<{width}}{v if isinstance(v, str) else _short(v, 100)}"
                                       for k, v in prov.items()]]
+    if distilled := report.get("distillation"):
+        lines += ["", "Distillation (progressive, Salimans & Ho 2022)",
+                  *[f"  {k:<16}{v if isinstance(v, str) else _short(v, 100)}" for k, v in distilled.items()]]
     if "legacy" in report:
         lines += ["", "Legacy file", f"  globals named: {', '.join(report['legacy']['globals']) or 'none'}",
                   *[f"  key {k}: {v}" for k, v in report["legacy"]["keys"].items()]]

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from dataclasses import dataclass
 
-from genesis import config, paths, tracking
+from genesis import config, distill, paths, tracking
 from genesis.errors import DataError, GenesisError
 from genesis.train import check_data, log_file_for
 
@@ -114,7 +114,8 @@ def preflight(cfg: config.RunConfig, gpus: int = 1) -> Preflight:
 def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
            store: tracking.Store | None = None) -> str:
     """Create the run and start its trainer process; returns the run id (the same one for a repeated request)."""
-    cfg = check_data(cfg)  # a bad dataset is reported before any run exists; paths made absolute
+    # a distillation run takes model, diffusion and normalization from its teacher (params show the student)
+    cfg = check_data(distill.student_config(cfg))  # a bad dataset is reported before any run exists; paths made absolute
     checked = preflight(cfg, max(1, gpus))
     if not checked.ok:  # no run is created for a config that would fail in its first second
         raise DataError("; ".join(checked.problems))
@@ -130,7 +131,7 @@ def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
             existing = find_request(store, cfg.experiment, request_id)
             if existing:
                 return existing
-        tags = {tracking.TAG_KIND: cfg.kind, tracking.TAG_HOST: socket.gethostname()}
+        tags = {tracking.TAG_KIND: cfg.kind, tracking.TAG_HOST: socket.gethostname(), **distill.run_tags(cfg)}
         if request_id:
             tags[tracking.TAG_REQUEST] = request_id
         run_id = store.create_run(cfg.experiment, cfg.name, tags, tracking.run_params(cfg))
@@ -263,7 +264,34 @@ FORM_LABELS = {
     "train.log_every": "Log every (steps)", "train.patience": "Early-stop patience (epochs, 0 = off)",
     "train.seed": "Seed", "train.amp": "bf16 autocast (CUDA only)", "train.val_weights": "Validation weights",
     "train.eval_events": "Physics evaluation events (0 = off)",
+    "distill.student_steps": "Student DDIM steps", "distill.start_steps": "Teacher DDIM steps (first round)",
+    "distill.steps_per_round": "Training steps per round",
 }
+
+
+DISTILL_FORM = ("distill.student_steps", "distill.start_steps", "distill.steps_per_round", "train.batch_size",
+                "train.lr", "train.ema_decay", "train.max_minutes", "train.seed")
+
+
+def is_distill_preset(preset: Path) -> bool:
+    """Presets for distillation runs (configs/distill*.yaml), offered under "Distill a checkpoint" only."""
+    return Path(preset).stem.startswith("distill")
+
+
+def teacher_choices(store: tracking.Store) -> list[tuple[str, str]]:
+    """(label, path) of every diffusion checkpoint a distillation can start from: the project's runs' and
+    uploads' checkpoints, then the shipped demo model."""
+    from genesis.checkpoints_index import list_checkpoints
+
+    table = list_checkpoints(store, demos=True)
+    table = table[(table["kind"] == "diffusion") | table["kind"].isna()]
+    return list(zip(table["label"], table["path"]))
+
+
+def distill_form_specs() -> list[dict]:
+    """The fields the distillation form shows (config.field_specs of DISTILL_FORM, in that order)."""
+    specs = {s["key"]: s for s in config.field_specs(config.RunConfig)}
+    return [specs[key] for key in DISTILL_FORM]
 
 
 def form_label(key: str) -> str:

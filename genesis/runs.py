@@ -216,6 +216,24 @@ def selected_runs(store: tracking.Store, run_ids: Iterable[str]) -> pd.DataFrame
     return tracking.runs_to_frame([store.run(i) for i in ids])
 
 
+def teacher_runs(store: tracking.Store, run_ids: Iterable[str]) -> list[str]:
+    """The teacher runs (tag genesis.teacher_run_id of distillation runs) of the given runs that are in the store
+    and not among them: what the Runs page offers to compare a student with its teacher."""
+    from genesis.distill import TAG_TEACHER_RUN
+
+    ids = list(dict.fromkeys(run_ids))
+    out = []
+    for run_id in ids:
+        teacher = store.run(run_id).data.tags.get(TAG_TEACHER_RUN)
+        if teacher and teacher not in ids and teacher not in out:
+            try:
+                store.run(teacher)
+            except Exception:  # MlflowException: the teacher's run was deleted or lives in another store
+                continue
+            out.append(teacher)
+    return out
+
+
 def differing_params(frame: pd.DataFrame) -> pd.DataFrame:
     """Params whose values differ among the runs they apply to (a missing param counts as a value).
 

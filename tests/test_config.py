@@ -50,3 +50,24 @@ def test_flow_refuses_the_hit_representation():
     with pytest.raises(ConfigError, match="representation=legacy"):
         config.load(None, ["kind=flow", "data.normalization.representation=hit"])
     assert config.load(None, ["data.normalization.representation=hit"]).data.normalization.channels == 3
+
+
+def test_distill_section_round_trips(tmp_path):
+    cfg = config.load(None, ["distill.teacher=teacher.pt", "distill.student_steps=2", "distill.steps_per_round=7"])
+    assert (cfg.distill.teacher, cfg.distill.student_steps, cfg.distill.start_steps) == ("teacher.pt", 2, 64)
+    path = tmp_path / "c.yaml"
+    config.save(cfg, path)
+    assert config.load(path) == cfg
+    assert config.load(None).distill.teacher == ""  # an ordinary run
+    assert config.from_dict(config.RunConfig, {k: v for k, v in config.to_dict(cfg).items() if k != "distill"}).distill \
+        == config.DistillConfig()  # configs (and checkpoints) from before the section still load
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("distill.bogus=1", "unknown config key\\(s\\) \\['distill.bogus'\\]"),
+    ("distill.student_steps=0", "'distill.student_steps' must be >= 1"),
+    ("distill.steps_per_round=x", "'distill.steps_per_round' must be int"),
+])
+def test_bad_distill_overrides(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config.load(None, [override])

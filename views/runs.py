@@ -82,10 +82,15 @@ if not picked:
     st.stop()
 
 # ---------------------------------------------------------------------------------------------- compare
+with user_errors():  # a distilled student is compared with its teacher (tag genesis.teacher_run_id)
+    teachers = runs.teacher_runs(store, picked)
+compared = picked + teachers if teachers and st.toggle(
+    "Include the teacher run" + ("s" if len(teachers) > 1 else ""), value=True,
+    help="The selection holds distilled students: compare them with the runs of their teachers") else picked
 with user_errors():
-    frame = runs.selected_runs(store, picked)
+    frame = runs.selected_runs(store, compared)
 labels = runs.run_labels(frame).tolist()
-st.subheader(f"Compare {len(picked)} run{'s' if len(picked) > 1 else ''}")
+st.subheader(f"Compare {len(compared)} run{'s' if len(compared) > 1 else ''}")
 options = runs.compare_options(frame)
 if not options:
     st.info("The selected runs have not logged any metrics yet.")
@@ -97,10 +102,10 @@ else:
     smoothing = m3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01)
     log_y = m4.toggle("Log scale", value=False, help="Panels with values ≤ 0 (a flow's NLL) stay linear")
     with user_errors():
-        curves = runs.compare_curves(store, picked, metric, x)
+        curves = runs.compare_curves(store, compared, metric, x)
     st.plotly_chart(viz.loss_panels(curves, x=runs.X_AXES[x], log_y=log_y, smoothing=smoothing),
                     key="compare_curves")
-    if len(picked) > 1:
+    if len(compared) > 1:
         diff = runs.differing_params(frame)
         st.markdown("**Params that differ**")
         st.caption(f"Each model kind's own params are compared among runs of that kind ({runs.NOT_APPLICABLE}: "

@@ -56,10 +56,15 @@ def set_nested(d: dict, dotted: str, value) -> None:
         d[head] = value
 
 
+KINDS = {"diffusion": "Diffusion transformer", "flow": "Normalizing flow", "distill": "Distill a checkpoint"}
+
+
 def launch_form() -> None:
-    kind = st.radio("Model", ["diffusion", "flow"], horizontal=True,
-                    format_func=lambda k: "Diffusion transformer" if k == "diffusion" else "Normalizing flow")
-    presets = [p for p in PRESETS if config.load(p).kind == kind]
+    kind = st.radio("Model", list(KINDS), horizontal=True, format_func=KINDS.get)
+    if kind == "distill":
+        distill_form()
+        return
+    presets = [p for p in PRESETS if config.load(p).kind == kind and not launcher.is_distill_preset(p)]
     preset = st.selectbox("Preset", presets, format_func=launcher.preset_label)
     if launcher.is_smoke_test(preset):
         st.caption(":material/science: **Smoke test**: checks that training runs end to end on a CPU in minutes; "
@@ -92,6 +97,33 @@ def launch_form() -> None:
         submitted = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
     if submitted:
         submit(kind, name, base, values, data_path, device, int(gpus))
+
+
+def distill_form() -> None:
+    """Progressive distillation of a diffusion checkpoint into a few-step student (genesis.distill)."""
+    teachers, files = launcher.teacher_choices(store), data_files()
+    if not teachers or not files:
+        st.warning("Distillation needs a diffusion checkpoint and a dataset in data/ (Home page: demo data).")
+        return
+    preset = st.selectbox("Preset", [p for p in PRESETS if launcher.is_distill_preset(p)], format_func=launcher.preset_label)
+    base = config.to_dict(config.load(preset))
+    st.caption("Each round teaches the student (the teacher's model) one DDIM step for two of its teacher's.")
+    devices = device_options()
+    with st.form("distill"):
+        c1, c2, c3 = st.columns(3)
+        name = c1.text_input("Run name", base["name"])
+        teacher = c2.selectbox("Teacher checkpoint", teachers, format_func=lambda t: t[0])
+        data_path = c3.selectbox("Dataset", files, format_func=rel,
+                                 index=files.index(launcher.default_dataset(base["data"]["path"], files)))
+        device = c1.selectbox("Device", devices)
+        values = config.flatten({"train": base["train"], "distill": base["distill"]})
+        cols = st.columns(4)
+        for i, spec in enumerate(launcher.distill_form_specs()):
+            with cols[i % 4]:
+                values[spec["key"]] = field_widget(spec, values[spec["key"]], f"distill:{spec['key']}", "cuda" in devices)
+        submitted = st.form_submit_button("Distill", type="primary", icon=":material/rocket_launch:")
+    if submitted:
+        submit("diffusion", name, base, {**values, "distill.teacher": teacher[1]}, data_path, device, 1)
 
 
 def submit(kind: str, name: str, base: dict, values: dict, data_path: Path, device: str, gpus: int) -> None:
