@@ -13,21 +13,22 @@ torch thread, so the arithmetic is the same on any machine; about 15 minutes on 
     python bench/inpaint.py --device cuda --presets default --flow-steps 20000 --diffusion-steps 20000
     python bench/inpaint.py --flow before=old/last.pt --flow after=new/last.pt --methods flow-map   # compare flows
 
-Columns, all on the masked DOMs of all events (physical values after the usual hit threshold):
-  MSE hit   mean squared error on masked DOMs hit in the truth, both channels, in one fixed scoring space
-            (SCORING: log1p npe and linear time as the diffusion presets use; the same for every method
-            and model, so rows compare);   MSE all: the same over every masked DOM (false hits count)
-  npe rel   mean |npe fill - npe true| / npe true over masked true hits
+Columns, all on the masked DOMs of all events, from genesis.inpaint.inpaint_metrics (the one definition the
+Inpaint page and `genesis inpaint` use: physical values, a DOM is hit when npe > 0, one fixed scoring space
+for every method and model: log1p npe and linear time, genesis.inpaint.SCORING):
+  MSE all   mean squared error over every masked DOM, both channels (false hits count; the page's score);
+            ±: its standard error over the masked DOMs;   MSE hit: the same over masked DOMs hit in the truth
+  npe err   mean |npe fill - npe true| [pe];   npe rel: mean relative npe error over masked true hits
   t err ns  median |t fill - t true| over masked DOMs hit in both
   prec/rec  hit precision and recall on masked DOMs
   Q err     mean |total charge fill - true| / true (events with charge)
   LF shift  mean angle [deg] between the LineFit direction of the filled event and of the unmasked
             event, over events whose mask hid a hit; the zero row is the change the mask causes
-  /zero /neigh  MSE hit relative to the zero and neighbour rows (< 1 = better than that baseline)
+  /zero /neigh  MSE all relative to the zero and neighbour rows (< 1 = better than that baseline)
   flow-map  the fill with the flow's own flow.inpaint_fill; 'flow-map best' / 'flow-map vote' are both ways to
-            combine the same restarts (best restart per event; per-DOM majority with mean npe and time; with a
-            hit head, hit / no hit is the head's and 'vote' averages the restarts' values). Several --flow
-            checkpoints are rows 'flow-map NAME' of the same run (e.g. a preset before and after a change)
+            combine the same restarts (best restart per event; per DOM from all restarts: majority vote with the
+            mean npe and time, or with a hit head the head's hit / no hit and the restarts' mean values). Several
+            --flow checkpoints are rows 'flow-map NAME' of the same run (e.g. a preset before and after a change)
   unc       flow MAP: mean hit probability at the masked DOMs (the hit head's, else the share of restarts that
             hit; the per-DOM uncertainty the Inpaint page shows; compare with the true hit fraction,
             (hits) / (events x masked DOMs))
@@ -51,10 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 MASKS = {"random 10%": "random:0.1", "strings 36,45": "strings:36,45", "DeepCore": "deepcore",
          "sphere r=150 m": "sphere:0,0,-250,150"}
-# Scoring space: x_n = (T(x) - offset) / scale with log1p npe (offset 1, scale 2) and linear time
-# (offset 9000 ns, scale 2000 ns); no hit = (-0.5, -4.5).
-SCORING = {"npe_transform": "log1p", "time_transform": "none", "affine_offsets": [1.0, 9000.0, -600.0, -550.0, -550.0],
-           "affine_scales": [2.0, 2000.0, 1200.0, 1100.0, 1100.0]}
+SCORE = "mse_all"  # the score the ratio columns divide (genesis.inpaint.SCORE: the Inpaint page's verdict)
 
 
 def train_for(kind: str, preset: Path, data: Path, steps: int, batch: int, device: str, workdir: Path,
@@ -88,36 +86,17 @@ def linefit_dirs(signal: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score(filled: np.ndarray, true: np.ndarray, mask: np.ndarray, geometry, true_fit) -> dict[str, float]:
-    """Metrics of physical fills (N, 2, P) against the truth on the masked DOMs (see the module doc)."""
-    from genesis.data.normalization import Normalization
+    """The scores of physical fills (N, 2, P) against the truth on the masked DOMs: genesis.inpaint's one
+    definition (the Inpaint page's and `genesis inpaint`'s), plus the LineFit shift of the filled events."""
+    from genesis.inpaint import inpaint_metrics
     from genesis.metrics import opening_angle
 
-    norm = Normalization.from_dict(SCORING)
-    f_n, t_n = norm.normalize_signal(filled.astype(np.float64)), norm.normalize_signal(true.astype(np.float64))
-    hit_f, hit_t = filled[:, 0] > 0, true[:, 0] > 0
-    sq = ((f_n - t_n) ** 2)[:, :, mask]  # (N, 2, M)
-    th, fh = hit_t[:, mask], hit_f[:, mask]
-    both = th & fh
-    npe_t, npe_f = true[:, 0][:, mask], filled[:, 0][:, mask]
-    dt = np.abs(filled[:, 1] - true[:, 1])[:, mask]
-    q_t, q_f = true[:, 0].sum(1), filled[:, 0].sum(1)
-    has_q = q_t > 0
     fit_dir, fit_ok = linefit_dirs(filled, geometry)
     ref_dir, ref_ok = true_fit
-    affected = th.any(1) & ref_ok
+    affected = (true[:, 0][:, mask] > 0).any(1) & ref_ok
     shift = np.degrees(opening_angle(fit_dir, ref_dir))[affected]
-    nan = math.nan
-    return {
-        "mse_hit": float(sq.transpose(0, 2, 1)[th].mean()) if th.any() else nan,
-        "mse_all": float(sq.mean()),
-        "npe_rel": float((np.abs(npe_f - npe_t)[th] / npe_t[th]).mean()) if th.any() else nan,
-        "t_err": float(np.median(dt[both])) if both.any() else nan,
-        "precision": float(both.sum() / fh.sum()) if fh.any() else nan,
-        "recall": float(both.sum() / th.sum()) if th.any() else nan,
-        "q_err": float((np.abs(q_f - q_t)[has_q] / q_t[has_q]).mean()) if has_q.any() else nan,
-        "lf_shift": float(shift.mean()) if shift.size else nan,
-        "lf_valid": float(fit_ok[affected].mean()) if affected.any() else nan,
-    }
+    return {**inpaint_metrics(filled, true, mask), "lf_shift": float(shift.mean()) if shift.size else math.nan,
+            "lf_valid": float(fit_ok[affected].mean()) if affected.any() else math.nan}
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -125,17 +104,18 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def print_table(rows: dict[tuple[str, str], dict[str, float]], n_hidden_hits: dict[str, int]) -> None:
-    head = (f"| mask | method | MSE hit | MSE all | npe rel | t err ns | prec | rec | Q err | LF shift deg "
-            f"| /zero | /neigh | unc | s/event |")
+    head = (f"| mask | method | MSE all | ± | MSE hit | npe err pe | npe rel | t err ns | prec | rec | Q err "
+            f"| LF shift deg | /zero | /neigh | unc | s/event |")
     print("\n" + head)
     print("|" + "---|" * (head.count("|") - 1))
     for (mask_name, method), m in rows.items():
-        zero, neigh = rows[(mask_name, "zero")]["mse_hit"], rows[(mask_name, "neighbours")]["mse_hit"]
-        print(f"| {mask_name} ({n_hidden_hits[mask_name]} hits) | {method} | {_fmt(m['mse_hit'], '.3f')} "
-              f"| {_fmt(m['mse_all'], '.4f')} | {_fmt(m['npe_rel'], '.2f')} | {_fmt(m['t_err'], '.0f')} "
-              f"| {_fmt(m['precision'], '.2f')} | {_fmt(m['recall'], '.2f')} | {_fmt(m['q_err'], '.3f')} "
-              f"| {_fmt(m['lf_shift'], '.2f')} | {_fmt(m['mse_hit'] / zero, '.2f')} "
-              f"| {_fmt(m['mse_hit'] / neigh, '.2f')} | {_fmt(m.get('unc', math.nan), '.3f')} "
+        zero, neigh = rows[(mask_name, "zero")][SCORE], rows[(mask_name, "neighbours")][SCORE]
+        print(f"| {mask_name} ({n_hidden_hits[mask_name]} hits) | {method} | {_fmt(m['mse_all'], '.4f')} "
+              f"| {_fmt(m['mse_all_se'], '.4f')} | {_fmt(m['mse_hit'], '.3f')} | {_fmt(m['npe_abs_error'], '.3f')} "
+              f"| {_fmt(m['npe_rel_error'], '.2f')} | {_fmt(m['time_error_ns'], '.0f')} "
+              f"| {_fmt(m['precision'], '.2f')} | {_fmt(m['recall'], '.2f')} | {_fmt(m['total_charge_error'], '.3f')} "
+              f"| {_fmt(m['lf_shift'], '.2f')} | {_fmt(m[SCORE] / zero, '.2f')} "
+              f"| {_fmt(m[SCORE] / neigh, '.2f')} | {_fmt(m.get('unc', math.nan), '.3f')} "
               f"| {_fmt(m['seconds'], '.3f')} |")
 
 
@@ -154,22 +134,6 @@ def run_method(method: str, loaded, signal, labels, mask, geometry, args
     unc = getattr(result, "uncertainty", None)  # (N, 3, P) [hit probability, npe / time spread] if reported
     mean_unc = float(np.nanmean(np.asarray(unc)[:, 0][:, mask])) if unc is not None else math.nan
     return result.filled, seconds, mean_unc, getattr(result, "fills", None) or {}
-
-
-def baseline_fill(method: str, signal: np.ndarray, mask: np.ndarray, geometry) -> np.ndarray:
-    """Zero or neighbour fill done in the scoring space (the same for every model), physical (N, 2, P)."""
-    import torch
-
-    from genesis.data.normalization import Normalization
-    from genesis.inpaint import neighbour_fill, zero_fill
-    from genesis.sampling import postprocess
-
-    norm = Normalization.from_dict(SCORING)
-    x = norm.normalize_signal(torch.from_numpy(signal.astype(np.float32)))
-    filled = zero_fill(x, mask, norm) if method == "zero" else neighbour_fill(zero_fill(x, mask, norm), mask, geometry, norm)
-    out = postprocess(norm.denormalize_signal(filled).numpy())
-    out[:, :, ~mask] = signal[:, :, ~mask]
-    return out
 
 
 def main() -> None:
@@ -204,7 +168,7 @@ def main() -> None:
     from genesis.data import schema
     from genesis.data.simulate import simulate_to_file
     from genesis.geometry import icecube86_like
-    from genesis.inpaint import parse_mask
+    from genesis.inpaint import baseline_fill, parse_mask
 
     t_start = time.time()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genesis-inpaint-"))
@@ -256,7 +220,7 @@ def main() -> None:
             else:
                 continue
             rows[(mask_name, method)] = {**score(filled, signal, mask, geo, true_fit), "seconds": sec, "unc": unc}
-            print(f"  {mask_name:<16}{method:<12}{rows[(mask_name, method)]['mse_hit']:.4g} ({time.time() - t_start:.0f} s)",
+            print(f"  {mask_name:<16}{method:<12}{rows[(mask_name, method)][SCORE]:.4g} ({time.time() - t_start:.0f} s)",
                   flush=True)
     from genesis.metrics import angular_error_summary, event_features
 

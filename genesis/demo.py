@@ -4,8 +4,10 @@
 trains one small diffusion model (configs/tiny.yaml) and one small flow (configs/flow_tiny.yaml) with the
 project's own trainer for a fixed step budget, and exports each as a slim checkpoint: the weights that
 sampling uses (EMA where there is one), no optimizer or scheduler state, and a `provenance` record (the
-command, git commit, data, steps, wall time, validation loss). The two trainings run side by side in two
-processes of one torch thread each (on 2 cores that is about twice as fast as one after the other).
+command, git commit, data, steps, wall time, validation loss, torch threads). Every recipe trains with
+TRAIN_THREADS torch threads, in its own process or in this one (the arithmetic, and so the weights, depend on
+the thread count); the two trainings run side by side in two processes (on 2 cores that is about twice as fast
+as one after the other).
 """
 
 from __future__ import annotations
@@ -62,16 +64,13 @@ def git_commit() -> str:
 
 
 LOG_EVERY = 100  # training steps between progress lines (each model prints its step, loss and events/s)
+TRAIN_THREADS = 1  # torch threads of every demo training: the shipped weights were made with one
 
 
-def _worker_init(one_thread: bool = True) -> None:
-    """One torch thread (two models share 2 cores) and the trainer's progress lines on stderr."""
+def _worker_init() -> None:
+    """The trainer's progress lines on stderr."""
     import logging
 
-    import torch
-
-    if one_thread:
-        torch.set_num_threads(1)
     train_log = logging.getLogger("genesis.train")
     if not train_log.handlers:  # called again in the same process (jobs=1): one handler, not one per call
         handler = logging.StreamHandler()
@@ -81,7 +80,19 @@ def _worker_init(one_thread: bool = True) -> None:
 
 
 def _train(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -> dict[str, Any]:
-    """Train one demo model with the bare trainer (no MLflow run: demo models are not lab runs)."""
+    """Train one demo model with the bare trainer (no MLflow run: demo models are not lab runs), with
+    TRAIN_THREADS torch threads (the caller's setting is restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return {**_fit(spec, data, steps, batch_size, workdir), "torch_threads": torch.get_num_threads()}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -> dict[str, Any]:
     import torch
 
     from genesis.train import DistContext, StopRequested, Trainer
@@ -102,6 +113,7 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
                       seed: int = 1, log: Callable[[str], None] = print, jobs: int = len(SPECS)) -> list[Path]:
     """Simulate `events` training events, train every SPECS model for `steps` steps (in `jobs` processes)
     and write the slim checkpoints into out_dir. Returns their paths."""
+    from genesis.data import schema
     from genesis.data.simulate import simulate_to_file
     from genesis.geometry import icecube86_like
 
@@ -116,9 +128,9 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
                 results = list(pool.map(_train, *args))
         else:  # in this process, one after the other
-            _worker_init(one_thread=False)
+            _worker_init()
             results = list(map(_train, *args))
-        data_record = {"simulator_seed": seed, "events": events}
+        data_record = schema.describe_source(data, events)  # the simulator's settings, seed and event count
         return [export(Path(r.pop("checkpoint")), out_dir / spec.name, {"data": data_record, **r}, log)
                 for spec, r in zip(SPECS, results)]
 
@@ -134,6 +146,9 @@ def export(source: Path, out: Path, provenance: dict[str, Any], log: Callable[[s
                   "steps": state.get("step"), "best_val_loss": state.get("best_val_loss"),
                   "train_wall_s": state.get("train_seconds"), "source_run_id": (state.get("mlflow") or {}).get("run_id"),
                   **provenance}
+    described = provenance.get("data")
+    if isinstance(described, dict) and "producer" in described:  # the training file is temporary: keep what made it
+        state = {**state, "data": {**(state.get("data") or {}), "source": described}}
     path = checkpoint.save(slim_state(state, provenance), out)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {json.dumps(provenance, default=str)}")
     return path

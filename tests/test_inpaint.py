@@ -227,32 +227,37 @@ def test_map_sample_restarts_reproducible_and_keep_observed() -> None:
 
 # --- metrics ----------------------------------------------------------------------------------------
 def test_metrics_on_hand_made_events() -> None:
-    norm = Normalization()  # npe_n = npe / 200, time_n = ln(1 + t) / 10
+    """Physical events scored in the one scoring space (log1p npe, linear time)."""
+    from genesis.inpaint import SCORING
 
-    def event(npe: list[float], time: list[float]) -> torch.Tensor:
-        return norm.normalize_signal(torch.tensor([[npe, time]], dtype=torch.float64))
-
-    true = event([10.0, 0.0, 5.0, 20.0], [100.0, 0.0, 200.0, 300.0])
+    true = np.array([[[10.0, 0.0, 5.0, 20.0], [100.0, 0.0, 200.0, 300.0]]])
     mask = np.array([True, True, True, False])
-    perfect = inpaint_metrics(true, true, mask, norm)
-    assert perfect["mse_normalized"] == 0 and perfect["hit_accuracy"] == 1 and perfect["npe_abs_error"] == 0
-    assert perfect["time_abs_error_ns"] == 0 and perfect["total_charge_error"] == 0 and perfect["n_masked_doms"] == 3
-    # DOM 0: 10 -> 14 pe and 100 -> 110 ns; DOM 1: spurious 0.3 pe (below threshold: still no hit);
-    # DOM 2: 5 pe missed (no hit).
-    fill = event([14.0, 0.3, 0.0, 20.0], [110.0, 50.0, 0.0, 300.0])
-    m = inpaint_metrics(fill, true, mask, norm, hit_threshold_pe=0.5)
-    assert m["npe_abs_error"] == pytest.approx((4 + 0 + 5) / 3)
-    assert m["time_abs_error_ns"] == pytest.approx(10.0)
-    assert m["hit_accuracy"] == pytest.approx(2 / 3)
-    assert m["total_charge_error"] == pytest.approx(abs(34 - 35) / 35)
-    assert m["mse_normalized"] == pytest.approx(((fill - true)[:, :, :3] ** 2).mean().item())
-    no_overlap = inpaint_metrics(event([0, 0, 0, 20.0], [0, 0, 0, 300.0]), true, mask, norm)
-    assert math.isnan(no_overlap["time_abs_error_ns"])
+    perfect = inpaint_metrics(true, true, mask)
+    assert perfect["mse_all"] == 0 and perfect["hit_accuracy"] == 1 and perfect["npe_abs_error"] == 0
+    assert perfect["time_error_ns"] == 0 and perfect["total_charge_error"] == 0 and perfect["n_masked_doms"] == 3
+    assert perfect["precision"] == 1 and perfect["recall"] == 1 and perfect["n_true_hits"] == 2
+    # DOM 0: 10 -> 14 pe and 100 -> 110 ns; DOM 1: a false hit of 1 pe at 50 ns; DOM 2: 5 pe missed (no hit).
+    fill = np.array([[[14.0, 1.0, 0.0, 20.0], [110.0, 50.0, 0.0, 300.0]]])
+    m = inpaint_metrics(torch.from_numpy(fill), true, mask)  # tensors too
+    assert m["npe_abs_error"] == pytest.approx((4 + 1 + 5) / 3)
+    assert m["npe_rel_error"] == pytest.approx((4 / 10 + 5 / 5) / 2)
+    assert m["time_error_ns"] == pytest.approx(10.0)
+    assert m["hit_accuracy"] == pytest.approx(1 / 3)
+    assert m["precision"] == pytest.approx(1 / 2) and m["recall"] == pytest.approx(1 / 2)
+    assert m["total_charge_error"] == pytest.approx(abs(35 - 35) / 35)
+    per_dom = ((SCORING.normalize_signal(fill) - SCORING.normalize_signal(true)) ** 2)[0, :, :3].mean(0)
+    assert m["mse_all"] == pytest.approx(per_dom.mean())
+    assert m["mse_all_se"] == pytest.approx(per_dom.std(ddof=1) / math.sqrt(3))
+    assert m["mse_hit"] == pytest.approx(per_dom[[0, 2]].mean())
+    no_overlap = inpaint_metrics(np.array([[[0, 0, 0, 20.0], [0, 0, 0, 300.0]]]), true, mask)
+    assert math.isnan(no_overlap["time_error_ns"]) and math.isnan(no_overlap["precision"])
+    assert no_overlap["recall"] == 0
+    with pytest.raises(DataError, match="differ in shape"):
+        inpaint_metrics(fill[:, :, :3], true, mask)
 
 
 def test_improvement_ratios() -> None:
-    metrics = {"flow-map": {"mse_normalized": 0.5}, "zero": {"mse_normalized": 2.0},
-               "neighbours": {"mse_normalized": 1.0}}
+    metrics = {"flow-map": {"mse_all": 0.5}, "zero": {"mse_all": 2.0}, "neighbours": {"mse_all": 1.0}}
     assert improvement_ratios(metrics, "flow-map") == {"zero": 4.0, "neighbours": 2.0}
     with pytest.raises(ConfigError, match="no metrics"):
         improvement_ratios(metrics, "repaint")
@@ -354,7 +359,23 @@ def test_map_restart_selection_logic(monkeypatch) -> None:
         value, lp, trace = next(results)
         return torch.full_like(x_obs, value), torch.tensor(lp), trace
 
-    monkeypatch.setattr(inpaint, "_map_restart", fake_restart)
+    monkeypatch.setattr(inpaint.flow_map, "_map_restart", fake_restart)
     filled, trace = flow_map_inpaint(flow, x, mask, labels, geo, steps=1, restarts=3)
     assert filled[0].unique().tolist() == [2.0] and filled[1].unique().tolist() == [1.0]
     assert trace == [0.0, 3.0]  # highest final mean log-prob, even though no event keeps that fill
+
+
+# --- expected time ----------------------------------------------------------------------------------
+def test_expected_time_is_a_range_from_the_warmup_tries_and_the_last_run() -> None:
+    """Flow MAP of 100 steps x 2 restarts: 2 (1 s + 100 x 0.1 s) = 22 s at the fastest try, 44 s at the
+    slowest, widened by the load margin; a slower last run (0.5 s per step) widens it further."""
+    tries = [(1.0, 0.1), (2.0, 0.2)]
+    low, high = inpaint.LOAD_MARGIN
+    assert inpaint.expected_seconds("flow-map", tries, 100, 2) == pytest.approx((22 * low, 44 * high))
+    assert inpaint.expected_seconds("flow-map", tries, 100, 2, last_rate=0.5).high == pytest.approx(100 * high)
+    evaluations = inpaint.repaint_evaluations(10)
+    assert inpaint.expected_seconds("repaint", [0.5, 1.0], 10) == pytest.approx((evaluations * 0.5 * low,
+                                                                                 evaluations * high))
+    text = inpaint.expected_time_text("cpu", 60, inpaint.TimeRange(17.6, 66.0), "100 steps x 2 restarts", True)
+    assert text.startswith("Expected time: **18 s to 66 s** on cpu for 60 masked DOMs (100 steps x 2 restarts")
+    assert "and the last run's speed" in text and "Lower the steps" in text

@@ -105,7 +105,7 @@ def test_restarts_pick_the_highest_objective_per_event(monkeypatch) -> None:
         value, obj = next(results)
         return torch.where(m, torch.full_like(x_obs, value), x_obs), torch.tensor(obj), [0.0, value]
 
-    monkeypatch.setattr(inpaint, "_map_restart", fixed_restart)
+    monkeypatch.setattr(inpaint.flow_map, "_map_restart", fixed_restart)
     out = flow_map_fill(flow, x, mask, labels, geo, steps=1, restarts=3)
     assert out.filled[0, :, mask].unique().tolist() == [2.0] and out.filled[1, :, mask].unique().tolist() == [1.0]
     assert out.objective.tolist() == [3.0, 5.0] and out.trace == [0.0, 3.0]
@@ -201,8 +201,9 @@ def _choose(at, label: str, predicate):
 
 def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> None:
     """Flow MAP on the page offers the per-DOM uncertainty as a 3D colour; RePaint shows its expected
-    time before it starts."""
+    time (a range from a timed warm-up) before it starts."""
     import json
+    import re
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
@@ -224,7 +225,9 @@ def test_inpaint_page_uncertainty_colour_and_repaint_estimate(trained_home) -> N
     at = _choose(at, "Checkpoint", lambda o: o.startswith("tiny-dit") and "last.pt" in o)
     assert next(s for s in at.selectbox if s.label == "Method").value == "repaint"  # follows the checkpoint's kind
     assert not at.exception, [e.value for e in at.exception]
-    assert any("network evaluations" in c.value and "expected about" in c.value for c in at.caption)
+    expected = next(c.value for c in at.caption if c.value.startswith("Expected time"))
+    assert "network evaluations" in expected and "timed warm-up on this machine now" in expected
+    assert re.match(r"Expected time: \*\*[\d.,e-]+ s to [\d.,e-]+ s\*\* on cpu", expected), expected
 
 
 # --- combining the restarts: the per-DOM vote ------------------------------------------------------

@@ -21,18 +21,13 @@ UNCERTAINTY = {"hit probability": 0, "npe spread over restarts [pe]": 1,
 
 st.title("Inpaint")
 store = ready_store()
+WARMUP_TTL_S = 120  # a warm-up measures the machine now: measured again after this (its load changes)
 
 
-@st.cache_data(show_spinner="Timing one RePaint step on this machine")
-def repaint_estimate(path: str, stamp: float, device: str, steps: int, _loaded) -> tuple[int, float]:
-    """(network evaluations, expected seconds) of RePaint on one event; cached per checkpoint and steps."""
-    return inpaint.estimate_repaint_seconds(_loaded, 1, steps)
-
-
-@st.cache_data(show_spinner="Timing flow MAP on this machine")
-def flow_map_timing(path: str, stamp: float, device: str, _loaded) -> tuple[float, float]:
-    """(seconds per restart, seconds per step) of flow MAP on one event; cached per checkpoint and device."""
-    return inpaint.time_flow_map(_loaded, 1)
+@st.cache_data(show_spinner="Timing the method on this machine", ttl=WARMUP_TTL_S)
+def warmup_tries(method: str, path: str, stamp: float, device: str, _loaded) -> list:
+    """Timed tries of flow MAP ((s per restart, s per step)) or RePaint (s per evaluation) on one event."""
+    return (inpaint.time_flow_map_tries if method == "flow-map" else inpaint.time_repaint_tries)(_loaded, 1)
 
 
 def _add_clicked_strings() -> None:
@@ -90,24 +85,24 @@ def method_settings(method: str, loaded, ckpt, device: str) -> dict:
     if method == "repaint":
         t = loaded.config.diffusion.timesteps
         steps = int(c[0].number_input("RePaint steps", 1, t, min(inpaint.REPAINT_STEPS, t)))
-        evaluations, seconds = repaint_estimate(str(ckpt.path), mtime(ckpt.path), device, steps, loaded)
-        c[1].caption(f"Slow, high-quality option: {evaluations:,} network evaluations (jump length "
-                     f"{inpaint.REPAINT_JUMP_LENGTH}, {inpaint.REPAINT_RESAMPLE} passes); expected about "
-                     f"**{seconds:,.0f} s** on this machine")
+        c[1].caption(f"Slow, high-quality option (jump length {inpaint.REPAINT_JUMP_LENGTH}, "
+                     f"{inpaint.REPAINT_RESAMPLE} passes).")
         return {"steps": steps}
     c[0].caption("Baselines have no settings.")
     return {}
 
 
 def expected_time(method: str, loaded, ckpt, device: str, settings: dict, n_masked: int) -> None:
-    """The expected time of a flow-MAP or baseline run, shown before it starts (RePaint's is beside its steps)."""
-    if method == "flow-map":
-        timing = flow_map_timing(str(ckpt.path), mtime(ckpt.path), device, loaded)
-        total, seconds = inpaint.estimate_flow_map_seconds(timing, settings["steps"], settings["restarts"])
-        work = f"{settings['steps']} steps x {settings['restarts']} restarts = {total:,} flow evaluations"
-        st.caption(ss.expected_time_text(method, device, n_masked, seconds, work))
-    elif method != "repaint":
+    """The expected time of a run as a range, shown before it starts: from a short timed warm-up on this machine
+    now, widened by the rate of the last run of the same method and checkpoint."""
+    if method not in inpaint.METHOD_KIND:
         st.caption("Expected time: well under a second (a baseline).")
+        return
+    tries = warmup_tries(method, str(ckpt.path), mtime(ckpt.path), device, loaded)
+    rate = st.session_state.get("inpaint_rates", {}).get((method, str(ckpt.path)))  # of the last run, s per unit
+    expected = inpaint.expected_seconds(method, tries, settings["steps"], settings.get("restarts", 1), rate)
+    work = inpaint.work_units(method, settings["steps"], settings.get("restarts", 1))[1]
+    st.caption(inpaint.expected_time_text(device, n_masked, expected, work, last_rate=rate is not None))
 
 
 def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settings: dict) -> None:
@@ -126,8 +121,15 @@ def run(loaded, path, index: int, geometry, mask, spec: str, method: str, settin
             data = ss.inpaint_hdf5_bytes(result, geometry, producer)
             status.update(label=f"Inpainted {int(mask.sum())} DOMs in {result.seconds:.1f} s", state="complete",
                           expanded=False)
+    if method in inpaint.METHOD_KIND:  # the rate of this run widens the next estimate
+        units = inpaint.work_units(method, settings["steps"], settings.get("restarts", 1))[0]
+        st.session_state.setdefault("inpaint_rates", {})[(method, str(loaded.path))] = result.seconds / units
     st.session_state["inpaint"] = {"result": result, "geometry": geometry, "hdf5": data, "index": index,
                                    "name": ss.safe_name(f"inpaint-{path.stem}-{index}-{method}") + ".h5"}
+
+
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None or np.isnan(value) else format(value, spec)
 
 
 def show_results(state: dict) -> None:
@@ -136,13 +138,15 @@ def show_results(state: dict) -> None:
     (st.success if beat else st.warning)(f"Verdict: {verdict}", icon=":material/verified:" if beat
                                          else ":material/warning:")
     chosen = result.metrics[result.method]
-    c = st.columns(4)
-    c[0].metric("Masked DOMs", chosen["n_masked_doms"])
-    c[1].metric("npe |error| [pe]", f"{chosen['npe_abs_error']:.3g}")
-    time_error = chosen["time_abs_error_ns"]
-    c[2].metric("time |error| [ns]", "n/a" if time_error is None or np.isnan(time_error) else f"{time_error:.3g}",
-                help="on masked DOMs hit both in the truth and in the fill")
-    c[3].metric("Hit accuracy", f"{chosen['hit_accuracy']:.1%}")
+    c = st.columns(5)
+    c[0].metric("Score (MSE)", f"{chosen['mse_all']:.3g}", help="mean squared error over the masked DOMs in one "
+                "scoring space for every method and checkpoint (log1p npe, time / 2000 ns), ± its standard error "
+                f"{chosen['mse_all_se']:.2g}; see genesis.inpaint.metrics")
+    c[1].metric("npe |error| [pe]", f"{chosen['npe_abs_error']:.3g}", help="mean over the masked DOMs")
+    c[2].metric("time |error| [ns]", _number(chosen["time_error_ns"], ".3g"),
+                help="median over masked DOMs hit both in the truth and in the fill")
+    c[3].metric("Hit precision", _number(chosen["precision"], ".0%"), help="share of the filled hits that are true hits")
+    c[4].metric("Hit recall", _number(chosen["recall"], ".0%"), help="share of the true hits that are filled")
     st.dataframe(ss.metrics_table(result), width="stretch")
     events = [("masked", result.masked[0, 0], result.masked[0, 1]),
               (f"inpainted ({result.method})", result.filled[0, 0], result.filled[0, 1]),
