@@ -21,11 +21,14 @@ Chromium as bench/report_png.py does).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,6 +89,18 @@ def untrained(config_path: str, folder: Path):
     model = checkpoint.build_model(cfg, geometry.n_doms, cfg.data.normalization)
     path = checkpoint.save(checkpoint.make_state(cfg, model, None, geometry, 0, 0, math.inf), folder / "untrained.pt")
     return path
+
+
+def model_before(loaded, rev: str, device: torch.device) -> torch.nn.Module:
+    """The checkpoint's weights in genesis/models/dit.py as of git revision `rev` (e.g. the code before the
+    once-per-batch conditioning, which samplers then call step by step as before)."""
+    src = subprocess.run(["git", "show", f"{rev}:genesis/models/dit.py"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    module = types.ModuleType("dit_before")
+    exec(compile(src, f"dit.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - the project's own history
+    old = module.PMTDiT(loaded.model.config, loaded.model.n_doms, loaded.normalization)
+    old.load_state_dict(loaded.model.state_dict())
+    return old.to(device).eval()
 
 
 def synchronize(device: torch.device) -> None:
@@ -177,6 +192,9 @@ def main() -> None:
     parser.add_argument("--student", action="append", default=[], metavar="NAME=PATH",
                         help="a distilled checkpoint as an extra row (sampled with its own sampler and steps)")
     parser.add_argument("--no-quality", action="store_true", help="events/s only (untrained models)")
+    parser.add_argument("--before", metavar="REV", help="also DDIM-50 with the model code of this git revision "
+                        "(e.g. 4478d41, before issue 24), events/s only, on the first --before-events labels")
+    parser.add_argument("--before-events", type=int, default=0, help="0 = all --events")
     parser.add_argument("--figure", type=Path, help="write the curve to this .html or .png")
     parser.add_argument("--json", type=Path, help="also write every row to this JSON file")
     parser.add_argument("--from-json", type=Path, help="print and draw the rows of an earlier --json, measure nothing")
@@ -208,6 +226,11 @@ def main() -> None:
     base = measure(loaded, name(*BASELINE) + " (today)", *BASELINE, labels, ref, args, device)
     newest = measure(loaded, name(*new) + " (new default)", *new, labels, ref, args, device)
     rows = []
+    if args.before:
+        old = copy.copy(loaded)
+        old.model = model_before(loaded, args.before, device)
+        rows.append(measure(old, name(*BASELINE) + f" (code @{args.before})", *BASELINE,
+                            labels[: args.before_events or None], None, args, device))
     if args.steps != "none":
         for text in args.samplers.split(","):
             sampler, _, spacing = parse_setting(text.replace("::", ":0:") if "::" in text else text)
@@ -226,6 +249,8 @@ def main() -> None:
               f"worst W1 {fmt(w1, w1_se)} ({feature})")
     ratio = newest.events_per_s / base.events_per_s
     line = f"new default / DDIM-50: {ratio:.1f}x events/s"
+    if args.before:
+        line += f" (/ DDIM-50 with the code @{args.before}: {newest.events_per_s / rows[0].events_per_s:.1f}x)"
     if ref is not None:
         diff = newest.get("eval/auc") - base.get("eval/auc")
         se = base.get("eval/auc_se")
