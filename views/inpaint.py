@@ -145,7 +145,7 @@ def show_results(state: dict) -> None:
     c[1].metric("npe |error| [pe]", f"{chosen['npe_abs_error']:.3g}", help="mean over the masked DOMs")
     c[2].metric("time |error| [ns]", _number(chosen["time_error_ns"], ".3g"),
                 help="median over masked DOMs hit both in the truth and in the fill")
-    c[3].metric("Hit precision", _number(chosen["precision"], ".0%"), help="share of the filled hits that are true hits")
+    c[3].metric("Hit precision", _number(chosen["precision"], ".0%"), help="share of filled hits that are true hits")
     c[4].metric("Hit recall", _number(chosen["recall"], ".0%"), help="share of the true hits that are filled")
     st.dataframe(ss.metrics_table(result), width="stretch")
     events = [("masked", result.masked[0, 0], result.masked[0, 1]),

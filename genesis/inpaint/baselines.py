@@ -57,7 +57,8 @@ def neighbour_fill(x: torch.Tensor, mask: Any, geometry: Geometry, normalization
     m = mask_tensor(mask, x)
     if geometry.n_doms != x.shape[-1]:
         raise DataError(f"geometry '{geometry.name}' has {geometry.n_doms} DOMs but events have {x.shape[-1]}")
-    above, below = (torch.as_tensor(a, device=x.device) for a in nearest_unmasked_above_below(geometry, m.cpu().numpy()))
+    above, below = (torch.as_tensor(a, device=x.device)
+                    for a in nearest_unmasked_above_below(geometry, m.cpu().numpy()))
     has_a, has_b = (above >= 0).to(x.dtype), (below >= 0).to(x.dtype)
     total = x[..., above.clamp_min(0)] * has_a + x[..., below.clamp_min(0)] * has_b
     fill = torch.where((has_a + has_b) > 0, total / (has_a + has_b).clamp_min(1), nohit_value(normalization, x))
@@ -71,7 +72,7 @@ def baseline_fill(method: str, signal: np.ndarray, mask: np.ndarray, geometry: G
 
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; choose one of {list(BASELINES)}")
-    signal = np.asarray(signal, dtype=np.float32)
+    signal, mask = np.asarray(signal, dtype=np.float32), np.asarray(mask, dtype=bool)
     x = SCORING.normalize_signal(torch.from_numpy(signal))
     filled = zero_fill(x, mask, SCORING)
     if method == "neighbours":

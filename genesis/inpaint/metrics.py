@@ -43,7 +43,8 @@ SPREAD_SIGMAS = 2.0  # a difference under this many standard errors is "within t
 def inpaint_metrics(filled: Any, true: Any, mask: Any) -> dict[str, float]:
     """Scores (module doc) of physical fills (B, 2, P) against the true events (B, 2, P) on the masked DOMs
     (mask (P,) bool, True = masked); numpy arrays or tensors."""
-    fill, truth = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64) for v in (filled, true))
+    fill, truth = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+                   for v in (filled, true))
     if fill.shape != truth.shape:
         raise DataError(f"filled events {fill.shape} and true events {truth.shape} differ in shape")
     m = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask, dtype=bool)
