@@ -2,6 +2,9 @@
 
 Keys: format, format_version, kind, config (nested dict), model, ema, optimizer, scheduler, step,
 epoch, best_val_loss, normalization, geometry (positions/string/dom), data, versions, mlflow, created.
+A distilled student (genesis.distill) also has `distillation` (teacher_path, teacher_run_id, teacher_step,
+student_steps: the DDIM steps it samples with, as its config's diffusion.sampling_steps; round, rounds, grid) and
+`distill_teacher` (the weights of its round's teacher, for an exact resume).
 Writes go to a temporary file and then os.replace, so a crash never leaves a half-written file.
 """
 
@@ -149,6 +152,12 @@ class LoadedModel:
     @property
     def run_id(self) -> str | None:
         return (self.state.get("mlflow") or {}).get("run_id")
+
+    @property
+    def distillation(self) -> dict[str, Any] | None:
+        """The record of a distilled student's teacher (None for other checkpoints)."""
+        record = self.state.get("distillation")
+        return record if isinstance(record, dict) else None
 
 
 def load_model(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu",

@@ -168,6 +168,7 @@ def test_distillation_run_through_the_launcher(home):
     assert (store.artifact_dir(run_id) / "checkpoints" / "best.pt").is_file()
 
     loaded = checkpoint.load_model(path)
+    assert loaded.distillation == record
     labels = sampling.labels_from_args(None, 2, 1e5, 1.0, 1.0, 0.0, 0.0, 0.0)
     events = sampling.generate(loaded, labels, steps=loaded.config.diffusion.sampling_steps, batch_size=2)
     assert events.shape == (2, 2, 5160) and torch.isfinite(torch.from_numpy(events)).all()
