@@ -3,7 +3,8 @@ and step counts, measured in one run on one model.
 
 For every setting the same labels (those of N reference events simulated independently of the training data,
 genesis.evaluate.reference_events) are sampled with genesis.sampling.generate (redraws included), timed
-(events/s, device synchronized), and compared with the reference by genesis.evaluate.compare_events: the
+(events/s of wall time, device synchronized, and events per CPU-second of this process, which a shared busy
+CPU does not distort: compare CPU runs by it), and compared with the reference by genesis.evaluate.compare_events: the
 classifier AUC and the worst W1 over the high-level features, each with its standard error, and the response
 summary of genesis.metrics. Printed: the headline (DDIM-50 against the preset's default, configs/tiny.yaml's
 diffusion.sampler and sampling_steps unless --new says otherwise: events/s, their ratio, AUC and worst W1),
@@ -53,6 +54,7 @@ class Row:
     steps: int
     spacing: str | None
     events_per_s: float
+    events_per_cpu_s: float  # per second of this process's CPU time: what a busy shared machine cannot distort
     redrawn: float  # share of events drawn again
     report: dict | None  # compare_events scalars, None without quality
 
@@ -117,16 +119,18 @@ def measure(loaded, name: str, sampler: str, steps: int | None, spacing: str | N
         sampling.generate(loaded, labels[: min(len(labels), args.batch_size, 64)], sampler, min(steps, 2), seed=99,
                           batch_size=args.batch_size, spacing=spacing)  # warm-up: kernels, caches, allocator
         synchronize(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         events = sampling.generate(loaded, labels, sampler, steps, seed=args.seed, batch_size=args.batch_size,
                                    spacing=spacing, stats=stats)
         synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     report = None
     if ref is not None:
         report = evaluate.compare_events(events, ref, labels, loaded.geometry, args.seed)["scalars"]
-    row = Row(name, sampler, steps, spacing, len(labels) / seconds, stats["redrawn"] / max(stats["events"], 1), report)
-    print(f"  {row.name:28s} {row.events_per_s:10.2f} events/s  AUC {row.get('eval/auc'):.3f}", flush=True)
+    row = Row(name, sampler, steps, spacing, len(labels) / seconds, len(labels) / cpu_seconds,
+              stats["redrawn"] / max(stats["events"], 1), report)
+    print(f"  {row.name:28s} {row.events_per_s:10.2f} events/s {row.events_per_cpu_s:10.2f} per CPU-s  "
+          f"AUC {row.get('eval/auc'):.3f}", flush=True)
     return row
 
 
@@ -135,11 +139,12 @@ def fmt(value: float, se: float, digits: int = 3) -> str:
 
 
 def print_table(rows: list[Row], base: Row) -> None:
-    print(f"\n{'setting':30s} {'steps':>5s} {'events/s':>10s} {'x DDIM-50':>9s} {'AUC':>15s} {'worst W1 (feature)':>32s} "
+    print(f"\n{'setting':30s} {'steps':>5s} {'events/s':>10s} {'x DDIM-50':>9s} {'per CPU-s':>9s} {'x':>6s} {'AUC':>15s} {'worst W1 (feature)':>32s} "
           f"{'response':>8s} {'redrawn':>7s}")
     for r in rows:
         feature, w1, w1_se = r.worst_w1
         print(f"{r.name:30s} {r.steps:5d} {r.events_per_s:10.2f} {r.events_per_s / base.events_per_s:9.2f} "
+              f"{r.events_per_cpu_s:9.2f} {r.events_per_cpu_s / base.events_per_cpu_s:6.2f} "
               f"{fmt(r.get('eval/auc'), r.get('eval/auc_se')):>15s} {fmt(w1, w1_se) + f' ({feature})':>32s} "
               f"{r.get('eval/response_summary'):8.3f} {r.redrawn:7.1%}")
 
@@ -200,7 +205,7 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, help="print and draw the rows of an earlier --json, measure nothing")
     args = parser.parse_args()
     if args.from_json:
-        rows = [Row(**r) for r in json.loads(args.from_json.read_text())]
+        rows = [Row(**{"events_per_cpu_s": math.nan, **r}) for r in json.loads(args.from_json.read_text())]
         print_table(rows, rows[0])
         if args.figure:
             figure([r for r in rows[2:] if r.report is not None] or rows, args.figure)
@@ -245,12 +250,14 @@ def main() -> None:
     print(f"\n== headline ({args.events} events, {device}{', bf16' if args.bf16 else ''}) ==")
     for r in (base, newest):
         feature, w1, w1_se = r.worst_w1
-        print(f"{r.name:32s} {r.events_per_s:9.2f} events/s   AUC {fmt(r.get('eval/auc'), r.get('eval/auc_se'))}   "
+        print(f"{r.name:32s} {r.events_per_s:9.2f} events/s {r.events_per_cpu_s:9.2f} per CPU-s   AUC {fmt(r.get('eval/auc'), r.get('eval/auc_se'))}   "
               f"worst W1 {fmt(w1, w1_se)} ({feature})")
     ratio = newest.events_per_s / base.events_per_s
-    line = f"new default / DDIM-50: {ratio:.1f}x events/s"
+    cpu_ratio = newest.events_per_cpu_s / base.events_per_cpu_s
+    line = f"new default / DDIM-50: {ratio:.1f}x events/s, {cpu_ratio:.1f}x events per CPU-second"
     if args.before:
-        line += f" (/ DDIM-50 with the code @{args.before}: {newest.events_per_s / rows[0].events_per_s:.1f}x)"
+        line += (f" (/ DDIM-50 with the code @{args.before}: {newest.events_per_s / rows[0].events_per_s:.1f}x, "
+                 f"{newest.events_per_cpu_s / rows[0].events_per_cpu_s:.1f}x)")
     if ref is not None:
         diff = newest.get("eval/auc") - base.get("eval/auc")
         se = base.get("eval/auc_se")
