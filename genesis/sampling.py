@@ -320,10 +320,11 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
         starts = batch_starts(len(labels), batch_size)
         mine = list(range(rank, len(starts), world))
         info = {**producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing), "ranks": world}
-        with schema.EventWriter(shard_path(out, rank, world), loaded.geometry, info, force=True) as writer:
-            for b, batch in zip(mine, generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size,
-                                                       progress, spacing=spacing, batches=mine)):
-                writer.append(batch, labels[starts[b]:starts[b] + len(batch)])
+        if mine:  # more ranks than batches: the last ranks have nothing to draw
+            with schema.EventWriter(shard_path(out, rank, world), loaded.geometry, info, force=True) as writer:
+                for b, batch in zip(mine, generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size,
+                                                           progress, spacing=spacing, batches=mine)):
+                    writer.append(batch, labels[starts[b]:starts[b] + len(batch)])
         dist.barrier()
         if rank == 0:
             merge_shards(out, world, len(labels), batch_size, loaded.geometry, info, force)
@@ -337,7 +338,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
 def merge_shards(out: Path, world: int, n: int, batch_size: int, geometry, producer: dict, force: bool) -> Path:
     """Merge the world shards of sample_to_file into `out` in global batch order (batch b is the
     (b // world)-th batch of shard b % world), then delete the shards."""
-    shards = [shard_path(out, r, world) for r in range(world)]
+    shards = [shard_path(out, r, world) for r in range(min(world, len(batch_starts(n, batch_size))))]
     with schema.EventWriter(out, geometry, producer, force=force) as writer:
         for b, start in enumerate(batch_starts(n, batch_size)):
             size = min(batch_size, n - start)

@@ -80,3 +80,21 @@ def test_redraw_stats(demo):
     assert stats["below_trigger"] == int((hits < fewest).sum())
     assert stats["below_trigger"] <= stats["redrawn"] <= 6
     assert stats["redrawn"] > 0, "choose labels that need redraws, or the test cannot fail"
+
+
+def test_more_ranks_than_batches(tmp_path, demo):
+    """With fewer batches than ranks the idle ranks write no shard and rank 0 merges what there is (rank 0 of a
+    claimed 2 in a one-process gloo group, so its barriers pass at once)."""
+    import torch.distributed as dist
+
+    labels = np.array([[2e5, 2.0, 1.0, 0.0, 0.0, -100.0]] * 3, np.float32)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        out = sampling._sample_sharded(DEMO, labels, tmp_path / "g.h5", "ddim", 2, 1.0, 4, "cpu", 8, False, None, None,
+                                       rank=0, world=2, local_rank=0)
+    finally:
+        dist.destroy_process_group()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.h5"]
+    signal, stored, _ = schema.read_events(out)
+    assert np.array_equal(stored, labels)
+    assert np.array_equal(signal, sampling.generate(demo, labels, "ddim", 2, seed=4, batch_size=8))
