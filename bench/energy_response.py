@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-events", type=int, default=20000)
     p.add_argument("--eval-events", type=int, default=1000)
     p.add_argument("--heldout", default="selection", choices=tuple(HELDOUT_SEEDS))
-    p.add_argument("--sampling-steps", type=int, default=0, help="0 = the checkpoint's own setting")
+    p.add_argument("--sampler", default="ddim", help="sampler of the evaluation (genesis.diffusion.SAMPLERS)")
+    p.add_argument("--sampling-steps", type=int, default=50)
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--workdir", default=str(ROOT / "data" / "energy_response"))
@@ -89,11 +90,13 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace, train_fil
     train_s = time.time() - t0
     loaded = checkpoint.load_model(trainer.ckpt_dir / "last.pt", device=device)
     signal, labels, _ = schema.read_events(held_file)
-    steps = args.sampling_steps or loaded.config.diffusion.sampling_steps
-    ev = evaluate.run_evaluation(loaded, signal, labels, steps=steps, seed=0, batch_size=512)
-    return {"variant": name, "seed": seed, "overrides": VARIANTS[name], "train_s": train_s,
-            "checkpoint": str(trainer.ckpt_dir / "last.pt"), "scalars": ev.report["scalars"],
-            "per_decade": per_decade(ev.gen_signal, ev.ref_signal, labels)}
+    ev = evaluate.run_evaluation(loaded, signal, labels, sampler=args.sampler, steps=args.sampling_steps, seed=0,
+                                 batch_size=512)
+    row = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "train_s": train_s,
+           "checkpoint": str(trainer.ckpt_dir / "last.pt"), "scalars": ev.report["scalars"],
+           "per_decade": per_decade(ev.gen_signal, ev.ref_signal, labels)}
+    (trainer.ckpt_dir / "row.json").write_text(json.dumps(row, indent=2))  # kept if a later job fails
+    return row
 
 
 def per_decade(gen: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, list[float]]]:
