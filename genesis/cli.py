@@ -307,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto", help="under torchrun, auto/cuda = each rank's own GPU")
-    s.add_argument("--batch-size", type=_positive_int, default=256,
-                   help="events per batch; the events depend on it (and the seed), not on the number of ranks")
+    s.add_argument("--batch-size", type=_positive_int,
+                   help="events per batch (default 64 on CPU, 256 on a GPU); the events depend on it and the seed, "
+                        "not on the number of ranks")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)

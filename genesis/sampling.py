@@ -37,6 +37,10 @@ MAX_EVENTS_PER_CALL = 1_000_000
 CLIP_X0 = (-1.0, 3.0)
 CLIP_MARGIN = 0.05
 REDRAW_TRIES = 10  # events with fewer hit DOMs than any training event are drawn again at most this often
+# Events per batch when none is given. On CPU small batches keep the per-DOM activations in cache: the demo
+# model's step did 667 event-steps per CPU-second at batch 16-64, 412 at 256 and 384 at 1024 (one thread;
+# bench/profile_sampling.py --sweep). On GPUs larger batches fill the device.
+BATCH_SIZE = {"cpu": 64, "cuda": 256}
 
 
 def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: float, azimuth: float,
@@ -166,7 +170,7 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
 
 
 def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
-             guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
+             guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
              progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
              stats: dict | None = None) -> np.ndarray:
     """Physical events (N, 2, P) for physical labels (N, 6), batched; reproducible by seed.
@@ -183,18 +187,23 @@ def recorded_sampler(loaded: checkpoint.LoadedModel, sampler: str | None = None,
     return sampler or cfg.sampler, steps or cfg.sampling_steps
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Events per batch on `device` when the caller gives none (BATCH_SIZE; 256 elsewhere)."""
+    return BATCH_SIZE.get(torch.device(device).type, 256)
+
+
 def batch_starts(n: int, batch_size: int) -> list[int]:
     """First rows of the batches of n label rows: the fixed partition that seeds are tied to."""
     return list(range(0, n, batch_size))
 
 
 def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
-                     guidance: float = 1.0, seed: int = 0, batch_size: int = 256,
+                     guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
                      progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
                      stats: dict | None = None, batches: Sequence[int] | None = None) -> Iterator[np.ndarray]:
     """Yield physical (b, 2, P) batches for consecutive slices of `labels` (streams huge requests).
 
-    sampler, steps: None = the checkpoint's own (recorded_sampler).
+    sampler, steps: None = the checkpoint's own (recorded_sampler); batch_size: None = default_batch_size.
     batches: indices of the batches to draw, in the partition of `labels` into slices of batch_size rows
     (default all, in order); batch b is drawn from a generator seeded with seed * 100003 + b.
     stats: a dict filled (over all batches) with events (drawn), redrawn (events below the training
@@ -209,6 +218,7 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     for msg in range_warnings(labels, loaded):
         warnings.warn(msg, stacklevel=2)
     device = next(loaded.model.parameters()).device
+    batch_size = batch_size or default_batch_size(device)
     norm = loaded.normalization
     geo_n = norm.normalize_geometry(torch.from_numpy(loaded.geometry.positions)).to(device)
     threshold = loaded.config.flow.hit_threshold if loaded.kind == "flow" else HIT_THRESHOLD_PE
@@ -272,7 +282,8 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | Path, sampler: str | None = None,
-                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, device: str = "auto", batch_size: int = 256,
+                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, device: str = "auto",
+                   batch_size: int | None = None,
                    force: bool = False, progress: Callable[[int, int], None] | None = None,
                    spacing: str | None = None) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
@@ -288,6 +299,7 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                                force, progress, spacing, rank, world, local_rank)
     loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
     sampler, steps = recorded_sampler(loaded, sampler, steps)
+    batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
     info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing)
     with schema.EventWriter(out, loaded.geometry, info, force=force) as writer:
         start = 0
@@ -303,7 +315,7 @@ def shard_path(out: Path, rank: int, world: int) -> Path:
 
 
 def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str | None, steps: int | None, guidance: float,
-                    seed: int, device: str, batch_size: int, force: bool, progress, spacing: str | None,
+                    seed: int, device: str, batch_size: int | None, force: bool, progress, spacing: str | None,
                     rank: int, world: int, local_rank: int) -> Path:
     """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
     process group is gloo on GPU machines too (NCCL would only add a device binding)."""
@@ -317,6 +329,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
     try:
         loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device, local_rank))
         sampler, steps = recorded_sampler(loaded, sampler, steps)
+        batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
         starts = batch_starts(len(labels), batch_size)
         mine = list(range(rank, len(starts), world))
         info = {**producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing), "ranks": world}
