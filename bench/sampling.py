@@ -66,7 +66,8 @@ class Row:
         """(feature, W1, its SE) of the feature with the largest normalized W1."""
         if self.report is None:
             return "-", math.nan, math.nan
-        w1 = {k[len("eval/w1_"):]: v for k, v in self.report.items() if k.startswith("eval/w1_") and not k.endswith("_se")}
+        w1 = {k[len("eval/w1_"):]: v for k, v in self.report.items()
+              if k.startswith("eval/w1_") and not k.endswith("_se")}
         name = max(w1, key=w1.get)
         return name, w1[name], self.get(f"eval/w1_{name}_se")
 
@@ -75,7 +76,7 @@ def parse_setting(text: str) -> tuple[str, int | None, str | None]:
     """'SAMPLER[:STEPS[:SPACING]]' -> (sampler, steps or None, spacing or None)."""
     parts = text.split(":")
     if parts[0] not in diffusion.SAMPLERS or len(parts) > 3:
-        raise SystemExit(f"setting {text!r}: expected SAMPLER[:STEPS[:SPACING]] with SAMPLER one of {diffusion.SAMPLERS}")
+        raise SystemExit(f"setting {text!r}: expected SAMPLER[:STEPS[:SPACING]], SAMPLER one of {diffusion.SAMPLERS}")
     steps = int(parts[1]) if len(parts) > 1 and parts[1] else None
     spacing = parts[2] if len(parts) > 2 else None
     if spacing is not None and spacing not in diffusion.SPACINGS:
@@ -139,7 +140,8 @@ def fmt(value: float, se: float, digits: int = 3) -> str:
 
 
 def print_table(rows: list[Row], base: Row) -> None:
-    print(f"\n{'setting':30s} {'steps':>5s} {'events/s':>10s} {'x DDIM-50':>9s} {'per CPU-s':>9s} {'x':>6s} {'AUC':>15s} {'worst W1 (feature)':>32s} "
+    print(f"\n{'setting':30s} {'steps':>5s} {'events/s':>10s} {'x DDIM-50':>9s} {'per CPU-s':>9s} {'x':>6s} {'AUC':>15s} "
+          f"{'worst W1 (feature)':>32s} "
           f"{'response':>8s} {'redrawn':>7s}")
     for r in rows:
         feature, w1, w1_se = r.worst_w1
@@ -186,7 +188,7 @@ def main() -> None:
     parser.add_argument("--config", help="an untrained model of this preset instead of --checkpoint (throughput only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=0, help="default: 256 on CPU, 1024 on CUDA")
+    parser.add_argument("--batch-size", type=int, default=0, help="default: sampling.default_batch_size")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -213,7 +215,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = checkpoint.resolve_device(args.device)
-    args.batch_size = args.batch_size or (1024 if device.type == "cuda" else 256)
+    args.batch_size = args.batch_size or sampling.default_batch_size(device)
     tmp = tempfile.TemporaryDirectory()
     path = untrained(args.config, Path(tmp.name)) if args.config else args.checkpoint
     loaded = checkpoint.load_model(path, device=device)
@@ -250,7 +252,8 @@ def main() -> None:
     print(f"\n== headline ({args.events} events, {device}{', bf16' if args.bf16 else ''}) ==")
     for r in (base, newest):
         feature, w1, w1_se = r.worst_w1
-        print(f"{r.name:32s} {r.events_per_s:9.2f} events/s {r.events_per_cpu_s:9.2f} per CPU-s   AUC {fmt(r.get('eval/auc'), r.get('eval/auc_se'))}   "
+        print(f"{r.name:32s} {r.events_per_s:9.2f} events/s {r.events_per_cpu_s:9.2f} per CPU-s   "
+              f"AUC {fmt(r.get('eval/auc'), r.get('eval/auc_se'))}   "
               f"worst W1 {fmt(w1, w1_se)} ({feature})")
     ratio = newest.events_per_s / base.events_per_s
     cpu_ratio = newest.events_per_cpu_s / base.events_per_cpu_s

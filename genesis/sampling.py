@@ -197,7 +197,8 @@ def batch_starts(n: int, batch_size: int) -> list[int]:
     return list(range(0, n, batch_size))
 
 
-def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
+def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None,
+                     steps: int | None = None,
                      guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
                      progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
                      stats: dict | None = None, batches: Sequence[int] | None = None) -> Iterator[np.ndarray]:
@@ -278,7 +279,8 @@ def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guid
 
 def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
 
 
 def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | Path, sampler: str | None = None,
@@ -314,7 +316,8 @@ def shard_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix or '.h5'}")
 
 
-def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str | None, steps: int | None, guidance: float,
+def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str | None, steps: int | None,
+                    guidance: float,
                     seed: int, device: str, batch_size: int | None, force: bool, progress, spacing: str | None,
                     rank: int, world: int, local_rank: int) -> Path:
     """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
