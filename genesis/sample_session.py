@@ -195,7 +195,7 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
 
 # Time estimates: seconds per event and sampler step (flows: per event), measured on this machine now.
 WARMUP_STEPS = 2  # sampler steps of one timed warm-up run (no redraws, no file: the sampler loop alone)
-WARMUP_REPEATS = 2  # timed runs; their spread (and the last call's rate) makes the range
+WARMUP_REPEATS = 3  # timed runs; with the last call's rate they make the range (median: one load spike does not)
 WARMUP_BATCH = 64  # at most this many events in a warm-up run (the page samples in batches of 64)
 LOAD_MARGIN = (0.8, 2.0)  # the range widened for a machine whose load changes (2 shared cores swing 2x)
 
@@ -254,8 +254,9 @@ def call_rate(result: "SampleResult", kind: str, steps: int) -> float:
 
 def estimate_time(kind: str, n_events: int, steps: int, warmup: list[float], last: float | None = None,
                   redraws: bool = False, margin: tuple[float, float] = LOAD_MARGIN) -> TimeEstimate:
-    """The range of n_events x steps (flows: n_events) at the slowest and fastest of the measured rates
-    (warm-up runs, and the last call's when given), widened by `margin` for a changing machine load.
+    """The range of n_events x steps (flows: n_events) from the measured rates (warm-up runs, and the last
+    call's when given): the fastest x margin[0] to the median x margin[1], for a changing machine load (the
+    median, not the slowest: one run caught in a load spike must not stretch the range tenfold).
     redraws: the sampler draws untriggered events again (not in a warm-up; the last call's rate has them)."""
     rates = [r for r in [*warmup, last] if r is not None and r > 0]
     if not rates:
@@ -267,7 +268,7 @@ def estimate_time(kind: str, n_events: int, steps: int, warmup: list[float], las
         basis += " and the last call's speed"
     if redraws:
         basis += "; events that do not trigger are drawn again, which adds time far from the training labels"
-    return TimeEstimate(min(rates) * work * margin[0], max(rates) * work * margin[1], basis)
+    return TimeEstimate(min(rates) * work * margin[0], float(np.median(rates)) * work * margin[1], basis)
 
 
 def output_path(kind: str, folder: Path | None = None) -> Path:

@@ -206,7 +206,7 @@ def test_sample_page_at_10_gev_warns_in_words_and_still_samples(home):
     assert warning.startswith("The requested energy 10 GeV lies below the range this checkpoint was trained on "
                               "(1,000 to 9.99e+06 GeV)") and "extrapolates" in warning
     expected = next(c.value for c in at.caption if c.value.startswith("Expected time"))
-    assert re.search(r"\*\*[\d.,e-]+ s to [\d.,e-]+ s\*\* on cpu \(from 2 timed warm-up runs", expected), expected
+    assert re.search(rf"\*\*[\d.,e-]+ s to [\d.,e-]+ s\*\* on cpu \(from {ss.WARMUP_REPEATS} timed warm-up runs", expected)
     set_number(at, "Steps", 3)
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
@@ -222,10 +222,10 @@ def test_sample_page_at_10_gev_warns_in_words_and_still_samples(home):
 def test_time_estimate_range():
     estimate = ss.estimate_time("diffusion", 10, 50, [0.01, 0.02], last=0.03)
     assert estimate.low_s == pytest.approx(0.01 * 500 * ss.LOAD_MARGIN[0])
-    assert estimate.high_s == pytest.approx(0.03 * 500 * ss.LOAD_MARGIN[1])
+    assert estimate.high_s == pytest.approx(0.02 * 500 * ss.LOAD_MARGIN[1])  # the median rate: robust to a spike
     flow = ss.estimate_time("flow", 10, 50, [0.5])
     assert flow.low_s == pytest.approx(5 * ss.LOAD_MARGIN[0]) and "one pass" in flow.basis
-    assert estimate.text("cpu").startswith("Expected time: **4 s to 30 s** on cpu (from 2 timed warm-up runs")
+    assert estimate.text("cpu").startswith("Expected time: **4 s to 20 s** on cpu (from 2 timed warm-up runs")
 
 
 def test_warmup_rates_time_the_sampler(models):
