@@ -114,8 +114,9 @@ def preflight(cfg: config.RunConfig, gpus: int = 1) -> Preflight:
 def launch(cfg: config.RunConfig, request_id: str | None = None, gpus: int = 0,
            store: tracking.Store | None = None) -> str:
     """Create the run and start its trainer process; returns the run id (the same one for a repeated request)."""
-    # a distillation run takes model, diffusion and normalization from its teacher (params show the student)
-    cfg = check_data(distill.student_config(cfg))  # a bad dataset is reported before any run exists; paths made absolute
+    # a bad dataset is reported before any run exists; paths made absolute; a distillation run takes model,
+    # diffusion and normalization from its teacher (the params show the student)
+    cfg = check_data(distill.student_config(cfg))
     checked = preflight(cfg, max(1, gpus))
     if not checked.ok:  # no run is created for a config that would fail in its first second
         raise DataError("; ".join(checked.problems))

@@ -53,7 +53,8 @@ def test_schedule_halves_on_nested_grids_that_end_on_the_samplers(process):
     assert [(r.teacher_steps, r.student_steps) for r in rounds] == [(49, 25), (25, 13), (13, 7), (7, 4)]
     assert list(rounds[-1].student_grid) == diffusion.timesteps(process, 4, "linspace") + [-1]
     for r in rounds:
-        assert set(r.student_grid) <= set(r.teacher_grid) and list(r.teacher_grid) == distill.refine(list(r.student_grid))
+        assert set(r.student_grid) <= set(r.teacher_grid)
+        assert list(r.teacher_grid) == distill.refine(list(r.student_grid))
     for a, b in zip(rounds, rounds[1:]):
         assert a.student_grid == b.teacher_grid  # each round's teacher is the previous round's student
     assert distill.number_of_rounds(2, 64) == 5 and distill.number_of_rounds(4, 8) == 1
@@ -112,7 +113,8 @@ def test_distillation_loss_decreases(process, teacher):
     opt = torch.optim.Adam(student.parameters(), lr=3e-3)
     losses = []
     for _ in range(12):
-        loss = distill.distillation_loss(process, student, steps, rnd, x0, labels, geo, torch.Generator().manual_seed(3))
+        gen = torch.Generator().manual_seed(3)
+        loss = distill.distillation_loss(process, student, steps, rnd, x0, labels, geo, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -132,7 +134,8 @@ def test_config_refuses_flows_and_a_start_below_the_student():
 def test_eps_teacher_is_refused(tmp_path, geometry):
     cfg = config.load(None, ["diffusion.objective=eps", "model.hidden_size=32", "model.depth=1"])
     model = checkpoint.build_model(cfg, geometry.n_doms, cfg.data.normalization)
-    teacher = checkpoint.save(checkpoint.make_state(cfg, model, None, geometry, 0, 0, float("inf")), tmp_path / "eps.pt")
+    state = checkpoint.make_state(cfg, model, None, geometry, 0, 0, float("inf"))
+    teacher = checkpoint.save(state, tmp_path / "eps.pt")
     with pytest.raises(ConfigError, match="v-objective teacher"):
         distill.student_config(config.load(None, [f"distill.teacher={teacher}"]))
 
@@ -153,7 +156,8 @@ def test_distillation_run_through_the_launcher(home):
     assert params["distill.teacher"] == teacher_path and params["diffusion.sampling_steps"] == "4"
     assert params["model.hidden_size"] == "32"  # the teacher's architecture, not the preset's
     rounds = store.metric_history(run_id, "train/round")
-    assert list(rounds["value"]) == [1, 1, 2, 2] and list(store.metric_history(run_id, "train/student_steps")["value"]) == [7, 7, 4, 4]
+    assert list(rounds["value"]) == [1, 1, 2, 2]
+    assert list(store.metric_history(run_id, "train/student_steps")["value"]) == [7, 7, 4, 4]
     assert {"train/loss", "val/loss"} <= set(run.data.metrics)
 
     path = store.artifact_dir(run_id) / "checkpoints" / "last.pt"

@@ -105,7 +105,8 @@ def distill_form() -> None:
     if not teachers or not files:
         st.warning("Distillation needs a diffusion checkpoint and a dataset in data/ (Home page: demo data).")
         return
-    preset = st.selectbox("Preset", [p for p in PRESETS if launcher.is_distill_preset(p)], format_func=launcher.preset_label)
+    presets = [p for p in PRESETS if launcher.is_distill_preset(p)]
+    preset = st.selectbox("Preset", presets, format_func=launcher.preset_label)
     base = config.to_dict(config.load(preset))
     st.caption("Each round teaches the student (the teacher's model) one DDIM step for two of its teacher's.")
     devices = device_options()
