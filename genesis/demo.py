@@ -149,6 +149,8 @@ def export(source: Path, out: Path, provenance: dict[str, Any], log: Callable[[s
     described = provenance.get("data")
     if isinstance(described, dict) and "producer" in described:  # the training file is temporary: keep what made it
         state = {**state, "data": {**(state.get("data") or {}), "source": described}}
+    if (provenance.get("data") or {}).get("producer"):  # what made the training data, where the reference simulation looks
+        state = {**state, "data": {**(state.get("data") or {}), "source": provenance["data"]}}
     path = checkpoint.save(slim_state(state, provenance), out)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {json.dumps(provenance, default=str)}")
     return path

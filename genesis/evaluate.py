@@ -37,7 +37,7 @@ import torch
 
 from genesis import checkpoint, metrics, sampling, tracking
 from genesis.data import schema
-from genesis.data.simulate import SimConfig, simulate_at_labels
+from genesis.data.simulate import SimConfig, settings_from_record, simulate_at_labels
 from genesis.data.simulate import simulate as simulate_events
 from genesis.errors import DataError, GenesisError
 from genesis.geometry import Geometry
@@ -90,22 +90,10 @@ def eval_seed(seed: int) -> int:
 
 
 def training_sim_config(loaded) -> tuple[SimConfig, str]:
-    """The simulator settings of the checkpoint's training file when it was simulated (read from the file's
-    producer attribute), else the defaults. Returns (config, where it came from)."""
-    path = (loaded.state.get("data") or {}).get("path")
-    if not path or not Path(path).is_file():
-        return SimConfig(), "simulator defaults (training file not found)"
-    try:
-        producer = json.loads(schema.read_attrs(path).get("producer", "{}"))
-    except (DataError, ValueError, TypeError):
-        return SimConfig(), "simulator defaults (training file has no readable producer)"
-    if producer.get("producer") != "genesis simulator":
-        return SimConfig(), "simulator defaults (training file was not simulated by genesis)"
-    known = set(SimConfig.__dataclass_fields__)
-    try:
-        return SimConfig(**{k: v for k, v in producer.items() if k in known}), f"settings of {path}"
-    except (DataError, TypeError) as exc:
-        return SimConfig(), f"simulator defaults (settings of {path} unusable: {exc})"
+    """The simulator settings the checkpoint's training data was made with (simulate.settings_from_record),
+    else the defaults. Returns (config, where it came from: 'training data' or why the defaults are used)."""
+    cfg, fallback = settings_from_record(loaded.state.get("data"))
+    return cfg, fallback or "settings of the training data"
 
 
 def reference_events(loaded, data: str | Path | None = None, simulate: int | None = None, seed: int = 0,

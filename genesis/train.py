@@ -206,7 +206,7 @@ class Trainer:
         if self.ckpt_dir is not None:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = dataset.fingerprint(cfg.data.path)
-        self.ranges = dataset.value_ranges(cfg.data, self.norm, self.geometry.positions) if ctx.is_main else {}
+        self.ranges = dataset.training_data_record(cfg.data, self.norm, self.geometry.positions) if ctx.is_main else {}
 
     @torch.no_grad()
     def initialize_actnorm(self) -> None:
