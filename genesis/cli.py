@@ -150,7 +150,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if rank == 0 else None
     path = sample_to_file(args.checkpoint, labels, args.out, sampler=args.sampler, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                          force=args.force, progress=progress, spacing=args.spacing)
+                          force=args.force, progress=progress, spacing=args.spacing,
+                          on_warning=lambda message: print(f"warning: {message}", file=sys.stderr))
     if rank == 0:
         print(f"wrote {len(labels)} generated events to {path}" + (f" ({world} ranks)" if world > 1 else ""))
     return 0
@@ -178,7 +179,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from genesis.evaluate import evaluate_checkpoint
+    from genesis.evaluate import evaluate_checkpoint, summary_line
 
     for out in (args.out, args.html):
         if out and Path(out).is_dir():
@@ -190,6 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  html=args.html, log_to_mlflow=not args.no_mlflow,
                                  progress=_progress_bar(0, "sampling"))
     print(json.dumps(report["scalars"], indent=2))
+    print(summary_line(report), file=sys.stderr)
     return 0
 
 
@@ -343,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--data", help="held-out HDF5 reference file")
     g.add_argument("--simulate", type=_positive_int, help="simulate this many reference events")
-    s.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    s.add_argument("--steps", type=_positive_int, default=50)
+    s.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the checkpoint's own")
+    s.add_argument("--steps", type=_positive_int, default=None, help="default: the checkpoint's own")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, help="report JSON")

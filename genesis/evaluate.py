@@ -20,7 +20,6 @@ Entry points:
 from __future__ import annotations
 
 import html as html_lib
-import inspect
 import json
 import logging
 import math
@@ -180,10 +179,8 @@ def response_of(gen_signal: np.ndarray, ref_signal: np.ndarray, labels: np.ndarr
 
 
 def _generate_with_stats(loaded, labels: np.ndarray, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """sampling.generate plus its redraw statistics when the sampler reports them (stats argument):
-    ({events, redrawn, below_trigger, redrawn_fraction, below_trigger_fraction}, or a note)."""
-    if "stats" not in inspect.signature(sampling.generate).parameters:
-        return sampling.generate(loaded, labels, **kwargs), {"note": "this sampler reports no redraw statistics"}
+    """sampling.generate plus its redraw statistics {events, redrawn, below_trigger, redrawn_fraction,
+    below_trigger_fraction}."""
     stats: dict[str, Any] = {}
     gen = sampling.generate(loaded, labels, stats=stats, **kwargs)
     n = max(int(stats.get("events") or len(labels)), 1)
@@ -191,10 +188,12 @@ def _generate_with_stats(loaded, labels: np.ndarray, **kwargs: Any) -> tuple[np.
                  "below_trigger_fraction": stats.get("below_trigger", 0) / n}
 
 
-def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
-                   seed: int = 0, progress: Progress | None = None, guidance: float | None = None,
-                   reference: dict[str, Any] | None = None, batch_size: int = 256) -> Evaluation:
-    """Generate one event per reference label, compare, and return the report with the events."""
+def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampler: str | None = None,
+                   steps: int | None = None, seed: int = 0, progress: Progress | None = None,
+                   guidance: float | None = None, reference: dict[str, Any] | None = None,
+                   batch_size: int = 256) -> Evaluation:
+    """Generate one event per reference label, compare, and return the report with the events.
+    sampler/steps: None = the checkpoint's own (sampling.recorded_sampler)."""
     ref_signal, ref_labels = np.asarray(ref_signal, np.float32), np.asarray(ref_labels, np.float32)
     if ref_signal.ndim != 3 or ref_signal.shape[1] != 2 or ref_labels.shape != (len(ref_signal), 6):
         raise DataError(f"reference must be signal (N, 2, P) and labels (N, 6); got {ref_signal.shape} "
@@ -204,6 +203,7 @@ def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampl
                         f"P = {loaded.geometry.n_doms}")
     if guidance is None:
         guidance = float(loaded.config.diffusion.guidance_scale) if loaded.kind == "diffusion" else 1.0
+    sampler, steps = sampling.recorded_sampler(loaded, sampler, steps)
     t0 = time.perf_counter()
     gen, stats = _generate_with_stats(loaded, ref_labels, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
                                       batch_size=batch_size, progress=progress)
@@ -228,7 +228,8 @@ def run_evaluation(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampl
     return Evaluation(metrics._json(report), gen, ref_signal, ref_labels, loaded.geometry)
 
 
-def evaluate(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampler: str = "ddim", steps: int = 50,
+def evaluate(loaded, ref_signal: np.ndarray, ref_labels: np.ndarray, sampler: str | None = None,
+             steps: int | None = None,
              seed: int = 0, progress: Progress | None = None, guidance: float | None = None,
              reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Report dict (metrics.compare_sets + settings + timing) of a model against reference events.
@@ -471,7 +472,7 @@ def log_to_run(report: dict[str, Any], loaded, store: tracking.Store | None = No
 
 # -------------------------------------------------------------------------------------- entry points
 def evaluate_checkpoint(path: str | Path, data: str | Path | None = None, simulate: int | None = None,
-                        sampler: str = "ddim", steps: int = 50, seed: int = 0, device: str = "auto",
+                        sampler: str | None = None, steps: int | None = None, seed: int = 0, device: str = "auto",
                         out: str | Path | None = None, html: str | Path | None = None, log_to_mlflow: bool = True,
                         allow_small: bool = False, progress: Progress | None = None,
                         max_events: int | None = DEFAULT_MAX_FILE_EVENTS) -> dict[str, Any]:

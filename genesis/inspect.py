@@ -34,6 +34,7 @@ LABEL_CHANNELS = ("energy", "zenith", "azimuth", "x", "y", "z")
 NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "energy_transform",
                       "affine_offsets", "affine_scales", "label_offsets", "label_scales")
 ASINH_KEYS = ("time_center_ns", "time_width_ns")  # of the 'asinh' time transform; not in foreign checkpoints
+PHYSICS_KEYS = ("refractive_index",)  # of the light model (time reference, physics features); not in foreign checkpoints
 NORMALIZATION_BUFFERS = ("affine_offsets", "affine_scales", "label_offsets", "label_scales")
 
 
@@ -221,7 +222,7 @@ def _collapse(records: list[tuple[str, str, str, str, str]], cfg: config.RunConf
                     for r in run[:k]]
         else:
             out += [_stage(f"{group} ({r[2]})", r[3], r[4]) for r in run]
-        if cfg.kind == "diffusion" and group == "y_embedder":
+        if cfg.kind == "diffusion" and group == "t_embedder":  # c = step + label embedding (labels embedded first)
             out.append(_stage("conditioning c", run[-1][3], _COND_NOTE))
         if cfg.kind == "diffusion" and i == fused_after:
             out.append(_stage("fused tokens", tokens, f"signal + geometry embeddings ({cfg.model.fusion}) + pos_embed"))
@@ -237,11 +238,12 @@ def _static_stages(cfg: config.RunConfig, n_doms: int, batch: int) -> list[dict]
                 *[_stage(f"transforms x{a.num_couplings}: {t}", (B, 2, n_doms), _STAGE_NOTES[t])
                   for t in ("ActNorm", "AffineCoupling")]]
     film = [_stage("geometry_film", (1, T, 2 * H), _STAGE_NOTES["geometry_film"])] if a.fusion == "film" else []
-    return [_stage("t_embedder", (B, H), _STAGE_NOTES["TimestepEmbedder"]),
+    # PMTDiT.condition (labels and geometry, once per batch) runs first, then the step and the signal
+    return [_stage("geometry_embed", (1, T, H), f"patchify (1, {T}, {3 * p}) -> Linear"), *film,
             _stage("y_embedder", (B, H), _STAGE_NOTES["LabelEmbedder"]),
+            _stage("t_embedder", (B, H), _STAGE_NOTES["TimestepEmbedder"]),
             _stage("conditioning c", (B, H), _COND_NOTE),
-            _stage("geometry_embed", (1, T, H), f"patchify (1, {T}, {3 * p}) -> Linear"),
-            _stage("signal_embed", (B, T, H), f"patchify ({B}, {T}, {2 * p}) -> Linear"), *film,
+            _stage("signal_embed", (B, T, H), f"patchify ({B}, {T}, {2 * p}) -> Linear"),
             _stage("fused tokens", (B, T, H), f"signal + geometry embeddings ({a.fusion}) + pos_embed"),
             _stage(f"blocks x{a.depth} (DiTBlock)", (B, T, H), _STAGE_NOTES["DiTBlock"]),
             _stage("final_layer", (B, T, 2 * p), _STAGE_NOTES["FinalLayer"])]
@@ -275,9 +277,9 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 
 
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
-    # files from before representations (npe and time channels only) and before time references
-    d = {"representation": "legacy", "time_reference": "none", **d}
-    return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS + ASINH_KEYS if k in d}
+    # files from before representations (npe and time channels only), time references and the refractive index
+    d = {"representation": "legacy", "time_reference": "none", "refractive_index": Normalization().refractive_index, **d}
+    return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS + ASINH_KEYS + PHYSICS_KEYS if k in d}
 
 
 def _checkpoint_report(path: Path, state: dict[str, Any], batch: int) -> dict[str, Any]:

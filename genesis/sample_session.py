@@ -12,7 +12,6 @@ Events are physical (N, 2, P) arrays [npe, first-hit time ns], no-hit DOMs 0; la
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import re
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from genesis import metrics, paths, ranges, sampling
+from genesis import evaluate, metrics, paths, ranges, sampling
 from genesis.data import schema
 from genesis.errors import CheckpointError, ConfigError, DataError
 from genesis.geometry import Geometry
@@ -283,15 +282,18 @@ def output_path(kind: str, folder: Path | None = None) -> Path:
     raise DataError(f"{folder}: cannot find a free file name; clean up old samples")
 
 
+# several GPUs share one request through torchrun (sampling.sample_to_file shards the label rows over ranks)
+SHARDED_COMMAND = ("torchrun --standalone --nproc-per-node={gpus} -m genesis sample --checkpoint {checkpoint} "
+                   "--labels labels.csv --events N --out data/generated.h5")
+
+
 def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0,
                  seed: int = 0, out: Path | None = None, batch_size: int = 64, keep: int = KEEP_EVENTS,
-                 labels_source: str = "", progress: Callable[[int, int], None] | None = None,
-                 devices: list[str] | None = None) -> SampleResult:
-    """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema.
+                 labels_source: str = "", progress: Callable[[int, int], None] | None = None) -> SampleResult:
+    """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema, on the
+    checkpoint's device (several GPUs: `torchrun ... -m genesis sample`, see SHARDED_COMMAND).
 
     The file appears only when all events are written (EventWriter); a stopped run leaves nothing.
-    devices: several devices to share the events (passed to sampling.generate_batches as `devices`);
-    None or one device: the checkpoint's own device.
     """
     check_count(len(labels))
     sampling.check_labels(labels)
@@ -302,13 +304,9 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
     producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed), "labels": labels_source,
                 "interface": "dashboard"}
     warnings = ranges.label_warnings(labels, ranges.record_of(loaded))
-    shard = {"devices": list(devices)} if devices and len(devices) > 1 else {}
-    if shard and "devices" not in inspect.signature(sampling.generate_batches).parameters:
-        raise ConfigError(f"sampling on {len(devices)} devices is not available in this version; choose one device")
     t0, kept, start = time.time(), [], 0
     with schema.EventWriter(out, loaded.geometry, producer) as writer:
-        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
-                                               **shard):
+        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
             writer.append(batch, labels[start:start + len(batch)])
             if start < keep:
                 kept.append(batch[:keep - start])
@@ -327,12 +325,18 @@ def reference_events(labels: np.ndarray, loaded, seed: int = 0) -> np.ndarray:
 
 @dataclass
 class Comparison:
-    """Features per set ({"generated": {...}, "simulated": {...}}), distances, classifier AUC or a note."""
+    """Features per set ({"generated": {...}, "simulated": {...}}), distances, the classifier AUCs without and
+    with the labels (each with its standard error) or a note, and the response curves to the labels
+    (genesis.evaluate.response_of; draw with viz.response_curves_figure)."""
 
     features: dict[str, dict[str, np.ndarray]]
     distances: pd.DataFrame
     auc: float | None
     note: str
+    auc_se: float | None = None
+    auc_conditional: float | None = None
+    auc_conditional_se: float | None = None
+    response: dict | None = None
 
 
 def compare(generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, geometry: Geometry,
@@ -342,14 +346,17 @@ def compare(generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, ge
              for name, x in (("generated", generated), ("simulated", reference))}
     dist = pd.DataFrame(metrics.feature_distances(feats["generated"], feats["simulated"])).T
     dist.index.name = "feature"
+    response = evaluate.response_of(generated, reference, labels, geometry)
     n = min(len(generated), len(reference))
-    if n >= metrics.MIN_EVENTS_FOR_AUC:
-        clf = metrics.classifier_auc(metrics.feature_matrix(feats["generated"]),
-                                     metrics.feature_matrix(feats["simulated"]), seed=seed)
-        return Comparison(feats, dist, float(clf["auc"]), f"classifier AUC on {clf['n_test']} test events "
-                          "(0.5 = indistinguishable)")
-    return Comparison(feats, dist, None, f"classifier AUC needs at least {metrics.MIN_EVENTS_FOR_AUC} events; "
-                                         f"{n} were generated")
+    if n < metrics.MIN_EVENTS_FOR_AUC:
+        return Comparison(feats, dist, None, f"classifier AUC needs at least {metrics.MIN_EVENTS_FOR_AUC} events; "
+                                             f"{n} were generated", response=response)
+    fm_gen, fm_sim = (metrics.feature_matrix(feats[k]) for k in ("generated", "simulated"))
+    clf = metrics.classifier_auc(fm_gen, fm_sim, seed=seed)
+    cond = metrics.conditional_classifier_auc(fm_gen, labels, fm_sim, labels, seed=seed)
+    return Comparison(feats, dist, float(clf["auc"]), f"classifier AUCs on {clf['n_test']} test events "
+                      "(0.5 = indistinguishable; with labels: also sees whether events follow their labels)",
+                      clf.get("auc_se"), float(cond["auc"]), cond.get("auc_se"), response)
 
 
 # ---------------------------------------------------------------------------------- quality check

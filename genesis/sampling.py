@@ -15,7 +15,6 @@ import csv
 import logging
 import math
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
@@ -95,18 +94,11 @@ def check_labels(labels: np.ndarray) -> None:
 
 
 def range_warnings(labels: np.ndarray, loaded: checkpoint.LoadedModel) -> list[str]:
-    """Messages for labels outside the range seen in training (from the checkpoint's data record)."""
-    data = loaded.state.get("data") or {}
-    lo, hi = data.get("label_min"), data.get("label_max")
-    if lo is None or hi is None:
-        return []
-    out = []
-    for i, name in enumerate(LABEL_COLUMNS):
-        below, above = labels[:, i] < lo[i], labels[:, i] > hi[i]
-        if below.any() or above.any():
-            out.append(f"{int((below | above).sum())} label(s) with {name} outside the training range "
-                       f"[{lo[i]:.4g}, {hi[i]:.4g}]: the model extrapolates there")
-    return out
+    """Plain-words messages for labels (N, 6) outside the ranges the checkpoint was trained on
+    (genesis.ranges, the one implementation the pages use too); sampling still goes ahead."""
+    from genesis import ranges
+
+    return ranges.label_warnings(labels, ranges.record_of(loaded))
 
 
 def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE, data_record: dict | None = None
@@ -216,8 +208,6 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         raise GenesisError(f"unknown sampler {sampler!r}; use one of {', '.join(diffusion.SAMPLERS)}")
     if not math.isfinite(guidance) or guidance < 0:
         raise GenesisError(f"guidance scale must be a finite number >= 0 (1 = off), got {guidance}")
-    for msg in range_warnings(labels, loaded):
-        warnings.warn(msg, stacklevel=2)
     device = next(loaded.model.parameters()).device
     batch_size = batch_size or default_batch_size(device)
     norm = loaded.normalization
@@ -287,9 +277,10 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                    steps: int | None = None, guidance: float = 1.0, seed: int = 0, device: str = "auto",
                    batch_size: int | None = None,
                    force: bool = False, progress: Callable[[int, int], None] | None = None,
-                   spacing: str | None = None) -> Path:
+                   spacing: str | None = None, on_warning: Callable[[str], None] | None = None) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
-    the checkpoint's own (recorded_sampler).
+    the checkpoint's own (recorded_sampler). on_warning receives each `range_warnings` message (labels
+    outside the training ranges: sampled anyway), once (rank 0 under torchrun).
 
     Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
     device (cuda:LOCAL_RANK with device auto/cuda on a GPU machine), writes them to a shard next to
@@ -298,8 +289,9 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
     rank, world, local_rank = dist_env()
     if world > 1:
         return _sample_sharded(checkpoint_path, labels, Path(out), sampler, steps, guidance, seed, device, batch_size,
-                               force, progress, spacing, rank, world, local_rank)
+                               force, progress, spacing, rank, world, local_rank, on_warning)
     loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
+    _say_range_warnings(labels, loaded, on_warning)
     sampler, steps = recorded_sampler(loaded, sampler, steps)
     batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
     info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing)
@@ -316,10 +308,16 @@ def shard_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix or '.h5'}")
 
 
+def _say_range_warnings(labels: np.ndarray, loaded: checkpoint.LoadedModel,
+                        on_warning: Callable[[str], None] | None) -> None:
+    for message in range_warnings(labels, loaded) if on_warning else ():
+        on_warning(message)
+
+
 def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str | None, steps: int | None,
                     guidance: float,
                     seed: int, device: str, batch_size: int | None, force: bool, progress, spacing: str | None,
-                    rank: int, world: int, local_rank: int) -> Path:
+                    rank: int, world: int, local_rank: int, on_warning: Callable[[str], None] | None = None) -> Path:
     """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
     process group is gloo on GPU machines too (NCCL would only add a device binding)."""
     import torch.distributed as dist
@@ -331,6 +329,8 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
         dist.init_process_group("gloo")
     try:
         loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device, local_rank))
+        if rank == 0:
+            _say_range_warnings(labels, loaded, on_warning)
         sampler, steps = recorded_sampler(loaded, sampler, steps)
         batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
         starts = batch_starts(len(labels), batch_size)

@@ -40,7 +40,7 @@ LEGACY_LOSS_KEYS = {"train": "train/loss", "val": "val/loss"}  # flow runs logge
 VAL_LOSS_KEYS = ("val/loss", "val/nll")
 KEY_METRICS = ("train/loss", "train/nll", "val/loss", "val/nll", "train/events_per_s", "eval/auc")
 # Config sections that apply to each kind: a run logs only these as params (a flow has no model.*).
-KIND_SECTIONS = {"diffusion": ("model", "diffusion"), "flow": ("flow",)}
+KIND_SECTIONS = {"diffusion": ("model", "diffusion", "distill"), "flow": ("flow",)}
 
 
 def loss_key(kind: str, split: str = "train") -> str:

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from genesis import inpaint, viz
+from genesis import inpaint, ranges, viz
 from genesis import sample_session as ss
 from genesis.errors import GenesisError
 from views._shared import (MAX_UPLOAD_MB, data_files, file_summary, geometry_of, mtime, pick_checkpoint, pick_data_file,
@@ -192,6 +192,8 @@ method = c[1].selectbox("Method", list(METHODS), index=list(METHODS).index("repa
 seed = int(c[2].number_input("Seed", 0, 2**31 - 1, 0, help="for the random mask and the method's samples"))
 with user_errors():
     ss.check_inpaint_inputs(loaded, geometry, method)
+    for message in ranges.event_warnings(loaded, path, index):  # in words; inpainting goes ahead
+        st.warning(message, icon=":material/warning:")
 settings = method_settings(method, loaded, ckpt, device)
 st.subheader("Mask")
 mask, spec = mask_widgets(geometry, seed)

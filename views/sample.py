@@ -102,13 +102,12 @@ def sampler_settings(loaded) -> tuple[str, int, float, int]:
     return sampler, steps, guidance, seed
 
 
-def devices_choice(device: str) -> list[str] | None:
-    """Several CUDA devices to share the events (shown only when there are several); None: the one device."""
+def several_gpus_hint(ckpt, device: str) -> None:
+    """Where there are several GPUs: the page samples on one; a large request shares them through torchrun."""
     count = cuda_device_count()
-    if count < 2 or not device.startswith("cuda"):
-        return None
-    return st.multiselect("Devices", [f"cuda:{i}" for i in range(count)], default=[f"cuda:{i}" for i in range(count)],
-                          help="the events are split across these GPUs") or None
+    if count >= 2 and device.startswith("cuda"):
+        st.caption(f"{count} GPUs here: this page samples on {device}. To share a large request among all of them: "
+                   f"`{ss.SHARDED_COMMAND.format(gpus=count, checkpoint=rel(ckpt.path))}` (same events as one GPU).")
 
 
 @st.cache_data(ttl=120, show_spinner="Timing a short warm-up on this machine")
@@ -130,7 +129,7 @@ def expected_time(ckpt, device: str, loaded, n: int, sampler: str, steps: int, g
 
 
 def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, guidance: float, seed: int,
-             confirmed: bool, devices: list[str] | None, key: tuple) -> None:
+             confirmed: bool, key: tuple) -> None:
     with user_errors():
         ss.check_count(len(labels), confirmed)
         with st.status(f"Generating {len(labels):,} events", expanded=True) as status:
@@ -140,7 +139,7 @@ def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, 
                 bar.progress(min(done / total, 1.0), text=ss.progress_text(done, total, time.time() - t0))
 
             result = ss.run_sampling(loaded, labels, sampler, steps, guidance, seed, labels_source=source,
-                                     progress=progress, devices=devices)
+                                     progress=progress)
             st.session_state.setdefault("sample_rates", {})[key] = ss.call_rate(result, loaded.kind, steps)
             status.update(label=f"Simulating {len(result.labels):,} reference events at the same labels")
             reference = ss.reference_events(result.labels, loaded, seed)
@@ -191,8 +190,14 @@ def show_results(state: dict) -> None:
                                                     "simulated": (ref[:, 0], ref[:, 1])}), key="sample_hits")
     with features:
         if comp.auc is not None:
-            st.metric("Classifier AUC (generated vs simulated)", f"{comp.auc:.3f}")
+            c = st.columns(3)
+            c[0].metric("Classifier AUC (generated vs simulated)", f"{comp.auc:.3f} ± {comp.auc_se:.3f}")
+            c[1].metric("with the labels", f"{comp.auc_conditional:.3f} ± {comp.auc_conditional_se:.3f}")
+            summary = comp.response.get("summary")
+            c[2].metric("Response to the labels", "-" if summary is None else f"{summary:.2f} SE",
+                        help="mean |generated - simulated| of the response curves below, in standard errors")
         st.caption(comp.note)
+        st.plotly_chart(viz.response_curves_figure(comp.response), key="sample_response")
         st.plotly_chart(viz.feature_histograms(comp.features, metrics.FEATURES), key="sample_features")
         st.dataframe(comp.distances, width="stretch")
 
@@ -202,7 +207,7 @@ labels, source = pick_labels()
 for message in ranges.label_warnings(labels, ranges.record_of(loaded)):  # words; sampling goes ahead
     st.warning(message, icon=":material/warning:")
 sampler, steps, guidance, seed = sampler_settings(loaded)
-devices = devices_choice(device)
+several_gpus_hint(ckpt, device)
 expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance)
 confirmed = True
 if len(labels) > ss.CONFIRM_ABOVE:
@@ -210,7 +215,6 @@ if len(labels) > ss.CONFIRM_ABOVE:
                f"to disk; only the first {ss.KEEP_EVENTS:,} are shown and compared.")
     confirmed = st.checkbox(f"Yes, generate {len(labels):,} events")
 if st.button("Generate", type="primary", icon=":material/play_arrow:"):
-    generate(loaded, labels, source, sampler, steps, guidance, seed, confirmed, devices,
-             rate_key(ckpt, device, loaded, sampler, guidance))
+    generate(loaded, labels, source, sampler, steps, guidance, seed, confirmed, rate_key(ckpt, device, loaded, sampler, guidance))
 if "sample" in st.session_state:
     show_results(st.session_state["sample"])

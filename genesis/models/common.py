@@ -10,8 +10,10 @@ from torch import Tensor, nn
 from genesis.data.normalization import Normalization
 
 
-# What checkpoints from before representations, time references and the asinh time transform meant
-_OLD_STATE = {k: getattr(Normalization(), k) for k in ("representation", "time_reference", "time_center_ns", "time_width_ns")}
+# What checkpoints from before representations, time references, the asinh time transform and the refractive
+# index meant
+_OLD_STATE = {k: getattr(Normalization(), k)
+              for k in ("representation", "time_reference", "time_center_ns", "time_width_ns", "refractive_index")}
 
 
 class NormalizationMetadata(nn.Module):
@@ -31,6 +33,7 @@ class NormalizationMetadata(nn.Module):
             "time_reference": norm.time_reference,
             "time_center_ns": norm.time_center_ns,
             "time_width_ns": norm.time_width_ns,
+            "refractive_index": norm.refractive_index,
         }
 
     def get_extra_state(self) -> dict[str, Any]:

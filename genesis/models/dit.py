@@ -292,7 +292,8 @@ class PMTDiT(NormalizationMetadata):
         phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
                                        self._transforms["energy_transform"] == "log10")
         positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
-        feats = physics.dom_features(phys, positions.transpose(1, 2), light=self.config.light_feature)
+        feats = physics.dom_features(phys, positions.transpose(1, 2), self._transforms["refractive_index"],
+                                     light=self.config.light_feature)
         if drop is not None:
             feats = feats * (~drop).to(feats.dtype)[:, None, None]
         dom_inputs = torch.cat([geometry.expand(len(labels), -1, -1).to(feats.dtype), feats], 1)

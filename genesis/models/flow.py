@@ -414,7 +414,7 @@ class ConditionalFlow(NormalizationMetadata):
         phys = physics.physical_labels(labels, self.label_offsets, self.label_scales,
                                        self._transforms["energy_transform"] == "log10")
         positions = geometry.float() * self.affine_scales[2:, None].float() + self.affine_offsets[2:, None].float()
-        feats = physics.dom_features(phys, positions.transpose(1, 2)).to(labels.dtype)
+        feats = physics.dom_features(phys, positions.transpose(1, 2), self._transforms["refractive_index"]).to(labels.dtype)
         return physics.label_features(labels, phys), torch.cat([geometry, feats], 1)
 
     def _context(self, labels: torch.Tensor, geometry: torch.Tensor) -> Context:
