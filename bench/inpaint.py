@@ -105,7 +105,7 @@ def _fmt(v: float, spec: str) -> str:
 
 def print_table(rows: dict[tuple[str, str], dict[str, float]], n_hidden_hits: dict[str, int]) -> None:
     head = ("| mask | method | MSE all | ± | MSE hit | npe err pe | npe rel | t err ns | prec | rec | Q err "
-            f"| LF shift deg | /zero | /neigh | unc | s/event |")
+            "| LF shift deg | /zero | /neigh | unc | s/event |")
     print("\n" + head)
     print("|" + "---|" * (head.count("|") - 1))
     for (mask_name, method), m in rows.items():
