@@ -282,6 +282,21 @@ def compare_options(frame: pd.DataFrame) -> list[str]:
     return roles + [k for k in keys if k not in losses]
 
 
+def runs_without(frame: pd.DataFrame, choice: str) -> list[str]:
+    """Labels (run_labels) of the runs of a store frame that have not logged `choice` (a metric key or a
+    LOSS_ROLES choice, resolved per run): the compare view says which runs its chart leaves out."""
+    labels = dict(zip(frame["run_id"], run_labels(frame)))
+    has = {rid: bool(key) and f"metrics.{key}" in frame.columns
+           and frame.loc[frame["run_id"] == rid, f"metrics.{key}"].notna().any()
+           for rid, key in _metric_of_each_run(frame, choice).items()}
+    return [labels[rid] for rid, ok in has.items() if not ok]
+
+
+def shared_option(frame: pd.DataFrame, options: list[str]) -> int:
+    """Index of the first of `options` (compare_options) that every run of the frame has logged; 0 if none."""
+    return next((i for i, choice in enumerate(options) if not runs_without(frame, choice)), 0)
+
+
 def _metric_of_each_run(frame: pd.DataFrame, choice: str) -> dict[str, str | None]:
     """run_id -> the metric key that `choice` means for that run (a loss role resolves by the run's kind)."""
     split = LOSS_ROLES.get(choice)

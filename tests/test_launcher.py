@@ -132,3 +132,11 @@ def test_run_visible_in_mlflow_ui(trained):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_every_form_field_has_a_readable_label():
+    """No field of the Train form falls back to its key ('Dom width' for flow.dom_width)."""
+    from genesis import launcher
+
+    keys = [s["key"] for kind in ("diffusion", "flow") for specs in launcher.form_specs(kind).values() for s in specs]
+    assert keys and not [k for k in keys if k not in launcher.FORM_LABELS]

@@ -458,3 +458,17 @@ def test_trained_runs_log_their_kinds_losses_and_params(trained_home):
     assert [k for k in dit.data.params if k.startswith("model.")] and [k for k in dit.data.params if k.startswith("diffusion.")]
     val = runs.val_loss_histories(store, [trained_home.flow_run, trained_home.diffusion_run])
     assert set(zip(val["run_id"], val["key"])) == {(trained_home.flow_run, "val/nll"), (trained_home.diffusion_run, "val/loss")}
+
+
+def test_compare_view_starts_on_a_metric_every_run_has_and_names_the_runs_without_it(home, store):
+    ids = _kind_runs(store)
+    eval_run = store.create_run("genesis", "dit-eval", {tracking.TAG_KIND: "diffusion"}, {"kind": "diffusion"})
+    store.log_metrics(eval_run, {"eval/auc": 0.8, "train/loss": 0.5}, 0)  # no val loss yet
+    store.end_run(eval_run, "FINISHED")
+    frame = runs.selected_runs(store, [*ids.values(), eval_run])
+    options = runs.compare_options(frame)
+    assert runs.runs_without(frame, "val loss (per kind)") == ["dit-eval"]
+    assert runs.runs_without(frame, "eval/auc") == ["dit", "flow", "old-flow"]
+    assert options[runs.shared_option(frame, options)] == "train loss (per kind)"  # the first one all four have
+    only_dit = runs.selected_runs(store, [ids["dit"]])
+    assert runs.shared_option(only_dit, runs.compare_options(only_dit)) == 0

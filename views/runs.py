@@ -96,13 +96,17 @@ if not options:
     st.info("The selected runs have not logged any metrics yet.")
 else:
     m1, m2, m3, m4 = st.columns([2, 1, 2, 1])
-    metric = m1.selectbox("Metric", options, help="A loss is each run's own: MSE for diffusion, NLL (nats per "
-                          "event) for flows, drawn in one panel per model kind")
+    metric = m1.selectbox("Metric", options, index=runs.shared_option(frame, options),
+                          help="A loss is each run's own: MSE for diffusion, NLL (nats per event) for flows, drawn "
+                               "in one panel per model kind. Starts on a metric every selected run has logged.")
     x = m2.radio("x axis", ["step", "wall time"], horizontal=True)
     smoothing = m3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01)
     log_y = m4.toggle("Log scale", value=False, help="Panels with values ≤ 0 (a flow's NLL) stay linear")
     with user_errors():
         curves = runs.compare_curves(store, compared, metric, x)
+    lacking = runs.runs_without(frame, metric)
+    if lacking:  # e.g. a short diffusion run has no val loss yet, a flow logs val/nll and no val/loss
+        st.caption(f"Not in this chart (no {metric} logged): {', '.join(lacking)}")
     st.plotly_chart(viz.loss_panels(curves, x=runs.X_AXES[x], log_y=log_y, smoothing=smoothing),
                     key="compare_curves")
     if len(compared) > 1:
