@@ -93,6 +93,31 @@ def run_to_end(store, run_id: str, timeout_s: float = 900, poll_s: float = 0.5):
     return store.run(run_id)
 
 
+def run_process_group(cmd: list[str], env: dict, timeout: float, what: str = "the process") -> str:
+    """Run cmd (e.g. torchrun and its ranks) in its own process group; kill the whole group on a hang.
+    Returns stdout + stderr; fails the test when it exits non-zero or outlives `timeout` s."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
+        out, _ = proc.communicate()
+        pytest.fail(f"{what} still running after {timeout} s (hang):\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models: a second intra-op thread saves nothing and, on cores shared with other work, made a
+    training step 30x slower (2.9 s against 0.08 s). Use with pytestmark = pytest.mark.usefixtures(...)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `python -m genesis ...` as a real subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "genesis", *args], cwd=cwd or ROOT, capture_output=True, text=True,

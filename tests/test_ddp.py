@@ -2,14 +2,12 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, tiny_cfg
+from conftest import ROOT, run_process_group, tiny_cfg
 from genesis import config
 from genesis.data import dataset
 from genesis.train import DistContext, Trainer, step_seed
@@ -34,15 +32,7 @@ def torchrun(home, cfg: config.RunConfig, rank_overrides: dict | None = None, ti
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
            str(ROOT / "tests" / "ddp_worker.py"), str(cfg_path), str(home), json.dumps(rank_overrides or {})]
     env = {**os.environ, "GENESIS_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP ranks still running after {timeout} s (hang):\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-6000:]
+    run_process_group(cmd, env, timeout, "DDP ranks")
     out = {rank: torch.load(home / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)}
     out["init"] = torch.load(home / "init.pt", weights_only=True)
     return out

@@ -20,14 +20,7 @@ from genesis.models.flow import (
 from genesis.models.common import patchify, unpatchify
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second intra-op thread saves nothing and, on cores shared with other work, made a
-    training step 30x slower (2.9 s against 0.08 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.one_thread)
 
 P = 120  # two "strings" of 60 DOMs
 

@@ -21,14 +21,7 @@ from genesis.models.flow import (LATERAL_STRINGS, ConditionalFlow, above_below_o
 from tests.test_inpaint_map import LINEAR, P, bimodal_events, conditioning, two_strings
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second intra-op thread saves nothing and, on cores shared with other work, made a
-    training step 30x slower (2.9 s against 0.08 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.one_thread)
 
 
 def grid_geometry(strings: int = 8, per_string: int = 4) -> Geometry:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_process_group
 from genesis import checkpoint, sampling
 from genesis.data import schema
 from genesis.demo import DEMO_DIR
@@ -25,16 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every p
 
 
 def run(cmd: list[str], timeout: float = 180) -> str:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
-        out, _ = proc.communicate()
-        pytest.fail(f"still running after {timeout} s (hang):\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-6000:]
-    return out
+    return run_process_group(cmd, ENV, timeout)
 
 
 def test_two_gloo_ranks_write_the_same_events_as_one_process(tmp_path):
