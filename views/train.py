@@ -48,14 +48,6 @@ def field_widget(spec: dict, value, key: str, cuda: bool):
     return st.text_input(label, value=str(value), help=help_text, key=key)
 
 
-def set_nested(d: dict, dotted: str, value) -> None:
-    head, _, rest = dotted.partition(".")
-    if rest:
-        set_nested(d.setdefault(head, {}), rest, value)
-    else:
-        d[head] = value
-
-
 KINDS = {"diffusion": "Diffusion transformer", "flow": "Normalizing flow", "distill": "Distill a checkpoint"}
 
 
@@ -134,10 +126,8 @@ def submit(kind: str, name: str, base: dict, values: dict, data_path: Path, devi
         st.error("Not launched: " + "; ".join(bad), icon=":material/error:")
         return
     data = {"kind": kind, "name": name, "experiment": base["experiment"]}
-    for key, value in values.items():
-        set_nested(data, key, value)
-    set_nested(data, "data.path", rel(data_path))
-    set_nested(data, "train.device", device)
+    for key, value in {**values, "data.path": rel(data_path), "train.device": device}.items():
+        data = config.set_in(data, key, value)
     try:
         cfg = config.from_dict(config.RunConfig, data)
         checked = launcher.preflight(cfg, gpus)
