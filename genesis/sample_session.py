@@ -318,9 +318,15 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
 def reference_events(labels: np.ndarray, loaded, seed: int = 0) -> np.ndarray:
     """Simulator events (N, 2, P) at the given labels (N, 6) for a loaded checkpoint: the same triggered
     simulation, with the training file's simulator settings, that `genesis evaluate` compares against."""
-    from genesis.evaluate import simulate_triggered_at, training_sim_config
+    return evaluate.simulate_triggered_at(np.asarray(labels), loaded.geometry, seed,
+                                          evaluate.training_sim_config(loaded)[0])
 
-    return simulate_triggered_at(np.asarray(labels), loaded.geometry, seed, training_sim_config(loaded)[0])
+
+def reference_fallback(loaded) -> str | None:
+    """Why the reference simulation uses the simulator's default settings (the checkpoint does not say what
+    made its training data), or None when it uses the training data's own settings."""
+    where = evaluate.training_sim_config(loaded)[1]
+    return where if where.startswith("simulator defaults") else None
 
 
 @dataclass

@@ -212,3 +212,18 @@ def test_evaluating_on_the_training_file_is_flagged(tiny_run, tmp_path, caplog):
     assert ref["source"] == "file" and ref["n"] == ref["n_in_file"] == 300 and ref["is_training_file"] is True
     assert "training file" in caplog.text
     assert report["mlflow"]["logged"] is False
+
+
+def test_reference_simulation_says_when_it_falls_back_to_default_settings(tmp_path):
+    """The shipped demo records what made its training data; a checkpoint that records nothing, and whose
+    training file is gone, simulates its reference with the defaults, and the Sample page says so."""
+    from genesis import checkpoint
+    from genesis import sample_session as ss
+    from genesis.demo import DEMO_DIR
+
+    demo = DEMO_DIR / "demo-diffusion.pt"
+    assert ss.reference_fallback(checkpoint.load_model(demo)) is None
+    state = checkpoint.load_state(demo)
+    state["data"] = {k: v for k, v in state["data"].items() if k != "source"} | {"path": str(tmp_path / "gone.h5")}
+    bare = checkpoint.load_model(checkpoint.save(state, tmp_path / "bare.pt"))
+    assert "gone.h5 is not here" in ss.reference_fallback(bare)

@@ -148,7 +148,7 @@ def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, 
             status.update(label=f"Generated {result.n_events:,} events in {result.seconds:.1f} s", state="complete",
                           expanded=False)
     st.session_state["sample"] = {"result": result, "reference": reference, "comparison": comparison,
-                                  "geometry": loaded.geometry}
+                                  "geometry": loaded.geometry, "fallback": ss.reference_fallback(loaded)}
 
 
 def show_results(state: dict) -> None:
@@ -163,6 +163,8 @@ def show_results(state: dict) -> None:
         st.warning(f"{rel(result.path)} no longer exists; generate again to download.")
     if result.n_events > len(gen):
         st.caption(f"Showing and comparing the first {len(gen):,} of {result.n_events:,} events.")
+    if state.get("fallback"):
+        st.caption(f"The simulated events use the {state['fallback']}: they may differ from the training data.")
     quality = ss.quality_check(gen, ref)
     if quality.level != "ok":
         (st.error if quality.level == "error" else st.warning)(quality.message, icon=":material/warning:")
