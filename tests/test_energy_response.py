@@ -106,3 +106,4 @@ def test_shipped_demo_diffusion_charge_follows_the_energy(energy, geometry):
     events = sampling.generate(checkpoint.load_model(DEMO_DIFFUSION), np.repeat(labels, 16, 0), seed=0)
     ratio = np.median(events[:, 0].sum(1)) / np.median(sim[:, 0].sum(1))
     assert 1 / DEMO_CHARGE_FACTOR <= ratio <= DEMO_CHARGE_FACTOR, ratio
+
