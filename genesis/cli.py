@@ -163,6 +163,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     report = inpaint_to_file(args.checkpoint, args.data, args.events, args.mask, args.method, args.out,
                              steps=args.steps, restarts=args.restarts, seed=args.seed, device=args.device,
                              force=args.force, compare_baselines=not args.no_baselines)
+    for message in report["warnings"]:  # labels outside the checkpoint's training ranges: filled anyway
+        print(f"warning: {message}", file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -39,7 +39,7 @@ def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_sp
                     compare_baselines: bool = True) -> dict[str, Any]:
     """The `genesis inpaint` command: writes filled (as `input`), input_masked, input_true and mask; returns
     the report (method, events, masked DOMs, seconds, every fill's metrics, score ratios) as plain JSON types."""
-    from genesis import checkpoint
+    from genesis import checkpoint, ranges
     from genesis.data import schema
 
     if method not in METHODS:
@@ -61,7 +61,8 @@ def inpaint_to_file(checkpoint_path: str | None, data: str, events: str, mask_sp
     result = inpaint_events(loaded, signal, labels, mask, method, geometry, steps=steps, restarts=restarts, seed=seed,
                             compare_baselines=compare_baselines)
     report = {"method": method, "events": idx.tolist(), "masked_doms": int(mask.sum()), "seconds": result.seconds,
-              "metrics": result.metrics, "improvement_over": result.ratios}
+              "metrics": result.metrics, "improvement_over": result.ratios,
+              "warnings": ranges.label_warnings(labels, ranges.record_of(loaded)) if loaded else []}
     if len(result.metrics) > 1:
         report["verdict"] = inpaint_verdict(result.metrics, method)[1]
     producer = {"producer": "genesis inpaint", "checkpoint": checkpoint_path, "method": method, "mask": mask_spec,
