@@ -112,3 +112,16 @@ def test_dead_dom_fill_is_no_hit_in_any_normalization(geometry):
     assert torch.equal(filled[:, :, ~mask], x[:, :, ~mask])
     whole_string = neighbour_fill(filled, mask, geometry, norm)  # no unmasked DOM on string 36 -> no hit
     assert torch.allclose(whole_string[:, :, mask], filled[:, :, mask])
+
+
+def test_inpaint_cli_warns_in_words_on_labels_outside_the_training_ranges(tmp_path, geometry):
+    """Out-of-range events are filled anyway, with a plain-words warning (not a Python warning)."""
+    from genesis.data.simulate import SimConfig, simulate_to_file
+    from genesis.demo import DEMO_DIR
+
+    data = simulate_to_file(tmp_path / "low.h5", 2, geometry, seed=3, cfg=SimConfig(energy_min=5.0, energy_max=50.0))
+    r = run_cli("inpaint", "--checkpoint", str(DEMO_DIR / "demo-flow.pt"), "--method", "zero", "--data", str(data),
+                "--events", "0", "--mask", "strings:36", "--out", str(tmp_path / "out.h5"))
+    assert r.returncode == 0, r.stderr
+    assert "warning: " in r.stderr and "below the range this checkpoint was trained on" in r.stderr
+    assert "UserWarning" not in r.stderr and json.loads(r.stdout)["warnings"]
