@@ -402,7 +402,7 @@ def test_data_page_shows_bad_upload_errors(page_home, tmp_path_factory):
     at.file_uploader(key="import_pulses").set_value(("nocharge.db", db.read_bytes(), "application/octet-stream"))
     at = next(b for b in at.run().button if b.label == "Import").click().run()
     errors = [e.value for e in at.error]
-    assert any(e.startswith("nocharge.db: table 'SRTInIcePulses' lacks column(s) ['charge']") for e in errors), errors
+    assert any("nocharge.db: table 'SRTInIcePulses' lacks column(s) ['charge']" in e for e in errors), errors
     assert not any("/tmp" in e or str(page_home) in e for e in errors), ("staging path shown", errors)
     assert not at.success and leftovers(page_home / "data") == []
 
