@@ -135,11 +135,11 @@ def test_validation_scores_the_ema_weights_that_best_pt_keeps(home):
     best = checkpoint.load(os.path.join(result["checkpoint_dir"], "best.pt"))
     trainer = Trainer(cfg(home, "train.epochs=1"), None, None, DistContext(), torch.device("cpu"))
     trainer.ema.module.load_state_dict(best["ema"])
-    assert trainer.validate() == pytest.approx(best["best_val_loss"], rel=1e-9)
+    assert trainer.validate()[0] == pytest.approx(best["best_val_loss"], rel=1e-9)
     trainer.model.load_state_dict(best["model"])  # the raw weights score differently
     raw = dataclasses.replace(trainer.cfg, train=dataclasses.replace(trainer.cfg.train, val_weights="raw"))
     trainer.cfg = raw
-    assert trainer.validate() != pytest.approx(best["best_val_loss"], rel=1e-6)
+    assert trainer.validate()[0] != pytest.approx(best["best_val_loss"], rel=1e-6)
 
 
 def test_value_ranges_cover_every_training_event(tmp_path):
@@ -350,7 +350,8 @@ def test_checkpoints_from_before_representations_load_inspect_and_sample(home):
     from genesis import inspect, sampling
 
     result = train(cfg(home, "train.max_steps=3", "data.normalization.representation=legacy", *LINEAR_TIME,
-                       "model.conditioning=labels", "model.dom_head_width=0"))
+                       "model.conditioning=labels", "model.dom_head_width=0", "model.light_feature=false",
+                       "model.dom_head_conditioning=false"))
     path = os.path.join(result["checkpoint_dir"], "last.pt")
     before = checkpoint.load_model(path)
     strip_to_old_format(path)
