@@ -1,6 +1,6 @@
 """Screenshots for the README, taken from the real app in headless Chromium.
 
-    python docs/screenshots.py            # the shots below, from one dashboard on a fresh home
+    python docs/screenshots.py [FOLDER [NAME ...]]   # the shots below (or those named), one dashboard, fresh home
     GENESIS_KEEP_SCREENSHOTS=1 .venv/bin/pytest tests/test_browser.py -k new_user_flow
                                           # every step of the new-user flow, kept in test-artifacts/browser
                                           # (train-live, runs-compare, ...), copied from there into docs/
@@ -14,7 +14,9 @@ imported as `genesis import` does, for the shots that compare real events with t
 - checkpoints-ranges.png: Checkpoints > Normalization > Compare with a dataset: the oscNext events against the
   demo model's training ranges;
 - data-oscnext-event.png: Data, an imported 4.7 GeV oscNext event in 3D with its true track drawn for its
-  energy (a 50 m arrow, not a kilometre).
+  energy (a 50 m arrow, not a kilometre);
+- inpaint-oscnext.png: Inpaint, string 36 of an oscNext event filled by the shipped demo flow: the warning in
+  words that the event lies outside the flow's training ranges, the scores in one physical space and the verdict.
 """
 
 from __future__ import annotations
@@ -85,7 +87,28 @@ def data_event(page, base: str, out: Path) -> Path:
     return out
 
 
-def take_all(folder: Path = DOCS) -> list[Path]:
+def inpaint_demo(page, base: str, out: Path) -> Path:
+    page.goto(f"{base}/inpaint")
+    page.get_by_text("Choose what to mask").first.wait_for()
+    page.get_by_label("Strings (or click / box-select them in the top view)", exact=False).first.click()
+    page.keyboard.type("36")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    fill(page, "Optimisation steps", 20)
+    fill(page, "Restarts", 1)
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Inpaint").click()
+    page.get_by_text("Verdict:").first.wait_for()
+    page.wait_for_timeout(3000)  # let Plotly draw the 3D views
+    page.screenshot(path=str(out))
+    return out
+
+
+SHOTS = {"sample-out-of-range": sample_out_of_range, "checkpoints-ranges": checkpoints_ranges,
+         "data-oscnext-event": data_event, "sample-demo": sample_demo, "inpaint-oscnext": inpaint_demo}
+
+
+def take_all(folder: Path = DOCS, names: list[str] | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from imported_events import oscnext_h5
@@ -97,14 +120,11 @@ def take_all(folder: Path = DOCS) -> list[Path]:
             browser = p.chromium.launch(executable_path=str(require_chromium()), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1750})
             page.set_default_timeout(TIMEOUT_MS)
-            shots = [sample_out_of_range(page, base, folder / "sample-out-of-range.png"),
-                     checkpoints_ranges(page, base, folder / "checkpoints-ranges.png"),
-                     data_event(page, base, folder / "data-oscnext-event.png"),
-                     sample_demo(page, base, folder / "sample-demo.png")]
+            shots = [SHOTS[name](page, base, folder / f"{name}.png") for name in names or SHOTS]
             browser.close()
     return shots
 
 
 if __name__ == "__main__":
-    for path in take_all(DOCS if len(sys.argv) < 2 else Path(sys.argv[1])):
+    for path in take_all(DOCS if len(sys.argv) < 2 else Path(sys.argv[1]), sys.argv[2:] or None):
         print(f"wrote {path}")

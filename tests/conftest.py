@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_ICECUBE = ROOT.parent / "shared" / "data" / "icecube86"
 os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: a second intra-op thread costs more than it saves (see one_thread)
 
 
 REQUIRE_SHARED_ENV = "GENESIS_REQUIRE_SHARED"
