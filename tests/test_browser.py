@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, ROOT, assert_no_exception_box, require_chromium, streamlit_app
+from conftest import CHROMIUM_ARGS, ROOT, assert_no_exception_box, browser_page, require_chromium, streamlit_app
 
 from genesis.launcher import form_label
 
@@ -290,14 +290,9 @@ def assert_selected(page, label: str, text: str) -> None:
 def test_fresh_clone_preselects_the_shipped_demo_models(chromium, server, tmp_path):
     """On a fresh clone (no runs, no data) Sample starts on the shipped demo diffusion model, and on the flow
     one when the flow is chosen; Inpaint starts on the shipped demo flow."""
-    from playwright.sync_api import sync_playwright
-
     base, _ = server
     ok = False
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.set_default_timeout(SLOW_MS)
+    with browser_page(SLOW_MS) as page:
         steps = Steps(page, tmp_path / "shots")
         try:
             goto(page, base, "sample")
@@ -313,7 +308,6 @@ def test_fresh_clone_preselects_the_shipped_demo_models(chromium, server, tmp_pa
             ok = True
         finally:
             steps.keep(ARTIFACTS.parent / "browser-fresh-clone", failed=not ok)
-            browser.close()
 
 
 def pick_string(page, string: int) -> None:
@@ -326,14 +320,9 @@ def pick_string(page, string: int) -> None:
 
 def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path):
     """Sample's quality banner on an untrained model; Inpaint's expected time and verdict line."""
-    from playwright.sync_api import sync_playwright
-
     base, _ = untrained_server
     ok = False
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
+    with browser_page(TIMEOUT_MS) as page:
         steps = Steps(page, tmp_path / "shots")
         try:
             goto(page, base, "sample")
@@ -362,4 +351,3 @@ def test_quality_banner_and_inpaint_verdict(chromium, untrained_server, tmp_path
             ok = True
         finally:
             steps.keep(ARTIFACTS.parent / "browser-quality", failed=not ok)
-            browser.close()
