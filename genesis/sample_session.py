@@ -26,6 +26,7 @@ import pandas as pd
 
 from genesis import evaluate, metrics, paths, ranges, sampling
 from genesis.data import schema
+from genesis.inpaint import timing as inpaint_timing
 from genesis.errors import CheckpointError, ConfigError, DataError
 from genesis.geometry import Geometry
 
@@ -196,7 +197,7 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
 WARMUP_STEPS = 2  # sampler steps of one timed warm-up run (no redraws, no file: the sampler loop alone)
 WARMUP_REPEATS = 3  # timed runs; with the last call's rate they make the range (median: one load spike does not)
 WARMUP_BATCH = 64  # at most this many events in a warm-up run (the page samples in batches of 64)
-LOAD_MARGIN = (0.8, 2.0)  # the range widened for a machine whose load changes (2 shared cores swing 2x)
+LOAD_MARGIN = inpaint_timing.LOAD_MARGIN  # one margin for every time estimate of the pages
 
 
 @dataclass(frozen=True)
@@ -458,7 +459,6 @@ def check_inpaint_inputs(loaded, geometry: Geometry, method: str) -> None:
 DEMO_DATA = "data/demo.h5"  # the presets' data.path and the Home page's demo dataset
 MAP_DEFAULTS = {"cpu": (100, 2)}  # device -> flow-MAP (steps, restarts): a string in seconds on 2 cores
 MAP_DEFAULTS_ACCELERATOR = (200, 3)  # the library's defaults, for GPUs
-SLOW_SECONDS = 60.0  # expected times above this come with a hint to lower the steps
 
 
 def map_defaults(device: str) -> tuple[int, int]:
@@ -483,15 +483,6 @@ def trained_on(loaded) -> str | None:
     """The data path recorded in a loaded checkpoint (None when it has none)."""
     value = ((loaded.state or {}).get("data") or {}).get("path") if hasattr(loaded, "state") else None
     return str(value) if value else None
-
-
-def expected_time_text(method: str, device: str, n_masked: int, seconds: float, work: str) -> str:
-    """One line shown before inpainting starts: the expected time and what it is made of."""
-    text = (f"Expected time: about **{seconds:,.0f} s** on {device} for {n_masked:,} masked DOMs ({work}; "
-            "the zero and neighbour baselines add well under a second).")
-    if seconds > SLOW_SECONDS:
-        text += " Lower the steps or restarts for a quicker first look."
-    return text
 
 
 def inpaint_verdict(result) -> tuple[bool, str]:
