@@ -1,15 +1,19 @@
-"""Does the light follow the energy? Train diffusion variants on the same data and step budget and print,
-per energy decade, the mean log10 total npe and the mean number of hit DOMs of generated events against
-the simulation at the same labels (with standard errors), plus the classifier AUCs of genesis.evaluate.
+"""Does the light follow the energy? Train model variants on the same data and step budget and print, per
+energy decade, the mean log10 total npe and the mean number of hit DOMs of generated events against the
+simulation at the same labels (with standard errors), the charge-energy slope (least-squares slope of an
+event's log10(1 + total npe) on log10 E, with its standard error), and the classifier AUCs of genesis.evaluate.
 
     python bench/energy_response.py --device cuda --jobs 4 --variants before,light,head,light+head
+    python bench/energy_response.py --variants flow-before,flow+light --seeds 2 --jobs 2 --heldout report
     python bench/energy_response.py --device cpu --steps 20 --train-events 600 --eval-events 200   # smoke run
 
-Each variant is the tiny preset (configs/tiny.yaml) plus the overrides in VARIANTS ("before": the preset without
-model.light_feature and model.dom_head_conditioning, as it was until they were measured here); the step budget is the
-CPU protocol's (2000 steps of 64 events on 20000 simulated events), so a GPU runs it in minutes. Variants
-are chosen on the *selection* held-out set (--heldout selection, simulator seed 3); numbers to quote come
-from the *report* set (--heldout report, seed 2, the scorecard's held-out file).
+Each variant is a tiny preset plus the overrides in VARIANTS: diffusion variants configs/tiny.yaml ("before":
+without model.light_feature and model.dom_head_conditioning, as it was until they were measured here), flow
+variants configs/flow_tiny.yaml ("flow-before": without flow.light_feature). The step budget is the CPU
+protocol's (2000 steps of 64 events on 20000 simulated events), so a GPU runs it in minutes. "strings W1" is
+the normalized W1 of the number of hit strings per event (W1 / the simulation's standard deviation).
+Variants are chosen on the *selection* held-out set (--heldout selection, simulator seed 3); numbers to quote
+come from the *report* set (--heldout report, seed 2, the scorecard's held-out file).
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-# overrides on configs/tiny.yaml, whose model now has both handles on the energy (the "light+head" row)
+# (preset, overrides): configs/tiny.yaml's model has both handles on the energy (the "light+head" row)
 NO_LIGHT, NO_HEAD_LABELS = "model.light_feature=false", "model.dom_head_conditioning=false"
+DIFFUSION, FLOW = "tiny.yaml", "flow_tiny.yaml"
 VARIANTS = {
-    "before": [NO_LIGHT, NO_HEAD_LABELS],
-    "light": [NO_HEAD_LABELS],
-    "head": [NO_LIGHT],
-    "light+head": [],
-    "light+head+snr5": ["diffusion.min_snr_gamma=5"],
+    "before": (DIFFUSION, [NO_LIGHT, NO_HEAD_LABELS]),
+    "light": (DIFFUSION, [NO_HEAD_LABELS]),
+    "head": (DIFFUSION, [NO_LIGHT]),
+    "light+head": (DIFFUSION, []),
+    "light+head+snr5": (DIFFUSION, ["diffusion.min_snr_gamma=5"]),
+    "flow-before": (FLOW, ["flow.light_feature=false"]),
+    "flow+light": (FLOW, []),
 }
 HELDOUT_SEEDS = {"report": 2, "selection": 3}
 DECADES = (3, 4, 5, 6)
@@ -72,6 +79,7 @@ def simulated(path: Path, n: int, seed: int) -> Path:
 
 def train_and_evaluate(name: str, seed: int, args: argparse.Namespace, train_file: str, held_file: str) -> dict:
     """Train one variant without MLflow, evaluate it on the held-out labels; returns its row."""
+    preset, overrides = VARIANTS[name]
     import torch
 
     from genesis import checkpoint, config, evaluate
@@ -82,8 +90,8 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace, train_fil
     warnings.filterwarnings("ignore", message=".*outside the training range")  # a few held-out labels, by design
     overrides = [f"data.path={train_file}", f"train.device={args.device}", f"train.max_steps={args.steps}",
                  f"train.batch_size={args.batch_size}", "train.epochs=1000", "train.eval_events=0",
-                 f"train.seed={seed}", "train.checkpoint_every=500", *VARIANTS[name], *args.set]
-    cfg = config.load(ROOT / "configs" / "tiny.yaml", overrides)
+                 f"train.seed={seed}", "train.checkpoint_every=500", *overrides, *args.set]
+    cfg = config.load(ROOT / "configs" / preset, overrides)
     device = checkpoint.resolve_device(args.device)
     trainer = Trainer(cfg, None, None, DistContext(), device)
     trainer.ckpt_dir = Path(args.workdir) / f"{name.replace('+', '_')}_s{seed}"
@@ -95,9 +103,11 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace, train_fil
     signal, labels, _ = schema.read_events(held_file)
     ev = evaluate.run_evaluation(loaded, signal, labels, sampler=args.sampler, steps=args.sampling_steps, seed=0,
                                  batch_size=512)
-    row = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "train_s": train_s,
+    row = {"variant": name, "seed": seed, "preset": preset, "overrides": overrides, "train_s": train_s,
            "checkpoint": str(trainer.ckpt_dir / "last.pt"), "scalars": ev.report["scalars"],
-           "per_decade": per_decade(ev.gen_signal, ev.ref_signal, labels)}
+           "per_decade": per_decade(ev.gen_signal, ev.ref_signal, labels),
+           "slope": {who: charge_energy_slope(sig, labels) for who, sig in (("gen", ev.gen_signal),
+                                                                            ("ref", ev.ref_signal))}}
     (trainer.ckpt_dir / "row.json").write_text(json.dumps(row, indent=2))  # kept if a later job fails
     return row
 
@@ -119,8 +129,17 @@ def per_decade(gen: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict[str
     return out
 
 
+def charge_energy_slope(signal: np.ndarray, labels: np.ndarray) -> list[float]:
+    """[slope, its standard error] of the least-squares line of log10(1 + total npe) on log10 E, events
+    signal (N, 2, P) with labels (N, 6): how much brighter an event gets per decade of energy."""
+    x, y = np.log10(labels[:, 0]), np.log10(1 + signal[:, 0].sum(1))
+    (slope, intercept), cov = np.polyfit(x, y, 1, cov=True)
+    return [float(slope), float(np.sqrt(cov[0, 0]))]
+
+
 def print_rows(rows: list[dict]) -> None:
-    print(f"\n{'variant':<14} {'seed':>4} {'AUC':>6} {'AUC|lab':>7} " + " ".join(f"{'1e' + str(d):>21}" for d in DECADES)
+    print(f"\n{'variant':<14} {'seed':>4} {'AUC':>6} {'AUC|lab':>7} {'strings W1':>10} {'slope gen/ref':>15} "
+          + " ".join(f"{'1e' + str(d):>21}" for d in DECADES)
           + "   (per decade: mean log10 npe gen/ref, hit DOMs gen/ref)")
     for r in rows:
         s = r["scalars"]
@@ -128,8 +147,10 @@ def print_rows(rows: list[dict]) -> None:
         for d in DECADES:
             c = r["per_decade"].get(f"1e{d}")
             cells.append(f"{c['gen'][0]:.2f}/{c['ref'][0]:.2f} {c['gen'][2]:4.0f}/{c['ref'][2]:4.0f}" if c else "-")
+        slope = f"{r['slope']['gen'][0]:.3f}/{r['slope']['ref'][0]:.3f}"
         print(f"{r['variant']:<14} {r['seed']:>4} {s.get('eval/auc', float('nan')):6.3f} "
-              f"{s.get('eval/auc_conditional', float('nan')):7.3f} " + " ".join(f"{c:>21}" for c in cells))
+              f"{s.get('eval/auc_conditional', float('nan')):7.3f} {s.get('eval/w1_n_hit_strings', float('nan')):10.2f} "
+              f"{slope:>15} " + " ".join(f"{c:>21}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> int:

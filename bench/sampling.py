@@ -200,7 +200,7 @@ def main() -> None:
                         help="a distilled checkpoint as an extra row (sampled with its own sampler and steps)")
     parser.add_argument("--no-quality", action="store_true", help="events/s only (untrained models)")
     parser.add_argument("--before", metavar="REV", help="also DDIM-50 with the model code of this git revision "
-                        "(e.g. 4478d41, before issue 24), events/s only, on the first --before-events labels")
+                        "(e.g. 4478d41, before issue 24), on the first --before-events labels")
     parser.add_argument("--before-events", type=int, default=0, help="0 = all --events")
     parser.add_argument("--figure", type=Path, help="write the curve to this .html or .png")
     parser.add_argument("--json", type=Path, help="also write every row to this JSON file")
@@ -236,8 +236,9 @@ def main() -> None:
     if args.before:
         old = copy.copy(loaded)
         old.model = model_before(loaded, args.before, device)
-        rows.append(measure(old, name(*BASELINE) + f" (code @{args.before})", *BASELINE,
-                            labels[: args.before_events or None], None, args, device))
+        n_before = args.before_events or None
+        rows.append(measure(old, name(*BASELINE) + f" (code @{args.before})", *BASELINE, labels[:n_before],
+                            None if ref is None else ref[:n_before], args, device))
     if args.steps != "none":
         for text in args.samplers.split(","):
             sampler, _, spacing = parse_setting(text.replace("::", ":0:") if "::" in text else text)
@@ -250,7 +251,7 @@ def main() -> None:
         rows.append(measure(student, f"student {student_name}", None, None, None, labels, ref, args, device))
 
     print(f"\n== headline ({args.events} events, {device}{', bf16' if args.bf16 else ''}) ==")
-    for r in (base, newest):
+    for r in (base, newest, *rows[:1 if args.before else 0]):
         feature, w1, w1_se = r.worst_w1
         print(f"{r.name:32s} {r.events_per_s:9.2f} events/s {r.events_per_cpu_s:9.2f} per CPU-s   "
               f"AUC {fmt(r.get('eval/auc'), r.get('eval/auc_se'))}   "

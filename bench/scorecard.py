@@ -185,7 +185,8 @@ REDRAW = [*ASINH_200, "diffusion.redraw_untriggered=true"]
 FLOW_BEFORE = ["data.normalization.time_transform=ln", "data.normalization.npe_transform=log1p",
                "data.normalization.affine_offsets=[0.0,0.0,-600.0,-550.0,-550.0]",
                "data.normalization.affine_scales=[5.0,10.0,1200.0,1100.0,1100.0]", "flow.conditioning=labels",
-               "flow.dom_width=0", "flow.dom_neighbours=false", "flow.hit_head=0", "flow.inpaint_fill=best"]
+               "flow.dom_width=0", "flow.dom_neighbours=false", "flow.hit_head=0", "flow.inpaint_fill=best",
+               "flow.light_feature=false"]
 ABLATION = [
     ("before", "diffusion", BEFORE),
     ("+hit channel", "diffusion", HIT),
@@ -205,6 +206,8 @@ ABLATION = [
     # the diffusion preset as it is now (e.g. with the expected-light feature and the labels in the per-DOM head);
     # the rows above switch off what came after them, so they keep measuring what they measured
     ("diffusion preset", "diffusion", []),
+    # the flow preset before its expected-light input (flow.light_feature: the hits' charge follows the energy)
+    ("flow preset, no expected light", "flow", ["flow.light_feature=false"]),
 ]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
 

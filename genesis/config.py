@@ -63,6 +63,9 @@ class DiffusionConfig:
     objective: str = option("eps", "what the network predicts", choices=("eps", "v"))
     sampler: str = option("ddim", "default sampler", choices=("dpmpp2m", "ddim", "ddpm"))
     sampling_steps: int = option(50, "DDIM steps", minimum=1)
+    spacing: str = option("", "time steps of the default sampler: empty = the sampler's own (ddim linspace, dpmpp2m "
+                          "trailing), or linspace, trailing, logsnr (genesis.diffusion.timesteps)",
+                          choices=("", "linspace", "trailing", "logsnr"))
     eta: float = option(0.0, "DDIM eta (0 = deterministic)", minimum=0.0)
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)
     redraw_untriggered: bool = option(True, "draw an event again while it has fewer hit DOMs than any training event "
@@ -96,6 +99,8 @@ class FlowConfig:
     hit_head: int = option(0, "width of the hit head (0 = none): per masked DOM, given the observed ones, P(hit) and a "
                            "density of a hit's npe and time, trained with the flow on random masks; flow MAP takes hit "
                            "/ no hit from it", minimum=0)
+    light_feature: bool = option(False, "physics conditioning: every DOM also gets the log of its expected charge "
+                                 "from the energy and the light path (genesis.models.physics.expected_light)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,9 @@ class DistillConfig:
                               "round(log2(start_steps / student_steps)) rounds in all", minimum=2)
     steps_per_round: int = option(500, "training steps per round; the run ends after the last round unless "
                                   "train.max_steps says otherwise", minimum=1)
+    spacing: str = option("trailing", "time steps of the student's DDIM grid (its diffusion.spacing): trailing "
+                          "(T-1, ..., T/steps) gives every step a real interval; linspace ends on t = 0, whose step "
+                          "does almost nothing", choices=("linspace", "trailing"))
 
 
 @dataclass(frozen=True)

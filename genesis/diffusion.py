@@ -344,6 +344,16 @@ SPACINGS = ("linspace", "trailing", "logsnr")
 DEFAULT_SPACING = {"ddim": "linspace", "dpmpp2m": "trailing"}
 
 
+def resolve_spacing(cfg: DiffusionConfig, sampler: str, spacing: str | None = None) -> str | None:
+    """The time-step spacing a sampler runs with: the given one, else cfg.spacing when the sampler is cfg's own
+    (a checkpoint's recorded grid, e.g. a distilled student's), else the sampler's default (None for ddpm)."""
+    if spacing:
+        return spacing
+    if sampler == cfg.sampler and cfg.spacing:
+        return cfg.spacing
+    return DEFAULT_SPACING.get(sampler)
+
+
 def sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor,
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0, spacing: str | None = None, **kw) -> Tensor:
     """Dispatch to dpmpp2m_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all T steps;

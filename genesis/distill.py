@@ -15,11 +15,13 @@ steps halves, down to `distill.student_steps`. Per training example (Algorithm 2
 x_target is the x0 prediction with which one DDIM step of the student from t lands exactly on z_s. Notation as
 in genesis.diffusion: alpha_t = sqrt(alpha_bar[t]), sigma_t = sqrt(1 - alpha_bar[t]), index -1 = clean data.
 
-Step grids. The student is sampled by genesis.diffusion.ddim_sample with `student_steps`, so the final grid is
-ddim_timesteps(T, student_steps) followed by -1. Each earlier round's grid inserts the midpoint of every
-interval of the next one (an interval of one index cannot be split: the teacher takes one step there), so each
-round's teacher grid nests its student's. With the evenly spaced DDIM grid, 4 steps refine to 7, 13, 25, 49
-(the 'N' steps of DDIM-N end with an almost free step from index 0 to clean data, which is never split).
+Step grids. The student is sampled by genesis.diffusion.ddim_sample with `student_steps` on the grid of
+`distill.spacing` (recorded as its diffusion.spacing), so the final grid is timesteps(T, student_steps, spacing)
+followed by -1. Each earlier round's grid inserts the midpoint of every interval of the next one (an interval of
+one index cannot be split: the teacher takes one step there), so each round's teacher grid nests its student's.
+The default, trailing (999, 749, 499, 249 for 4 steps), gives every step a real interval; DDIM's evenly spaced
+linspace grid (999, 666, 333, 0) refines to 7, 13, 25, 49 steps but ends with an almost free step from index 0 to
+clean data, which is never split, so its 4-step student has three working steps.
 
 Why progressive rather than consistency distillation: the student here is an ordinary checkpoint of the same
 model family that the existing DDIM sampler, the Sample page and `genesis sample` run unchanged at its own
@@ -107,7 +109,7 @@ def student_config(cfg: config.RunConfig) -> config.RunConfig:
         raise ConfigError(f"distill.student_steps ({cfg.distill.student_steps}) exceeds the teacher's "
                           f"diffusion.timesteps ({teacher.diffusion.timesteps})")
     diffusion = dataclasses.replace(teacher.diffusion, sampler="ddim", sampling_steps=cfg.distill.student_steps,
-                                    eta=0.0, guidance_scale=1.0)
+                                    spacing=cfg.distill.spacing, eta=0.0, guidance_scale=1.0)
     # the run ends after its last round unless train.max_steps says otherwise
     rounds = number_of_rounds(cfg.distill.student_steps, cfg.distill.start_steps)
     train = cfg.train if cfg.train.max_steps else dataclasses.replace(
@@ -128,7 +130,7 @@ def run_tags(cfg: config.RunConfig) -> dict[str, str]:
 
 
 # --- step grids -------------------------------------------------------------------------------------------------
-SPACING = diffusion_mod.DEFAULT_SPACING["ddim"]  # the time-step spacing DDIM samples the student with
+SPACING = "trailing"  # the student's default grid (config.DistillConfig.spacing)
 
 
 def final_grid(diffusion: GaussianDiffusion, steps: int, spacing: str = SPACING) -> list[int]:
@@ -283,13 +285,15 @@ class Distiller:
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         clip = clip_range(state.get("data"), device, getattr(student, "channels", 2))
         self.steps = TeacherSteps(self.diffusion, self.teacher, teacher_cfg.diffusion.guidance_scale, clip)
-        self.rounds = schedule(self.diffusion, cfg.distill.student_steps, cfg.distill.start_steps)
+        self.rounds = schedule(self.diffusion, cfg.distill.student_steps, cfg.distill.start_steps,
+                               cfg.distill.spacing)
         self.steps_per_round = cfg.distill.steps_per_round
         self.round = 0
         self.weights = weights
         self.record = {"teacher_path": str(path), "teacher_run_id": (state.get("mlflow") or {}).get("run_id") or "",
                        "teacher_step": int(state.get("step", 0)), "teacher_steps": self.rounds[0].teacher_steps,
-                       "target_steps": cfg.distill.student_steps, "rounds": len(self.rounds), "spacing": SPACING}
+                       "target_steps": cfg.distill.student_steps, "rounds": len(self.rounds),
+                       "spacing": cfg.distill.spacing}
         log.info("distilling %s (step %s) in %d rounds: %s DDIM steps", path, self.record["teacher_step"],
                  len(self.rounds), " -> ".join(str(r.teacher_steps) for r in self.rounds[:1])
                  + "".join(f" -> {r.student_steps}" for r in self.rounds))

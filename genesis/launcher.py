@@ -256,7 +256,7 @@ FORM_LABELS = {
     "flow.dequant_noise": "Dequantization noise", "flow.hit_threshold": "Hit threshold (pe)",
     "flow.conditioning": "Conditioning", "flow.dom_width": "Per-DOM network width (0 = off)",
     "flow.inpaint_fill": "Flow MAP fill of the restarts", "flow.dom_neighbours": "Per-DOM nets read the DOMs above/below",
-    "flow.hit_head": "Hit head width (0 = off)",
+    "flow.hit_head": "Hit head width (0 = off)", "flow.light_feature": "Expected light per DOM",
     "model.light_feature": "Expected light per DOM", "model.dom_head_conditioning": "Labels into the per-DOM head",
     "diffusion.redraw_untriggered": "Redraw events below the trigger",
     "data.geometry": "Geometry CSV (empty = from the data file)", "data.val_fraction": "Validation fraction",

@@ -148,8 +148,8 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
                         generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                         data_record: dict | None = None, spacing: str | None = None) -> torch.Tensor:
     """Normalized samples (B, 2, P) for normalized labels (B, 6) and geometry (3, P), clipped to the
-    training range of each channel (see clip_range). spacing: see diffusion.timesteps (None: the
-    sampler's default)."""
+    training range of each channel (see clip_range). spacing: see diffusion.timesteps (None: cfg's own
+    for its sampler, else the sampler's default: diffusion.resolve_spacing)."""
     lo, hi = clip_range(data_record, labels_n.device, model.normalization.channels)
     if kind == "flow":
         out = model.sample(labels_n, geometry_n, generator=generator)
@@ -158,7 +158,7 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
         return torch.maximum(torch.minimum(out, hi), lo)
     process = diffusion.GaussianDiffusion(cfg.diffusion)
     out = diffusion.sample(process, model, labels_n, geometry_n, sampler=sampler, steps=steps, eta=eta,
-                           spacing=spacing, guidance_scale=guidance, generator=generator, progress=progress,
+                           spacing=diffusion.resolve_spacing(cfg.diffusion, sampler, spacing), guidance_scale=guidance, generator=generator, progress=progress,
                            clip_x0=(lo, hi))
     return torch.maximum(torch.minimum(out, hi), lo)
 
@@ -265,7 +265,7 @@ def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guid
     if batch_size is not None:  # the events depend on it (see the module doc)
         info["batch_size"] = batch_size
     if diffusion_kind and sampler in diffusion.DEFAULT_SPACING:
-        info["spacing"] = spacing or diffusion.DEFAULT_SPACING[sampler]
+        info["spacing"] = diffusion.resolve_spacing(loaded.config.diffusion, sampler, spacing)
     return info
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from genesis.config import DiffusionConfig, DiTConfig
 from genesis.data.normalization import Normalization
 from genesis.diffusion import (SAMPLERS, SPACINGS, GaussianDiffusion, ddim_sample, ddim_timesteps, ddpm_sample,
-                               dpmpp2m_sample, repaint_sample, repaint_schedule, sample, timesteps)
+                               dpmpp2m_sample, repaint_sample, repaint_schedule, resolve_spacing, sample, timesteps)
 from genesis.errors import ConfigError
 from genesis.models.dit import PMTDiT
 
@@ -419,3 +419,13 @@ def test_sampling_loop_has_no_host_sync_on_cuda(sampler):
         run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_spacing_is_the_given_one_then_the_recorded_one_for_its_sampler_then_the_samplers_default():
+    student = DiffusionConfig(sampler="ddim", sampling_steps=4, spacing="trailing")
+    assert resolve_spacing(student, "ddim") == "trailing"
+    assert resolve_spacing(student, "ddim", "logsnr") == "logsnr"
+    assert resolve_spacing(student, "dpmpp2m") == "trailing"  # dpmpp2m's own default
+    assert resolve_spacing(DiffusionConfig(sampler="ddim"), "ddim") == "linspace"
+    assert resolve_spacing(DiffusionConfig(sampler="dpmpp2m", spacing="logsnr"), "ddim") == "linspace"
+    assert resolve_spacing(student, "ddpm") is None

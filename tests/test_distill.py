@@ -3,6 +3,7 @@ the loss, and a real distillation run (launcher subprocess, MLflow store, checkp
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,10 +49,12 @@ def batch(n=3, seed=1):
     return x0, torch.rand(n, 6, generator=g), torch.rand(3, P, generator=g) * 2 - 1
 
 
-def test_schedule_halves_on_nested_grids_that_end_on_the_samplers(process):
-    rounds = distill.schedule(process, 4, 64)
-    assert [(r.teacher_steps, r.student_steps) for r in rounds] == [(49, 25), (25, 13), (13, 7), (7, 4)]
-    assert list(rounds[-1].student_grid) == diffusion.timesteps(process, 4, "linspace") + [-1]
+@pytest.mark.parametrize("spacing, steps", [("trailing", [(64, 32), (32, 16), (16, 8), (8, 4)]),
+                                            ("linspace", [(49, 25), (25, 13), (13, 7), (7, 4)])])
+def test_schedule_halves_on_nested_grids_that_end_on_the_samplers(process, spacing, steps):
+    rounds = distill.schedule(process, 4, 64, spacing)
+    assert [(r.teacher_steps, r.student_steps) for r in rounds] == steps
+    assert list(rounds[-1].student_grid) == diffusion.timesteps(process, 4, spacing) + [-1]
     for r in rounds:
         assert set(r.student_grid) <= set(r.teacher_grid)
         assert list(r.teacher_grid) == distill.refine(list(r.student_grid))
@@ -63,7 +66,7 @@ def test_schedule_halves_on_nested_grids_that_end_on_the_samplers(process):
 def test_target_steps_reproduce_the_teachers_ddim_sampler(process, teacher):
     """Student grid of 2 DDIM steps [999, 0, -1]; the teacher's is DDIM-3's [999, 500, 0, -1]. Two teacher steps
     per interval, turned into x0 targets and taken as one DDIM step each, land on ddim_sample(teacher, steps=3)."""
-    (rnd,) = distill.schedule(process, 2, 3)
+    (rnd,) = distill.schedule(process, 2, 3, spacing="linspace")
     assert list(rnd.teacher_grid) == diffusion.timesteps(process, 3, "linspace") + [-1]
     _, labels, geo = batch()
     z = torch.randn(3, 2, P, generator=torch.Generator().manual_seed(5))
@@ -100,7 +103,7 @@ def test_loss_of_a_student_equal_to_the_teacher_is_the_one_vs_two_step_mismatch(
     expected = ((a / (1 - a)).clamp(min=1) * (one - two) ** 2).mean()
     assert float(loss.detach()) > 0 and torch.allclose(loss.detach(), expected, rtol=1e-4)
     # the last interval of a linspace grid (0 -> clean data) cannot be split: its target is the teacher's own x0
-    (rnd,) = distill.schedule(process, 2, 4)
+    (rnd,) = distill.schedule(process, 2, 4, spacing="linspace")
     last = torch.ones(3, dtype=torch.long)
     assert float(distill.distillation_loss(process, teacher, steps, rnd, x0, labels, geo, interval=last)) < 1e-10
 
@@ -157,7 +160,7 @@ def test_distillation_run_through_the_launcher(home):
     assert params["model.hidden_size"] == "32"  # the teacher's architecture, not the preset's
     rounds = store.metric_history(run_id, "train/round")
     assert list(rounds["value"]) == [1, 1, 2, 2]
-    assert list(store.metric_history(run_id, "train/student_steps")["value"]) == [7, 7, 4, 4]
+    assert list(store.metric_history(run_id, "train/student_steps")["value"]) == [8, 8, 4, 4]  # trailing grids
     assert {"train/loss", "val/loss"} <= set(run.data.metrics)
 
     path = store.artifact_dir(run_id) / "checkpoints" / "last.pt"
@@ -166,6 +169,7 @@ def test_distillation_run_through_the_launcher(home):
     assert (record["teacher_path"], record["teacher_run_id"], record["teacher_step"], record["student_steps"]) == (
         teacher_path, teacher["run_id"], 3, 4)
     assert state["config"]["diffusion"]["sampling_steps"] == 4 and state["config"]["diffusion"]["sampler"] == "ddim"
+    assert state["config"]["diffusion"]["spacing"] == record["spacing"] == "trailing"
     teacher_state = checkpoint.load_state(teacher_path)
     assert state["config"]["model"] == teacher_state["config"]["model"]
     assert state["normalization"] == teacher_state["normalization"]
@@ -176,6 +180,11 @@ def test_distillation_run_through_the_launcher(home):
     labels = sampling.labels_from_args(None, 2, 1e5, 1.0, 1.0, 0.0, 0.0, 0.0)
     events = sampling.generate(loaded, labels, steps=loaded.config.diffusion.sampling_steps, batch_size=2)
     assert events.shape == (2, 2, 5160) and torch.isfinite(torch.from_numpy(events)).all()
+    # the student samples on its own grid unless told otherwise; another sampler keeps that sampler's default
+    assert sampling.producer_info(loaded, "ddim", 4, 1.0, 0)["spacing"] == "trailing"
+    assert sampling.producer_info(loaded, "ddim", 4, 1.0, 0, spacing="linspace")["spacing"] == "linspace"
+    assert np.array_equal(events, sampling.generate(loaded, labels, steps=4, batch_size=2, spacing="trailing"))
+    assert not np.array_equal(events, sampling.generate(loaded, labels, steps=4, batch_size=2, spacing="linspace"))
 
     text = inspect.render_text(inspect.inspect_checkpoint(path))
     assert "Distillation" in text and teacher["run_id"] in text and "student_steps" in text

@@ -51,6 +51,28 @@ def test_light_feature_is_one_more_dom_input_and_needs_physics():
         _model("model.dom_head_width=0")
 
 
+def test_flow_light_feature_reaches_the_couplings_and_the_hit_head():
+    """flow.light_feature adds the expected charge as one more per-DOM input of the context, of every coupling's
+    per-DOM network and of the hit head, and it changes with the energy at fixed geometry."""
+    def flow(*overrides: str):
+        cfg = config.load("configs/flow_tiny.yaml", list(overrides))
+        return checkpoint.build_model(cfg, 120, cfg.data.normalization)
+
+    plain, light = flow("flow.light_feature=false"), flow("flow.light_feature=true")
+    assert light.context.geometry.in_features == plain.context.geometry.in_features + 60
+    assert light.hit_head.mlp[0].in_features == plain.hit_head.mlp[0].in_features + 1
+    couplings = [m.conditioner.dom_net[0].in_features for m in light.transforms if hasattr(m, "conditioner")]
+    assert couplings == [m.conditioner.dom_net[0].in_features + 1 for m in plain.transforms if hasattr(m, "conditioner")]
+    labels = torch.rand(1, 6).repeat(2, 1)
+    labels[1, 0] = labels[0, 0] + 0.25  # one decade more energy (log10 E / 4)
+    geo = labels[0, 3:, None] + 0.03 * torch.randn(3, 120)  # DOMs within tens of metres of the vertex
+    dom = light._inputs(labels, geo)[1]
+    assert torch.equal(dom[:, :-1], plain._inputs(labels, geo)[1])
+    assert (dom[1, -1] - dom[0, -1]).mean() > 0.1  # brighter by the extra decade
+    with pytest.raises(ConfigError, match="light_feature needs flow.conditioning: physics"):
+        flow("flow.light_feature=true", "flow.conditioning=labels", "flow.dom_width=0", "flow.dom_neighbours=false")
+
+
 def test_conditioned_head_reads_the_labels_directly():
     """With the token path fixed, a conditioned head's output still changes with the labels (through c);
     its FiLM starts at zero, so a new model predicts what it would without it."""
