@@ -63,6 +63,7 @@ def test_flow_light_feature_reaches_the_couplings_and_the_hit_head():
     assert light.hit_head.mlp[0].in_features == plain.hit_head.mlp[0].in_features + 1
     couplings = [m.conditioner.dom_net[0].in_features for m in light.transforms if hasattr(m, "conditioner")]
     assert couplings == [m.conditioner.dom_net[0].in_features + 1 for m in plain.transforms if hasattr(m, "conditioner")]
+    torch.manual_seed(0)
     labels = torch.rand(1, 6).repeat(2, 1)
     labels[1, 0] = labels[0, 0] + 0.25  # one decade more energy (log10 E / 4)
     geo = labels[0, 3:, None] + 0.03 * torch.randn(3, 120)  # DOMs within tens of metres of the vertex
@@ -71,6 +72,29 @@ def test_flow_light_feature_reaches_the_couplings_and_the_hit_head():
     assert (dom[1, -1] - dom[0, -1]).mean() > 0.1  # brighter by the extra decade
     with pytest.raises(ConfigError, match="light_feature needs flow.conditioning: physics"):
         flow("flow.light_feature=true", "flow.conditioning=labels", "flow.dom_width=0", "flow.dom_neighbours=false")
+
+
+def test_flow_hit_head_npe_is_a_correction_to_the_expected_charge():
+    """With flow.light_feature the hit head's npe mean starts from each DOM's expected charge (at least 1 pe): a
+    head with zero output predicts it, 10x the energy predicts more charge near the track; without it, 0."""
+    cfg = config.load("configs/flow_tiny.yaml")
+    flow = checkpoint.build_model(cfg, 120, cfg.data.normalization)
+    torch.nn.init.zeros_(flow.hit_head.mlp[-1].weight)
+    torch.nn.init.zeros_(flow.hit_head.mlp[-1].bias)
+    torch.manual_seed(0)
+    labels = torch.rand(1, 6).repeat(2, 1)
+    labels[1, 0] = labels[0, 0] + 0.25  # one decade more energy (log10 E / 4)
+    geo = labels[0, 3:, None] + 0.03 * torch.randn(3, 120)
+    x, observed = torch.zeros(2, 2, 120), torch.zeros(2, 120, dtype=torch.bool)
+    npe = flow._npe_physical(flow.predict_hits(x, observed, labels, geo).mean[:, 0])
+    expected = (10 ** (3 * flow._inputs(labels, geo)[1][:, -1].double())).clamp_min(1.0)
+    assert torch.allclose(npe, expected, rtol=1e-4)
+    assert (npe[1] >= npe[0]).all() and npe[1].sum() > 2 * npe[0].sum()
+    plain = checkpoint.build_model(config.load("configs/flow_tiny.yaml", ["flow.light_feature=false"]), 120,
+                                   cfg.data.normalization)
+    torch.nn.init.zeros_(plain.hit_head.mlp[-1].weight)
+    torch.nn.init.zeros_(plain.hit_head.mlp[-1].bias)
+    assert torch.equal(plain.predict_hits(x, observed, labels, geo).mean, torch.zeros(2, 2, 120))
 
 
 def test_conditioned_head_reads_the_labels_directly():
