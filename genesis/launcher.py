@@ -247,7 +247,8 @@ FORM_LABELS = {
     "model.conditioning": "Conditioning", "model.dom_head_width": "Per-DOM head width (0 = off)",
     "diffusion.timesteps": "Diffusion steps T", "diffusion.schedule": "Noise schedule",
     "diffusion.objective": "Prediction target", "diffusion.sampler": "Sampler",
-    "diffusion.sampling_steps": "Sampling steps", "diffusion.eta": "DDIM eta",
+    "diffusion.sampling_steps": "Sampling steps", "diffusion.spacing": "Sampling time steps (empty = the sampler's)",
+    "diffusion.eta": "DDIM eta",
     "diffusion.guidance_scale": "Guidance scale", "diffusion.min_snr_gamma": "Min-SNR gamma (0 = off)",
     "diffusion.hit_weight": "Hit DOM loss weight", "diffusion.no_hit_weight": "No-hit DOM loss weight",
     "flow.num_couplings": "Coupling layers", "flow.hidden_size": "Coupling network width",
@@ -271,12 +272,12 @@ FORM_LABELS = {
     "train.seed": "Seed", "train.amp": "bf16 autocast (CUDA only)", "train.val_weights": "Validation weights",
     "train.eval_events": "Physics evaluation events (0 = off)",
     "distill.student_steps": "Student DDIM steps", "distill.start_steps": "Teacher DDIM steps (first round)",
-    "distill.steps_per_round": "Training steps per round",
+    "distill.steps_per_round": "Training steps per round", "distill.spacing": "Student time-step grid",
 }
 
 
-DISTILL_FORM = ("distill.student_steps", "distill.start_steps", "distill.steps_per_round", "train.batch_size",
-                "train.lr", "train.ema_decay", "train.max_minutes", "train.seed")
+DISTILL_FORM = ("distill.student_steps", "distill.start_steps", "distill.steps_per_round", "distill.spacing",
+                "train.batch_size", "train.lr", "train.ema_decay", "train.max_minutes", "train.seed")
 
 
 def is_distill_preset(preset: Path) -> bool:
