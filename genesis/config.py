@@ -100,7 +100,8 @@ class FlowConfig:
                            "density of a hit's npe and time, trained with the flow on random masks; flow MAP takes hit "
                            "/ no hit from it", minimum=0)
     light_feature: bool = option(False, "physics conditioning: every DOM also gets the log of its expected charge "
-                                 "from the energy and the light path (genesis.models.physics.expected_light)")
+                                 "from the energy and the light path (genesis.models.physics.expected_light), and "
+                                 "the hit head's npe of a hit is a correction to that charge")
 
 
 @dataclass(frozen=True)
