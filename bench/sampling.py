@@ -102,7 +102,12 @@ def model_before(loaded, rev: str, device: torch.device) -> torch.nn.Module:
     module = types.ModuleType("dit_before")
     exec(compile(src, f"dit.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - the project's own history
     old = module.PMTDiT(loaded.model.config, loaded.model.n_doms, loaded.normalization)
-    old.load_state_dict(loaded.model.state_dict())
+    try:
+        old.load_state_dict(loaded.model.state_dict())
+    except RuntimeError as exc:  # options added since `rev` (e.g. model.light_feature) change the weights' shapes
+        raise SystemExit(f"--before {rev}: the model code of {rev} cannot build {loaded.path} (a model option added "
+                         f"since changes its weights); give a checkpoint trained before {rev} with --checkpoint. "
+                         f"({str(exc).splitlines()[0]})") from exc
     return old.to(device).eval()
 
 
