@@ -353,7 +353,9 @@ class HitHead(nn.Module):
         labels = label_vec.to(x.dtype).unsqueeze(-1).expand(-1, -1, x.shape[-1])  # energy sets how far light goes
         per_dom = torch.cat([seen, *near, dom.to(x.dtype), labels], 1).transpose(1, 2)
         out = self.mlp(torch.cat([per_dom, summary], -1)).transpose(1, 2)  # (B, 5, P)
-        mean = out[:, 1:3] if npe_prior is None else out[:, 1:3] + torch.stack([npe_prior, torch.zeros_like(npe_prior)], 1)
+        mean = out[:, 1:3]
+        if npe_prior is not None:  # the npe channel is a correction to the prior; time stays as predicted
+            mean = mean + torch.stack([npe_prior, torch.zeros_like(npe_prior)], 1)
         return HitPrediction(out[:, 0], mean, out[:, 3:5].clamp(*LOG_STD_RANGE))
 
 
