@@ -1,5 +1,5 @@
 """Gaussian diffusion (DDPM, Ho et al. 2020) with DDIM sampling (Song et al. 2021), DPM-Solver++(2M)
-(Lu et al. 2022), classifier-free guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
+(Lu et al. 2022), UniPC (Zhao et al. 2023), classifier-free guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
 
 Like openai/guided-diffusion, `GaussianDiffusion` is a plain class holding the schedule (float64) and the
 training loss; the network is passed in. Samplers are module-level functions. Notation: t in [0, T) is
@@ -275,7 +275,9 @@ def timesteps(diffusion: GaussianDiffusion, steps: int, spacing: str = "linspace
     'linspace': evenly from T-1 down to 0 (DDIM's; with few steps the last evaluation, at t = 0, comes
     after a long step in log-SNR, which makes a multistep solver's extrapolation unstable); 'trailing': T-1,
     T-1-T/steps, ... (the last one T/steps above clean data, where the jump to clean data returns the
-    posterior mean E[x0 | x_t], narrower than the data); 'logsnr': evenly in log-SNR from T-1 to 0."""
+    posterior mean E[x0 | x_t], narrower than the data); 'logsnr': evenly in log-SNR from T-1 to 0;
+    'quadratic': T (1 - k/steps)^2 - 1 (DDIM's quadratic grid, trailing: the last evaluation ~T/steps^2 above
+    clean data; with UniPC's corrector the best few-step grid measured on the demo model, bench/sampling.py)."""
     T = diffusion.T
     if not 1 <= steps <= T:
         raise ConfigError(f"number of sampling steps must be between 1 and T = {T}, got {steps}")
@@ -286,12 +288,18 @@ def timesteps(diffusion: GaussianDiffusion, steps: int, spacing: str = "linspace
     if spacing == "logsnr":
         lam = _log_snr(diffusion.alphas_cumprod)  # decreasing in t
         targets = np.linspace(lam[-1], lam[0], steps)
-        ts = np.searchsorted(-lam, -targets).clip(0, T - 1)  # first t with lam[t] <= target
-        out: list[int] = []
-        for k, v in enumerate(ts):  # distinct and descending, whatever the rounding to whole steps did
-            out.append(max(int(min(v, out[-1] - 1)) if out else int(v), steps - 1 - k))
-        return out
+        return _distinct_descending(np.searchsorted(-lam, -targets).clip(0, T - 1))  # first t with lam[t] <= target
+    if spacing == "quadratic":  # trailing in sqrt(t): denser near clean data, the last evaluation at t ~ T / steps^2
+        return _distinct_descending(np.round(T * ((steps - np.arange(steps)) / steps) ** 2) - 1)
     raise ConfigError(f"time-step spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+
+
+def _distinct_descending(ts: np.ndarray) -> list[int]:
+    """Step indices made distinct and descending, whatever the rounding to whole steps did, and >= 0."""
+    out: list[int] = []
+    for k, v in enumerate(ts):
+        out.append(max(int(min(v, out[-1] - 1)) if out else int(v), len(ts) - 1 - k))
+    return out
 
 
 def _log_snr(alpha_bar: np.ndarray | float) -> np.ndarray:
@@ -339,9 +347,77 @@ def dpmpp2m_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tenso
     return x
 
 
-SAMPLERS = ("dpmpp2m", "ddim", "ddpm")  # names the CLI, configs and pages offer
-SPACINGS = ("linspace", "trailing", "logsnr")
-DEFAULT_SPACING = {"ddim": "linspace", "dpmpp2m": "trailing"}
+def _unipc_coefficients(h: float, r1: float | None) -> tuple[float, float, tuple[float, float] | None]:
+    """UniPC-bh2 (Zhao et al. 2023, data prediction) for a step of length h in log-SNR: (phi_1, B(h),
+    corrector weights). phi_1 = expm1(-h) and B(h) = expm1(-h); with a history point at relative log-SNR
+    r1 (< 0) the order-2 corrector weights (rho_1, rho_t) solve [[1, 1], [r1, 1]] rho = [b1, b2] of eq. 10;
+    None: first-order corrector (rho_t = 1/2)."""
+    hh = -h
+    phi_1 = math.expm1(hh)
+    b_h = phi_1
+    if r1 is None:
+        return phi_1, b_h, None
+    phi_k = phi_1 / hh - 1
+    b1 = phi_k / b_h
+    phi_k = phi_k / hh - 0.5
+    b2 = 2 * phi_k / b_h
+    rho_1 = (b1 - b2) / (1 - r1)  # solution of rho_1 + rho_t = b1, r1 rho_1 + rho_t = b2
+    return phi_1, b_h, (rho_1, b1 - rho_1)
+
+
+def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
+                 steps: int = 6, spacing: str = "trailing", guidance_scale: float = 1.0,
+                 generator: torch.Generator | None = None, progress: Progress | None = None,
+                 clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
+    """UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework for fast sampling"), bh2,
+    order 2, data prediction: the predictor is DPM-Solver++(2M)'s multistep update with UniP's weights; after
+    each network evaluation the corrector UniC redoes the step that led there with the new x0 prediction
+    included, at no extra network call (the evaluation at the uncorrected point is reused). With
+    lambda = log(alpha / sigma), h = lambda_t - lambda_s and D1 = (x0(s_prev) - x0(s)) / r1:
+        predictor  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) D1 / 2,
+        corrector  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) (rho_1 D1 + rho_t (x0(t) - x0(s))).
+    Orders drop to 1 on the first step and on the last one (to clean data, where the update is x0: diffusers'
+    lower_order_final). Arguments as in dpmpp2m_sample; deterministic given x_T. Returns (B, 2, P)."""
+    device, labels, geometry, shape = _setup(model, labels, geometry)
+    ts = timesteps(diffusion, steps, spacing)
+    abar = diffusion.alphas_cumprod
+    with _sampling_mode(model):
+        x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
+        cond = condition(model, labels, geometry, guidance_scale)
+        history: list[tuple[float, Tensor]] = []  # (lambda, x0 prediction) at the evaluated points
+        last = None  # (x_s, sigma_t / sigma_s, alpha_t, h) of the step that led to x, for the corrector
+        for done, (i, i_next) in enumerate(zip(ts, ts[1:] + [-1]), start=1):
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
+            lam = float(_log_snr(abar[i]))
+            if last is not None:  # UniC: correct x with the evaluation made there
+                x_s, ratio, alpha_t, h = last
+                lam_s, m_s = history[-1]
+                r1 = (history[-2][0] - lam_s) / h if len(history) > 1 else None
+                phi_1, b_h, rho = _unipc_coefficients(h, r1)
+                corr = 0.5 * (x0 - m_s) if rho is None else rho[0] * (history[-2][1] - m_s) / r1 + rho[1] * (x0 - m_s)
+                x = ratio * x_s - alpha_t * phi_1 * m_s - alpha_t * b_h * corr
+            history = [*history[-1:], (lam, x0)]
+            if i_next < 0:
+                x = x0
+            else:  # UniP from the (corrected) x to the next point; coefficients on the host: no device sync
+                a_s, a_t = float(abar[i]), float(abar[i_next])
+                h = float(_log_snr(a_t)) - lam
+                ratio, alpha_t = math.sqrt((1 - a_t) / (1 - a_s)), math.sqrt(a_t)
+                r1 = (history[0][0] - lam) / h if len(history) > 1 else None
+                phi_1, b_h, _ = _unipc_coefficients(h, r1)
+                x_s, x = x, ratio * x - alpha_t * phi_1 * x0
+                if r1 is not None:
+                    x = x - alpha_t * b_h * 0.5 * (history[0][1] - x0) / r1
+                last = (x_s, ratio, alpha_t, h)
+            if progress is not None:
+                progress(done, len(ts))
+    return x
+
+
+SAMPLERS = ("dpmpp2m", "unipc", "ddim", "ddpm")  # names the CLI, configs and pages offer
+SPACINGS = ("linspace", "trailing", "logsnr", "quadratic")
+DEFAULT_SPACING = {"ddim": "linspace", "dpmpp2m": "trailing", "unipc": "trailing"}
 
 
 def resolve_spacing(cfg: DiffusionConfig, sampler: str, spacing: str | None = None) -> str | None:
@@ -356,16 +432,17 @@ def resolve_spacing(cfg: DiffusionConfig, sampler: str, spacing: str | None = No
 
 def sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor,
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0, spacing: str | None = None, **kw) -> Tensor:
-    """Dispatch to dpmpp2m_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all T steps;
-    steps/eta unused). spacing: time-step spacing of ddim/dpmpp2m (None: DEFAULT_SPACING of the sampler).
+    """Dispatch to dpmpp2m_sample or unipc_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all T steps;
+    steps/eta unused). spacing: time-step spacing of ddim/dpmpp2m/unipc (None: DEFAULT_SPACING of the sampler).
     kw: guidance_scale, generator, progress, clip_x0, noise. Returns (B, 2, P)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ddpm":
         return ddpm_sample(diffusion, model, labels, geometry, **kw)
     spacing = spacing or DEFAULT_SPACING[sampler]
-    if sampler == "dpmpp2m":
-        return dpmpp2m_sample(diffusion, model, labels, geometry, steps=steps, spacing=spacing, **kw)
+    if sampler in ("dpmpp2m", "unipc"):
+        solver = dpmpp2m_sample if sampler == "dpmpp2m" else unipc_sample
+        return solver(diffusion, model, labels, geometry, steps=steps, spacing=spacing, **kw)
     return ddim_sample(diffusion, model, labels, geometry, steps=steps, eta=eta, spacing=spacing, **kw)
 
 
