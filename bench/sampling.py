@@ -227,7 +227,7 @@ def main() -> None:
     ref, labels = evaluate.reference_events(loaded, simulate=args.events, seed=args.seed)
     ref = None if args.no_quality else ref
     preset = config.load(ROOT / "configs" / "tiny.yaml").diffusion
-    new = parse_setting(args.new) if args.new else (preset.sampler, preset.sampling_steps, None)
+    new = parse_setting(args.new) if args.new else (preset.sampler, preset.sampling_steps, preset.spacing or None)
     print(f"model {args.config or args.checkpoint} on {device} ({torch.get_num_threads()} CPU threads"
           f"{', bf16' if args.bf16 else ''}), {args.events} events in batches of {args.batch_size}; reference: "
           f"{'none' if ref is None else 'simulated'}")

@@ -450,3 +450,14 @@ def test_spacing_is_the_given_one_then_the_recorded_one_for_its_sampler_then_the
     assert resolve_spacing(DiffusionConfig(sampler="ddim"), "ddim") == "linspace"
     assert resolve_spacing(DiffusionConfig(sampler="dpmpp2m", spacing="logsnr"), "ddim") == "linspace"
     assert resolve_spacing(student, "ddpm") is None
+
+
+def test_config_offers_every_sampler_and_spacing():
+    """The config's choices (genesis.config cannot import the sampler module) name exactly the samplers and grids."""
+    from dataclasses import fields
+
+    from genesis.config import DiffusionConfig as Cfg
+
+    choices = {f.name: f.metadata.get("choices") for f in fields(Cfg)}
+    assert set(choices["sampler"]) == set(SAMPLERS)
+    assert set(choices["spacing"]) == {"", *SPACINGS}
