@@ -341,19 +341,25 @@ def test_weighted_loss_ignores_zero_weight_elements_and_min_snr_weights_events()
     assert snr.training_loss(net, x0, labels, geo, gen(1)) != d.training_loss(net, x0, labels, geo, gen(1))
 
 
+def ode_error(objective: str):
+    """(sampler function, steps, spacing) -> largest deviation from the exact probability-flow ODE solution on
+    the exact denoiser of Gaussian data N(mu, s^2): x0 = mu + s (x_T - sqrt(a_T) mu) / sqrt(a_T s^2 + 1 - a_T)."""
+    d = GaussianDiffusion(DiffusionConfig(timesteps=1000, schedule="cosine", objective=objective))
+    oracle, labels, geo = GaussianOracle(d), torch.zeros(4, 6), torch.zeros(3, P)
+    x_T = torch.randn(4, 2, P, generator=gen(3))
+    a_T, mu, s = float(d.alphas_cumprod[-1]), oracle.mu, oracle.s
+    exact = mu + s * (x_T - a_T**0.5 * mu) / (a_T * s**2 + 1 - a_T) ** 0.5
+    return lambda fn, n, spacing: float((fn(d, oracle, labels, geo, steps=n, spacing=spacing, noise=x_T)
+                                         - exact).abs().max())
+
+
 @pytest.mark.parametrize("objective", ["eps", "v"])
 def test_dpmpp2m_is_second_order(objective):
     """On the exact denoiser of Gaussian data N(mu, s^2) the probability-flow ODE's solution is known:
     x0 = mu + s (x_T - sqrt(a_T) mu) / sqrt(a_T s^2 + 1 - a_T). DPM-Solver++(2M) lands far closer to it
     than DDIM at 10 steps, and doubling its steps cuts its error by more than 4 (second order; DDIM's by
     about 2, first order)."""
-    d = GaussianDiffusion(DiffusionConfig(timesteps=1000, schedule="cosine", objective=objective))
-    oracle, labels, geo = GaussianOracle(d), torch.zeros(4, 6), torch.zeros(3, P)
-    x_T = torch.randn(4, 2, P, generator=gen(3))
-    a_T, mu, s = float(d.alphas_cumprod[-1]), oracle.mu, oracle.s
-    exact = mu + s * (x_T - a_T**0.5 * mu) / (a_T * s**2 + 1 - a_T) ** 0.5
-    err = lambda fn, n, spacing: float((fn(d, oracle, labels, geo, steps=n, spacing=spacing, noise=x_T)  # noqa: E731
-                                        - exact).abs().max())
+    err = ode_error(objective)
     assert err(dpmpp2m_sample, 10, "logsnr") < err(ddim_sample, 10, "logsnr") / 5
     dpm20, dpm40 = err(dpmpp2m_sample, 20, "trailing"), err(dpmpp2m_sample, 40, "trailing")
     ddim20, ddim40 = err(ddim_sample, 20, "trailing"), err(ddim_sample, 40, "trailing")
@@ -365,13 +371,7 @@ def test_unipc_corrector_lands_closer_to_the_ode_solution_than_dpmpp2m(objective
     """UniPC's predictor is DPM-Solver++(2M)'s update; its corrector reuses each new evaluation to redo the step
     that led there. On the exact denoiser of Gaussian data it lands closer to the known ODE solution at 5 and
     10 steps, and converges with the steps."""
-    d = GaussianDiffusion(DiffusionConfig(timesteps=1000, schedule="cosine", objective=objective))
-    oracle, labels, geo = GaussianOracle(d), torch.zeros(4, 6), torch.zeros(3, P)
-    x_T = torch.randn(4, 2, P, generator=gen(3))
-    a_T, mu, s = float(d.alphas_cumprod[-1]), oracle.mu, oracle.s
-    exact = mu + s * (x_T - a_T**0.5 * mu) / (a_T * s**2 + 1 - a_T) ** 0.5
-    err = lambda fn, n, spacing: float((fn(d, oracle, labels, geo, steps=n, spacing=spacing, noise=x_T)  # noqa: E731
-                                        - exact).abs().max())
+    err = ode_error(objective)
     assert err(unipc_sample, 5, "quadratic") < err(dpmpp2m_sample, 5, "quadratic") / 3
     assert err(unipc_sample, 10, "logsnr") < err(dpmpp2m_sample, 10, "logsnr")
     assert err(unipc_sample, 40, "trailing") < err(unipc_sample, 10, "trailing") / 10
