@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=float, default=default)
     s.add_argument("--sampler", choices=SAMPLERS, help="default: the checkpoint's own (its diffusion.sampler)")
     s.add_argument("--steps", type=_positive_int, help="default: the checkpoint's own (diffusion.sampling_steps)")
-    s.add_argument("--spacing", choices=SPACINGS, help="time-step spacing of ddim/dpmpp2m/unipc (default: the sampler's)")
+    s.add_argument("--spacing", choices=SPACINGS,
+                   help="time-step spacing of ddim/dpmpp2m/unipc (default: the sampler's)")
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="auto", help="under torchrun, auto/cuda = each rank's own GPU")

@@ -63,8 +63,9 @@ class DiffusionConfig:
     objective: str = option("eps", "what the network predicts", choices=("eps", "v"))
     sampler: str = option("ddim", "default sampler", choices=("dpmpp2m", "unipc", "ddim", "ddpm"))
     sampling_steps: int = option(50, "DDIM steps", minimum=1)
-    spacing: str = option("", "time steps of the default sampler: empty = the sampler's own (ddim linspace, dpmpp2m "
-                          "and unipc trailing), or linspace, trailing, logsnr, quadratic (genesis.diffusion.timesteps)",
+    spacing: str = option("", "time steps of the default sampler: empty = the sampler's own (ddim linspace, "
+                          "dpmpp2m and unipc trailing), or linspace, trailing, logsnr, quadratic "
+                          "(genesis.diffusion.timesteps)",
                           choices=("", "linspace", "trailing", "logsnr", "quadratic"))
     eta: float = option(0.0, "DDIM eta (0 = deterministic)", minimum=0.0)
     guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = off)", minimum=0.0)

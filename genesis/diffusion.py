@@ -1,5 +1,6 @@
 """Gaussian diffusion (DDPM, Ho et al. 2020) with DDIM sampling (Song et al. 2021), DPM-Solver++(2M)
-(Lu et al. 2022), UniPC (Zhao et al. 2023), classifier-free guidance (Ho & Salimans 2022) and RePaint inpainting (Lugmayr et al. 2022).
+(Lu et al. 2022), UniPC (Zhao et al. 2023), classifier-free guidance (Ho & Salimans 2022) and RePaint
+inpainting (Lugmayr et al. 2022).
 
 Like openai/guided-diffusion, `GaussianDiffusion` is a plain class holding the schedule (float64) and the
 training loss; the network is passed in. Samplers are module-level functions. Notation: t in [0, T) is
@@ -375,7 +376,8 @@ def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor,
     included, at no extra network call (the evaluation at the uncorrected point is reused). With
     lambda = log(alpha / sigma), h = lambda_t - lambda_s and D1 = (x0(s_prev) - x0(s)) / r1:
         predictor  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) D1 / 2,
-        corrector  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) (rho_1 D1 + rho_t (x0(t) - x0(s))).
+        corrector  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s)
+                         - alpha_t B(h) (rho_1 D1 + rho_t (x0(t) - x0(s))).
     Orders drop to 1 on the first step and on the last one (to clean data, where the update is x0: diffusers'
     lower_order_final). Arguments as in dpmpp2m_sample; deterministic given x_T. Returns (B, 2, P)."""
     device, labels, geometry, shape = _setup(model, labels, geometry)
