@@ -348,22 +348,17 @@ def dpmpp2m_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tenso
     return x
 
 
-def _unipc_coefficients(h: float, r1: float | None) -> tuple[float, float, tuple[float, float] | None]:
-    """UniPC-bh2 (Zhao et al. 2023, data prediction) for a step of length h in log-SNR: (phi_1, B(h),
-    corrector weights). phi_1 = expm1(-h) and B(h) = expm1(-h); with a history point at relative log-SNR
-    r1 (< 0) the order-2 corrector weights (rho_1, rho_t) solve [[1, 1], [r1, 1]] rho = [b1, b2] of eq. 10;
-    None: first-order corrector (rho_t = 1/2)."""
+def _unipc_corrector_weights(h: float, r1: float) -> tuple[float, float]:
+    """UniC-bh2 weights (rho_1, rho_t) of an order-2 correction (Zhao et al. 2023, eq. 10) for a step of
+    length h in log-SNR with a history point at relative log-SNR r1 (< 0): they solve
+    [[1, 1], [r1, 1]] rho = [b1, b2] with B(h) = phi_1(h) = expm1(-h)."""
     hh = -h
-    phi_1 = math.expm1(hh)
-    b_h = phi_1
-    if r1 is None:
-        return phi_1, b_h, None
-    phi_k = phi_1 / hh - 1
+    b_h = math.expm1(hh)
+    phi_k = b_h / hh - 1
     b1 = phi_k / b_h
-    phi_k = phi_k / hh - 0.5
-    b2 = 2 * phi_k / b_h
-    rho_1 = (b1 - b2) / (1 - r1)  # solution of rho_1 + rho_t = b1, r1 rho_1 + rho_t = b2
-    return phi_1, b_h, (rho_1, b1 - rho_1)
+    b2 = 2 * (phi_k / hh - 0.5) / b_h
+    rho_1 = (b1 - b2) / (1 - r1)  # rho_1 + rho_t = b1, r1 rho_1 + rho_t = b2
+    return rho_1, b1 - rho_1
 
 
 def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor, *,
@@ -395,10 +390,14 @@ def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor,
             if last is not None:  # UniC: correct x with the evaluation made there
                 x_s, ratio, alpha_t, h = last
                 lam_s, m_s = history[-1]
-                r1 = (history[-2][0] - lam_s) / h if len(history) > 1 else None
-                phi_1, b_h, rho = _unipc_coefficients(h, r1)
-                corr = 0.5 * (x0 - m_s) if rho is None else rho[0] * (history[-2][1] - m_s) / r1 + rho[1] * (x0 - m_s)
-                x = ratio * x_s - alpha_t * phi_1 * m_s - alpha_t * b_h * corr
+                if len(history) > 1:
+                    r1 = (history[-2][0] - lam_s) / h
+                    rho_1, rho_t = _unipc_corrector_weights(h, r1)
+                    corr = rho_1 * (history[-2][1] - m_s) / r1 + rho_t * (x0 - m_s)
+                else:  # first-order corrector
+                    corr = 0.5 * (x0 - m_s)
+                b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
+                x = ratio * x_s - alpha_t * b_h * (m_s + corr)
             history = [*history[-1:], (lam, x0)]
             if i_next < 0:
                 x = x0
@@ -406,11 +405,9 @@ def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor,
                 a_s, a_t = float(abar[i]), float(abar[i_next])
                 h = float(_log_snr(a_t)) - lam
                 ratio, alpha_t = math.sqrt((1 - a_t) / (1 - a_s)), math.sqrt(a_t)
-                r1 = (history[0][0] - lam) / h if len(history) > 1 else None
-                phi_1, b_h, _ = _unipc_coefficients(h, r1)
-                x_s, x = x, ratio * x - alpha_t * phi_1 * x0
-                if r1 is not None:
-                    x = x - alpha_t * b_h * 0.5 * (history[0][1] - x0) / r1
+                b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
+                d = x0 if len(history) < 2 else x0 + 0.5 * (history[0][1] - x0) / ((history[0][0] - lam) / h)
+                x_s, x = x, ratio * x - alpha_t * b_h * d
                 last = (x_s, ratio, alpha_t, h)
             if progress is not None:
                 progress(done, len(ts))
@@ -434,8 +431,8 @@ def resolve_spacing(cfg: DiffusionConfig, sampler: str, spacing: str | None = No
 
 def sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor, geometry: Tensor,
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0, spacing: str | None = None, **kw) -> Tensor:
-    """Dispatch to dpmpp2m_sample or unipc_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all T steps;
-    steps/eta unused). spacing: time-step spacing of ddim/dpmpp2m/unipc (None: DEFAULT_SPACING of the sampler).
+    """Dispatch to dpmpp2m_sample or unipc_sample (steps), ddim_sample (steps, eta) or ddpm_sample (always all
+    T steps; steps/eta unused). spacing: time-step spacing of ddim/dpmpp2m/unipc (None: DEFAULT_SPACING of the sampler).
     kw: guidance_scale, generator, progress, clip_x0, noise. Returns (B, 2, P)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
