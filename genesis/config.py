@@ -159,7 +159,14 @@ class DistillConfig:
                                   "train.max_steps says otherwise", minimum=1)
     spacing: str = option("trailing", "time steps of the student's DDIM grid (its diffusion.spacing): trailing "
                           "(T-1, ..., T/steps) gives every step a real interval; linspace ends on t = 0, whose step "
-                          "does almost nothing", choices=("linspace", "trailing"))
+                          "does almost nothing; quadratic (as the sampler's) is denser near clean data",
+                          choices=("linspace", "trailing", "quadratic"))
+    teacher_sampler: str = option("ddim", "how the teacher makes the targets: ddim = progressive rounds (two "
+                                  "teacher DDIM steps per student step, the steps halving from start_steps); unipc "
+                                  "= one round, the teacher solves each student step's interval with "
+                                  "teacher_substeps UniPC steps", choices=("ddim", "unipc"))
+    teacher_substeps: int = option(4, "UniPC steps of the teacher per student step (teacher_sampler unipc)",
+                                   minimum=1)
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("diffusion.sampling_steps cannot exceed diffusion.timesteps")
     if cfg.distill.teacher and cfg.kind != "diffusion":
         raise ConfigError("distill.teacher is set but kind is 'flow': only diffusion checkpoints can be distilled")
-    if cfg.distill.teacher and cfg.distill.start_steps <= cfg.distill.student_steps:
+    if (cfg.distill.teacher and cfg.distill.teacher_sampler == "ddim"
+            and cfg.distill.start_steps <= cfg.distill.student_steps):
         raise ConfigError(f"distill.start_steps ({cfg.distill.start_steps}) must exceed distill.student_steps "
                           f"({cfg.distill.student_steps}): each round halves the teacher's steps")
     if cfg.kind == "flow" and cfg.data.normalization.representation != "legacy":

@@ -366,51 +366,63 @@ def unipc_sample(diffusion: GaussianDiffusion, model: nn.Module, labels: Tensor,
                  generator: torch.Generator | None = None, progress: Progress | None = None,
                  clip_x0: tuple | None = None, noise: Tensor | None = None) -> Tensor:
     """UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework for fast sampling"), bh2,
-    order 2, data prediction: the predictor is DPM-Solver++(2M)'s multistep update with UniP's weights; after
-    each network evaluation the corrector UniC redoes the step that led there with the new x0 prediction
-    included, at no extra network call (the evaluation at the uncorrected point is reused). With
-    lambda = log(alpha / sigma), h = lambda_t - lambda_s and D1 = (x0(s_prev) - x0(s)) / r1:
-        predictor  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) D1 / 2,
-        corrector  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s)
-                         - alpha_t B(h) (rho_1 D1 + rho_t (x0(t) - x0(s))).
-    Orders drop to 1 on the first step and on the last one (to clean data, where the update is x0: diffusers'
-    lower_order_final). Arguments as in dpmpp2m_sample; deterministic given x_T. Returns (B, 2, P)."""
+    order 2, data prediction, from noise to clean data on `steps` points of `spacing` (unipc_solve). Arguments
+    as in dpmpp2m_sample; deterministic given x_T. Returns (B, 2, P)."""
     device, labels, geometry, shape = _setup(model, labels, geometry)
     ts = timesteps(diffusion, steps, spacing)
-    abar = diffusion.alphas_cumprod
     with _sampling_mode(model):
         x = _randn(shape, generator, device) if noise is None else noise.to(device, torch.float32)
         cond = condition(model, labels, geometry, guidance_scale)
-        history: list[tuple[float, Tensor]] = []  # (lambda, x0 prediction) at the evaluated points
-        last = None  # (x_s, sigma_t / sigma_s, alpha_t, h) of the step that led to x, for the corrector
-        for done, (i, i_next) in enumerate(zip(ts, ts[1:] + [-1]), start=1):
-            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
-            lam = float(_log_snr(abar[i]))
-            if last is not None:  # UniC: correct x with the evaluation made there
-                x_s, ratio, alpha_t, h = last
-                lam_s, m_s = history[-1]
-                if len(history) > 1:
-                    r1 = (history[-2][0] - lam_s) / h
-                    rho_1, rho_t = _unipc_corrector_weights(h, r1)
-                    corr = rho_1 * (history[-2][1] - m_s) / r1 + rho_t * (x0 - m_s)
-                else:  # first-order corrector
-                    corr = 0.5 * (x0 - m_s)
-                b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
-                x = ratio * x_s - alpha_t * b_h * (m_s + corr)
-            history = [*history[-1:], (lam, x0)]
-            if i_next < 0:
-                x = x0
-            else:  # UniP from the (corrected) x to the next point; coefficients on the host: no device sync
-                a_s, a_t = float(abar[i]), float(abar[i_next])
-                h = float(_log_snr(a_t)) - lam
-                ratio, alpha_t = math.sqrt((1 - a_t) / (1 - a_s)), math.sqrt(a_t)
-                b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
-                d = x0 if len(history) < 2 else x0 + 0.5 * (history[0][1] - x0) / ((history[0][0] - lam) / h)
-                x_s, x = x, ratio * x - alpha_t * b_h * d
-                last = (x_s, ratio, alpha_t, h)
-            if progress is not None:
-                progress(done, len(ts))
+        return unipc_solve(diffusion, model, x, ts + [-1], labels, geometry, guidance_scale=guidance_scale,
+                           clip_x0=clip_x0, cond=cond, progress=progress)
+
+
+def unipc_solve(diffusion: GaussianDiffusion, model: nn.Module, x: Tensor, grid: list[int], labels: Tensor,
+                geometry: Tensor, *, guidance_scale: float = 1.0, clip_x0: tuple | None = None, cond=None,
+                progress: Progress | None = None) -> Tensor:
+    """Solve the probability-flow ODE from x (B, C, P) at grid[0] to grid[-1] (descending; -1 = clean data)
+    with UniPC bh2, order 2, data prediction: the network is evaluated at grid[:-1] (len(grid) - 1 calls).
+    The predictor is DPM-Solver++(2M)'s multistep update with UniP's weights; after each network evaluation
+    the corrector UniC redoes the step that led there with the new x0 prediction included, at no extra
+    network call (the evaluation at the uncorrected point is reused). With lambda = log(alpha / sigma),
+    h = lambda_t - lambda_s and D1 = (x0(s_prev) - x0(s)) / r1:
+        predictor  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s) - alpha_t B(h) D1 / 2,
+        corrector  x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 x0(s)
+                         - alpha_t B(h) (rho_1 D1 + rho_t (x0(t) - x0(s))).
+    Orders drop to 1 on the first step and on a last one to clean data (where the update is x0: diffusers'
+    lower_order_final); a last step to grid[-1] >= 0 is the predictor alone (no evaluation there to correct
+    with). The caller sets eval/no_grad; cond: the model's conditioning made once (None: at every call)."""
+    abar = diffusion.alphas_cumprod
+    history: list[tuple[float, Tensor]] = []  # (lambda, x0 prediction) at the evaluated points
+    last = None  # (x_s, sigma_t / sigma_s, alpha_t, h) of the step that led to x, for the corrector
+    for done, (i, i_next) in enumerate(zip(grid[:-1], grid[1:]), start=1):
+        t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+        x0, _ = _predict(diffusion, model, x, t, labels, geometry, guidance_scale, clip_x0, cond)
+        lam = float(_log_snr(abar[i]))
+        if last is not None:  # UniC: correct x with the evaluation made there
+            x_s, ratio, alpha_t, h = last
+            lam_s, m_s = history[-1]
+            if len(history) > 1:
+                r1 = (history[-2][0] - lam_s) / h
+                rho_1, rho_t = _unipc_corrector_weights(h, r1)
+                corr = rho_1 * (history[-2][1] - m_s) / r1 + rho_t * (x0 - m_s)
+            else:  # first-order corrector
+                corr = 0.5 * (x0 - m_s)
+            b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
+            x = ratio * x_s - alpha_t * b_h * (m_s + corr)
+        history = [*history[-1:], (lam, x0)]
+        if i_next < 0:
+            x = x0
+        else:  # UniP from the (corrected) x to the next point; coefficients on the host: no device sync
+            a_s, a_t = float(abar[i]), float(abar[i_next])
+            h = float(_log_snr(a_t)) - lam
+            ratio, alpha_t = math.sqrt((1 - a_t) / (1 - a_s)), math.sqrt(a_t)
+            b_h = math.expm1(-h)  # bh2: B(h) = phi_1(h)
+            d = x0 if len(history) < 2 else x0 + 0.5 * (history[0][1] - x0) / ((history[0][0] - lam) / h)
+            x_s, x = x, ratio * x - alpha_t * b_h * d
+            last = (x_s, ratio, alpha_t, h)
+        if progress is not None:
+            progress(done, len(grid) - 1)
     return x
 
 

@@ -23,6 +23,12 @@ The default, trailing (999, 749, 499, 249 for 4 steps), gives every step a real 
 linspace grid (999, 666, 333, 0) refines to 7, 13, 25, 49 steps but ends with an almost free step from index 0 to
 clean data, which is never split, so its 4-step student has three working steps.
 
+Solver teacher (distill.teacher_sampler = unipc). One round on the student's final grid: the teacher solves each
+student interval t -> s with `teacher_substeps` UniPC steps (genesis.diffusion.unipc_solve) on sub_grid(t, s),
+denser towards s as the quadratic grid is, and z_s is that solution; the target and the loss are as above. The
+teacher is always the trained checkpoint, so no round's error is passed on to the next, at the price of
+`teacher_substeps` network calls per example instead of two.
+
 Why progressive rather than consistency distillation: the student here is an ordinary checkpoint of the same
 model family that the existing DDIM sampler, the Sample page and `genesis sample` run unchanged at its own
 step count; a consistency model needs its own parameterisation (skip scalings) and its own multistep sampler.
@@ -111,7 +117,7 @@ def student_config(cfg: config.RunConfig) -> config.RunConfig:
     diffusion = dataclasses.replace(teacher.diffusion, sampler="ddim", sampling_steps=cfg.distill.student_steps,
                                     spacing=cfg.distill.spacing, eta=0.0, guidance_scale=1.0)
     # the run ends after its last round unless train.max_steps says otherwise
-    rounds = number_of_rounds(cfg.distill.student_steps, cfg.distill.start_steps)
+    rounds = rounds_of(cfg.distill)
     train = cfg.train if cfg.train.max_steps else dataclasses.replace(
         cfg.train, max_steps=rounds * cfg.distill.steps_per_round)
     return dataclasses.replace(cfg, kind="diffusion", model=teacher.model, diffusion=diffusion, train=train,
@@ -170,6 +176,25 @@ def number_of_rounds(student_steps: int, start_steps: int) -> int:
     return max(1, int(round(math.log2(start_steps / student_steps))))
 
 
+def rounds_of(cfg: config.DistillConfig) -> int:
+    """Rounds of a distillation: the halvings of progressive distillation, one with a solver teacher."""
+    return 1 if cfg.teacher_sampler == "unipc" else number_of_rounds(cfg.student_steps, cfg.start_steps)
+
+
+def sub_grid(a: int, b: int, substeps: int) -> list[int]:
+    """`substeps` points from a down towards b, b + (a - b) (1 - j / substeps)^2 for j < substeps (denser near b,
+    as the quadratic grid is near clean data), then b; fewer where rounding makes two equal."""
+    points = [int(round(b + (a - b) * (1 - j / substeps) ** 2)) for j in range(substeps)]
+    return sorted({p for p in points if b < p <= a} | {a}, reverse=True) + [b]
+
+
+def solver_round(diffusion: GaussianDiffusion, student_steps: int, substeps: int, spacing: str = SPACING) -> Round:
+    """The one round of a solver teacher: the final grid, and the teacher's sub-grids of its intervals."""
+    grid = final_grid(diffusion, student_steps, spacing)
+    teacher = [p for a, b in zip(grid[:-1], grid[1:]) for p in sub_grid(a, b, substeps)[:-1]] + [-1]
+    return Round(0, tuple(grid), tuple(teacher))
+
+
 def schedule(diffusion: GaussianDiffusion, student_steps: int, start_steps: int, spacing: str = SPACING
              ) -> list[Round]:
     """The rounds, first to last; the last one's student grid is final_grid(diffusion, student_steps)."""
@@ -221,6 +246,30 @@ class TeacherSteps:
         x0, eps = self.predict(z_m, m, labels, geometry, cond)
         return ddim_step(self.diffusion, x0, eps, s)
 
+    def z_s(self, z_t: Tensor, interval: Tensor, rnd: Round, labels: Tensor, geometry: Tensor) -> Tensor:
+        """The teacher's z at the end of each example's student interval (B,), from z_t (B, C, P) at its start."""
+        t, m, s = (v[interval] for v in round_intervals(rnd, z_t.device))
+        return self.two_steps(z_t, t, m, s, labels, geometry)
+
+
+class TeacherSolver(TeacherSteps):
+    """The teacher's UniPC solution over each student interval's part of the round's teacher grid."""
+
+    @torch.no_grad()
+    def z_s(self, z_t: Tensor, interval: Tensor, rnd: Round, labels: Tensor, geometry: Tensor) -> Tensor:
+        """As TeacherSteps.z_s; examples are solved in groups of one interval (the solver's grid is per call)."""
+        out = torch.empty_like(z_t)
+        for k in interval.unique().tolist():
+            a, b = rnd.student_grid[k], rnd.student_grid[k + 1]
+            grid = [g for g in rnd.teacher_grid if b <= g <= a]
+            rows = (interval == k).nonzero().squeeze(1)
+            geo = geometry[rows] if geometry.dim() == 3 else geometry
+            cond = diffusion_mod.condition(self.model, labels[rows], geo, self.guidance)
+            out[rows] = diffusion_mod.unipc_solve(self.diffusion, self.model, z_t[rows].float(), grid, labels[rows],
+                                                  geo, guidance_scale=self.guidance, clip_x0=self.clip,
+                                                  cond=cond).to(z_t.dtype)
+        return out
+
 
 def round_intervals(rnd: Round, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(t, m, s) tensors (n,) per student interval: its start, the teacher's point inside it (t itself where
@@ -234,20 +283,20 @@ def round_intervals(rnd: Round, device: torch.device) -> tuple[Tensor, Tensor, T
 def distillation_loss(diffusion: GaussianDiffusion, student: nn.Module, teacher: TeacherSteps, rnd: Round,
                       x0: Tensor, labels: Tensor, geometry: Tensor, generator: torch.Generator | None = None,
                       weights: Tensor | None = None, interval: Tensor | None = None) -> Tensor:
-    """max(SNR_t, 1)-weighted MSE between the student's x0 and the two-teacher-step target.
+    """max(SNR_t, 1)-weighted MSE between the student's x0 and the teacher's target (two DDIM steps or a solve).
 
     x0 (B, C, P) normalized data, labels (B, 6), geometry (3, P); student outputs the diffusion target (v) and is
     called without label dropout. weights: optional (B, C, P) element weights (0 = not learned), the loss is
     sum(w_t w err^2) / sum(w). interval: optional (B,) student interval indices (default: uniform draws).
     """
     B, device = x0.shape[0], x0.device
-    t_k, m_k, s_k = round_intervals(rnd, device)
+    t_k, _, s_k = round_intervals(rnd, device)
     if interval is None:
         interval = torch.randint(0, len(t_k), (B,), generator=generator, device=device)
-    t, m, s = t_k[interval], m_k[interval], s_k[interval]
+    t, s = t_k[interval], s_k[interval]
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
     z_t = diffusion.q_sample(x0, t, noise)
-    z_s = teacher.two_steps(z_t, t, m, s, labels, geometry)
+    z_s = teacher.z_s(z_t, interval, rnd, labels, geometry)
     target = x0_target(diffusion, z_t, t, z_s, s)
     out = student(z_t, t, labels, geometry, drop_labels=torch.zeros(B, dtype=torch.bool, device=device))
     x_student, _ = diffusion.output_to_x0_eps(out.float(), z_t, t)
@@ -284,18 +333,21 @@ class Distiller:
         self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         clip = clip_range(state.get("data"), device, getattr(student, "channels", 2))
-        self.steps = TeacherSteps(self.diffusion, self.teacher, teacher_cfg.diffusion.guidance_scale, clip)
-        self.rounds = schedule(self.diffusion, cfg.distill.student_steps, cfg.distill.start_steps,
-                               cfg.distill.spacing)
+        d = cfg.distill
+        solver = d.teacher_sampler == "unipc"
+        self.steps = (TeacherSolver if solver else TeacherSteps)(
+            self.diffusion, self.teacher, teacher_cfg.diffusion.guidance_scale, clip)
+        self.rounds = ([solver_round(self.diffusion, d.student_steps, d.teacher_substeps, d.spacing)] if solver
+                       else schedule(self.diffusion, d.student_steps, d.start_steps, d.spacing))
         self.steps_per_round = cfg.distill.steps_per_round
         self.round = 0
         self.weights = weights
         self.record = {"teacher_path": str(path), "teacher_run_id": (state.get("mlflow") or {}).get("run_id") or "",
                        "teacher_step": int(state.get("step", 0)), "teacher_steps": self.rounds[0].teacher_steps,
                        "target_steps": cfg.distill.student_steps, "rounds": len(self.rounds),
-                       "spacing": cfg.distill.spacing}
-        log.info("distilling %s (step %s) in %d rounds: %s DDIM steps", path, self.record["teacher_step"],
-                 len(self.rounds), " -> ".join(str(r.teacher_steps) for r in self.rounds[:1])
+                       "spacing": d.spacing, "teacher_sampler": d.teacher_sampler}
+        log.info("distilling %s (step %s) in %d rounds: %s %s steps", path, self.record["teacher_step"],
+                 len(self.rounds), d.teacher_sampler, " -> ".join(str(r.teacher_steps) for r in self.rounds[:1])
                  + "".join(f" -> {r.student_steps}" for r in self.rounds))
 
     @property

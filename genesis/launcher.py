@@ -273,10 +273,12 @@ FORM_LABELS = {
     "train.eval_events": "Physics evaluation events (0 = off)",
     "distill.student_steps": "Student DDIM steps", "distill.start_steps": "Teacher DDIM steps (first round)",
     "distill.steps_per_round": "Training steps per round", "distill.spacing": "Student time-step grid",
+    "distill.teacher_sampler": "Teacher's targets", "distill.teacher_substeps": "Teacher UniPC steps per student step",
 }
 
 
-DISTILL_FORM = ("distill.student_steps", "distill.start_steps", "distill.steps_per_round", "distill.spacing",
+DISTILL_FORM = ("distill.student_steps", "distill.teacher_sampler", "distill.teacher_substeps", "distill.start_steps",
+                "distill.steps_per_round", "distill.spacing",
                 "train.batch_size", "train.lr", "train.ema_decay", "train.max_minutes", "train.seed")
 
 

@@ -125,6 +125,41 @@ def test_distillation_loss_decreases(process, teacher):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_solver_round_nests_sub_grids_denser_towards_each_interval_end(process):
+    assert distill.sub_grid(249, -1, 4) == [249, 140, 62, 15, -1]
+    assert distill.sub_grid(999, 749, 4) == [999, 890, 812, 765, 749]
+    assert distill.sub_grid(3, 2, 4) == [3, 2]  # an interval of one index: one teacher step
+    rnd = distill.solver_round(process, 4, 4)
+    assert list(rnd.student_grid) == distill.final_grid(process, 4)
+    assert set(rnd.student_grid) <= set(rnd.teacher_grid) and rnd.teacher_steps == 16
+    assert list(rnd.teacher_grid) == sorted(rnd.teacher_grid, reverse=True)
+    assert distill.rounds_of(config.DistillConfig(teacher_sampler="unipc", student_steps=4, start_steps=64)) == 1
+    assert distill.rounds_of(config.DistillConfig(student_steps=4, start_steps=64)) == 4
+
+
+def test_solver_teacher_reproduces_the_unipc_sampler(process, teacher):
+    """A 1-step student ([999, -1]) with 5 teacher substeps: sub_grid(999, -1, 5) is the sampler's quadratic grid,
+    so the teacher's z_s from x_999 is unipc_sample's event from the same noise; a batch that mixes intervals gets
+    for each example what a batch of that interval alone gets."""
+    rnd = distill.solver_round(process, 1, 5)
+    assert list(rnd.teacher_grid) == diffusion.timesteps(process, 5, "quadratic") + [-1]
+    _, labels, geo = batch()
+    z = torch.randn(3, 2, P, generator=torch.Generator().manual_seed(5))
+    clip = (torch.full((1, 2, 1), -1.2), torch.full((1, 2, 1), 1.5))
+    solver = distill.TeacherSolver(process, teacher, clip=clip)
+    z_s = solver.z_s(z, torch.zeros(3, dtype=torch.long), rnd, labels, geo)
+    ref = diffusion.unipc_sample(process, teacher, labels, geo, steps=5, spacing="quadratic", noise=z, clip_x0=clip)
+    assert torch.allclose(z_s, ref, atol=1e-5)
+
+    rnd = distill.solver_round(process, 3, 3)
+    mixed = solver.z_s(z, torch.tensor([2, 0, 2]), rnd, labels, geo)
+    for k in (0, 2):
+        alone = solver.z_s(z, torch.full((3,), k), rnd, labels, geo)
+        rows = [1] if k == 0 else [0, 2]
+        assert torch.allclose(mixed[rows], alone[rows], atol=1e-6)
+    assert not torch.allclose(mixed[1], solver.z_s(z, torch.full((3,), 2), rnd, labels, geo)[1])
+
+
 def test_config_refuses_flows_and_a_start_below_the_student():
     with pytest.raises(ConfigError, match="only diffusion"):
         config.load(None, ["kind=flow", "distill.teacher=x.pt"])
@@ -132,6 +167,10 @@ def test_config_refuses_flows_and_a_start_below_the_student():
         config.load(None, ["distill.teacher=x.pt", "distill.student_steps=8", "distill.start_steps=8"])
     with pytest.raises(ConfigError, match="unknown config key"):
         config.load(None, ["distill.rounds=3"])
+    # a solver teacher has one round: start_steps does not apply
+    cfg = config.load(None, ["distill.teacher=x.pt", "distill.teacher_sampler=unipc", "distill.student_steps=8",
+                             "distill.start_steps=8"])
+    assert cfg.distill.teacher_sampler == "unipc"
 
 
 def test_eps_teacher_is_refused(tmp_path, geometry):
@@ -190,6 +229,26 @@ def test_distillation_run_through_the_launcher(home):
     assert "Distillation" in text and teacher["run_id"] in text and "student_steps" in text
     assert runs.teacher_runs(store, [run_id]) == [teacher["run_id"]]
     assert runs.teacher_runs(store, [run_id, teacher["run_id"]]) == []
+
+
+def test_solver_distillation_run_is_one_round_on_the_final_grid(home):
+    """A real run with teacher_sampler unipc: one round of steps_per_round steps whose student is the final
+    4-step student; the checkpoint records the solver teacher and samples with DDIM on its grid."""
+    teacher = train(tiny_cfg(home, "train.max_steps=2"))
+    cfg = config.load(ROOT / "configs" / "distill_tiny.yaml", [
+        f"data.path={home}/data/demo.h5", f"distill.teacher={teacher['checkpoint_dir']}/last.pt",
+        "distill.teacher_sampler=unipc", "distill.teacher_substeps=2", "distill.steps_per_round=3",
+        "distill.spacing=quadratic", "train.batch_size=4", "train.log_every=1", "train.device=cpu"])
+    result = train(distill.student_config(cfg))
+    assert result["step"] == 3
+    store = tracking.Store.default()
+    assert list(store.metric_history(result["run_id"], "train/student_steps")["value"]) == [4, 4, 4]
+    state = checkpoint.load_state(f"{result['checkpoint_dir']}/last.pt")
+    record = state["distillation"]
+    assert (record["teacher_sampler"], record["rounds"], record["teacher_steps"], record["student_steps"]) == (
+        "unipc", 1, 8, 4)
+    assert record["grid"] == [999, 561, 249, 61, -1]
+    assert state["config"]["diffusion"]["spacing"] == "quadratic" and state["config"]["diffusion"]["sampler"] == "ddim"
 
 
 def test_train_page_distills_a_checkpoint(home):
