@@ -13,7 +13,7 @@ Chromium as bench/report_png.py does).
 
     python bench/sampling.py [--checkpoint genesis/resources/demo/demo-diffusion.pt] [--events 1000]
         [--device cpu|cuda] [--batch-size N] [--bf16] [--steps 1,2,4,8,16,50] [--samplers ddim,dpmpp2m]
-        [--student NAME=PATH ...] [--figure docs/sampling-curve.png]
+        [--new SAMPLER:STEPS[:SPACING] | --new STUDENT.pt] [--student NAME=PATH ...] [--figure docs/sampling-curve.png]
     # throughput of an untrained preset (no quality), e.g. on a GPU:
     python bench/sampling.py --config configs/default.yaml --device cuda --bf16 --batch-size 1024 \\
         --events 8192 --no-quality --steps none
@@ -197,7 +197,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--new", help="the new default as SAMPLER:STEPS[:SPACING] (default: configs/tiny.yaml's)")
+    parser.add_argument("--new", help="the new default as SAMPLER:STEPS[:SPACING] (default: configs/tiny.yaml's), "
+                        "or a distilled checkpoint (.pt), sampled with its own sampler and steps")
     parser.add_argument("--steps", default="1,2,4,8,16,50", help="step counts of the curve ('none': headline only)")
     parser.add_argument("--samplers", default="ddim,dpmpp2m",
                         help="curve samplers, each SAMPLER[::SPACING] (e.g. dpmpp2m::logsnr)")
@@ -227,7 +228,9 @@ def main() -> None:
     ref, labels = evaluate.reference_events(loaded, simulate=args.events, seed=args.seed)
     ref = None if args.no_quality else ref
     preset = config.load(ROOT / "configs" / "tiny.yaml").diffusion
-    new = parse_setting(args.new) if args.new else (preset.sampler, preset.sampling_steps, preset.spacing or None)
+    student_new = args.new if args.new and args.new.endswith(".pt") else None
+    new = (None, None, None) if student_new else (
+        parse_setting(args.new) if args.new else (preset.sampler, preset.sampling_steps, preset.spacing or None))
     print(f"model {args.config or args.checkpoint} on {device} ({torch.get_num_threads()} CPU threads"
           f"{', bf16' if args.bf16 else ''}), {args.events} events in batches of {args.batch_size}; reference: "
           f"{'none' if ref is None else 'simulated'}")
@@ -236,7 +239,11 @@ def main() -> None:
         return f"{sampler}-{steps}" + (f" ({spacing})" if spacing else "")
 
     base = measure(loaded, name(*BASELINE) + " (today)", *BASELINE, labels, ref, args, device)
-    newest = measure(loaded, name(*new) + " (new default)", *new, labels, ref, args, device)
+    if student_new:
+        newest = measure(checkpoint.load_model(student_new, device=device), f"student {Path(student_new).stem} "
+                         "(new default)", *new, labels, ref, args, device)
+    else:
+        newest = measure(loaded, name(*new) + " (new default)", *new, labels, ref, args, device)
     rows = []
     if args.before:
         old = copy.copy(loaded)
