@@ -137,9 +137,11 @@ def test_checkpoints_from_before_the_new_inputs_load_and_keep_them_off(tmp_path,
 
 
 DEMO_DIFFUSION = "genesis/resources/demo/demo-diffusion.pt"
-# The shipped demo's median charge is 0.96x, 0.75x and 0.56x the simulator's at 1e4, 1e5 and 1e6 GeV (16 events, this
-# direction); the model before the energy handles gave 0.72x, 0.47x and 0.18x. The goal is 1.5x at all three.
-DEMO_CHARGE_FACTOR = 2.2
+# The shipped demo's median charge, sampled as it records (unipc-6, quadratic grid), is 1.01x, 0.79x and 0.69x the
+# simulator's at 1e4, 1e5 and 1e6 GeV here (16 events, this direction; 128 events: 1.01, 0.87, 0.67 +- 0.02, so 1e6
+# sits at the edge); with dpmpp2m-6, as it recorded before, 0.56x at 1e6; the model before the energy handles gave
+# 0.72x, 0.47x and 0.18x. The goal: within 1.5x at all three.
+DEMO_CHARGE_FACTOR = 1.5
 
 
 @pytest.mark.parametrize("energy", [1e4, 1e5, 1e6])
