@@ -231,7 +231,8 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
             demo.export(Path(source), out_dir / spec.name, {"preset": spec.preset, "trained_by": args.trained_by},
                         kind=spec.kind)
         return 0
-    demo.build_demo_models(out_dir, steps=args.steps, batch_size=args.batch_size, events=args.events, seed=args.seed)
+    demo.build_demo_models(out_dir, steps=args.steps, batch_size=args.batch_size, events=args.events, seed=args.seed,
+                           kinds=tuple(args.only or ()))
     return 0
 
 
@@ -369,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=64)
     s.add_argument("--events", type=_positive_int, default=20000, help="simulated training events")
     s.add_argument("--seed", type=_seed, default=1, help="simulator seed of the training events")
+    s.add_argument("--only", nargs="+", choices=("diffusion", "flow"),
+                   help="train only these demo models (default: all); the others stay as they are")
     s.add_argument("--from", dest="source", nargs=2, metavar=("DIFFUSION_PT", "FLOW_PT"),
                    help="export these checkpoints (trained with the same recipe elsewhere) instead of training")
     s.add_argument("--trained-by", default="", help="with --from: the command that trained them (provenance)")

@@ -110,9 +110,11 @@ def _fit(spec: DemoSpec, data: str, steps: int, batch_size: int, workdir: str) -
 
 
 def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: int = 64, events: int = 20000,
-                      seed: int = 1, log: Callable[[str], None] = print, jobs: int = len(SPECS)) -> list[Path]:
-    """Simulate `events` training events, train every SPECS model for `steps` steps (in `jobs` processes)
-    and write the slim checkpoints into out_dir. Returns their paths."""
+                      seed: int = 1, log: Callable[[str], None] = print, jobs: int = len(SPECS),
+                      kinds: tuple[str, ...] = ()) -> list[Path]:
+    """Simulate `events` training events, train the SPECS models of `kinds` (empty: all) for `steps` steps (in
+    `jobs` processes) and write the slim checkpoints into out_dir. Returns their paths."""
+    specs = tuple(s for s in SPECS if not kinds or s.kind in kinds)
     from genesis.data import schema
     from genesis.data.simulate import simulate_to_file
     from genesis.geometry import icecube86_like
@@ -122,17 +124,18 @@ def build_demo_models(out_dir: Path = DEMO_DIR, steps: int = 2000, batch_size: i
         data = Path(work) / "train.h5"
         log(f"simulating {events} training events (seed {seed}) ...")
         simulate_to_file(data, events, icecube86_like(), seed=seed)
-        log(f"training {', '.join(s.preset for s in SPECS)} for {steps} steps of {batch_size} events each ...")
-        args = (SPECS, [str(data)] * len(SPECS), [steps] * len(SPECS), [batch_size] * len(SPECS), [work] * len(SPECS))
-        if jobs > 1:
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
+        log(f"training {', '.join(s.preset for s in specs)} for {steps} steps of {batch_size} events each ...")
+        n = len(specs)
+        args = (specs, [str(data)] * n, [steps] * n, [batch_size] * n, [work] * n)
+        if min(jobs, n) > 1:
+            with ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
                 results = list(pool.map(_train, *args))
         else:  # in this process, one after the other
             _worker_init()
             results = list(map(_train, *args))
         data_record = schema.describe_source(data, events)  # the simulator's settings, seed and event count
         return [export(Path(r.pop("checkpoint")), out_dir / spec.name, {"data": data_record, **r}, log)
-                for spec, r in zip(SPECS, results)]
+                for spec, r in zip(specs, results)]
 
 
 def export(source: Path, out: Path, provenance: dict[str, Any], log: Callable[[str], None] = print,

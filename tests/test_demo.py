@@ -64,6 +64,18 @@ def test_build_demo_models_trains_slims_and_records_provenance(tmp_path):
     assert check_slim(again)["provenance"]["trained_by"] == "test"
 
 
+def test_demo_models_only_trains_the_kinds_asked_for(tmp_path):
+    """`genesis demo-models --only flow` retrains the demo flow and leaves the diffusion checkpoint alone."""
+    from genesis import cli
+
+    kept = tmp_path / "demo-diffusion.pt"
+    kept.write_bytes(b"not touched")
+    assert cli.main(["demo-models", "--only", "flow", "--out-dir", str(tmp_path), "--steps", "2", "--batch-size", "4",
+                     "--events", "200"]) == 0
+    assert kept.read_bytes() == b"not touched"
+    assert check_slim(tmp_path / "demo-flow.pt")["kind"] == "flow"
+
+
 CHARGE_FACTOR = 3.0  # loose: today's demo models are 0.4-2x the simulator's charge (README); to be tightened
 
 
