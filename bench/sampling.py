@@ -117,9 +117,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(loaded, name: str, sampler: str, steps: int | None, spacing: str | None, labels: np.ndarray,
-            ref: np.ndarray | None, args, device: torch.device) -> Row:
+            ref: np.ndarray | None, args, device: torch.device, bf16: bool | None = None) -> Row:
+    """One row: `labels` sampled and timed, compared with `ref`; bf16: autocast (None: --bf16)."""
     sampler, steps = sampling.recorded_sampler(loaded, sampler, steps)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if (args.bf16 if bf16 is None else bf16) else nullcontext()
     stats: dict = {}
     with amp:
         sampling.generate(loaded, labels[: min(len(labels), args.batch_size, 64)], sampler, min(steps, 2), seed=99,
@@ -194,7 +195,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=0, help="default: sampling.default_batch_size")
-    parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (CUDA)")
+    parser.add_argument("--bf16", action="store_true", help="autocast every row to bfloat16")
+    parser.add_argument("--new-bf16", action="store_true", help="autocast only the new default to bfloat16 "
+                        "(today's DDIM-50 stays float32)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new", help="the new default as SAMPLER:STEPS[:SPACING] (default: configs/tiny.yaml's), "
@@ -241,9 +244,10 @@ def main() -> None:
     base = measure(loaded, name(*BASELINE) + " (today)", *BASELINE, labels, ref, args, device)
     if student_new:
         newest = measure(checkpoint.load_model(student_new, device=device), f"student {Path(student_new).stem} "
-                         "(new default)", *new, labels, ref, args, device)
+                         "(new default)", *new, labels, ref, args, device, bf16=args.bf16 or args.new_bf16)
     else:
-        newest = measure(loaded, name(*new) + " (new default)", *new, labels, ref, args, device)
+        newest = measure(loaded, name(*new) + f" ({'bf16 ' if args.new_bf16 else ''}new default)", *new, labels, ref,
+                         args, device, bf16=args.bf16 or args.new_bf16)
     rows = []
     if args.before:
         old = copy.copy(loaded)

@@ -151,7 +151,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = sample_to_file(args.checkpoint, labels, args.out, sampler=args.sampler, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, device=args.device, batch_size=args.batch_size,
                           force=args.force, progress=progress, spacing=args.spacing,
-                          on_warning=lambda message: print(f"warning: {message}", file=sys.stderr))
+                          on_warning=lambda message: print(f"warning: {message}", file=sys.stderr), bf16=args.bf16)
     if rank == 0:
         print(f"wrote {len(labels)} generated events to {path}" + (f" ({world} ranks)" if world > 1 else ""))
     return 0
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int,
                    help="events per batch (default 64 on CPU, 256 on a GPU); the events depend on it and the seed, "
                         "not on the number of ranks")
+    s.add_argument("--bf16", action="store_true",
+                   help="run the network in bfloat16 (faster on GPUs and on CPUs with AVX512-BF16 or AMX, slower on "
+                        "other CPUs; recorded in the file)")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)

@@ -222,9 +222,10 @@ def _work(kind: str, steps: int) -> int:
 
 
 def warmup_rates(loaded, n_events: int, sampler: str = "ddim", guidance: float = 1.0,
-                 steps: int = WARMUP_STEPS, repeats: int = WARMUP_REPEATS) -> list[float]:
+                 steps: int = WARMUP_STEPS, repeats: int = WARMUP_REPEATS, bf16: bool = False) -> list[float]:
     """Seconds per event and step (flows: per event) of `repeats` timed sampler runs of `steps` steps on
-    min(n_events, WARMUP_BATCH) events at mid-range labels, on the checkpoint's device, as it is loaded now."""
+    min(n_events, WARMUP_BATCH) events at mid-range labels, on the checkpoint's device, as it is loaded now
+    (bf16: under bfloat16 autocast, as sampling.generate_batches runs it)."""
     import torch
 
     b = max(1, min(int(n_events), WARMUP_BATCH))
@@ -239,8 +240,10 @@ def warmup_rates(loaded, n_events: int, sampler: str = "ddim", guidance: float =
     rates = []
     for r in range(repeats + 1):  # the first run is not timed: first calls allocate and compile
         t0 = time.perf_counter()
-        sampling.generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps, guidance,
-                                     generator=torch.Generator(device=device).manual_seed(r), data_record=record)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            sampling.generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps,
+                                         guidance, generator=torch.Generator(device=device).manual_seed(r),
+                                         data_record=record)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         rates.append((time.perf_counter() - t0) / (b * steps))
@@ -290,9 +293,11 @@ SHARDED_COMMAND = ("torchrun --standalone --nproc-per-node={gpus} -m genesis sam
 
 def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0,
                  seed: int = 0, out: Path | None = None, batch_size: int = 64, keep: int = KEEP_EVENTS,
-                 labels_source: str = "", progress: Callable[[int, int], None] | None = None) -> SampleResult:
+                 labels_source: str = "", progress: Callable[[int, int], None] | None = None,
+                 bf16: bool = False) -> SampleResult:
     """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema, on the
-    checkpoint's device (several GPUs: `torchrun ... -m genesis sample`, see SHARDED_COMMAND).
+    checkpoint's device (several GPUs: `torchrun ... -m genesis sample`, see SHARDED_COMMAND); bf16: the
+    network in bfloat16 (sampling.generate_batches).
 
     The file appears only when all events are written (EventWriter); a stopped run leaves nothing.
     """
@@ -302,12 +307,13 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
         raise ConfigError(f"steps must be in 1..{loaded.config.diffusion.timesteps} (the model's timesteps), "
                           f"got {steps}")
     out = Path(out) if out else output_path(loaded.kind)
-    producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed), "labels": labels_source,
+    producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed, bf16=bf16), "labels": labels_source,
                 "interface": "dashboard"}
     warnings = ranges.label_warnings(labels, ranges.record_of(loaded))
     t0, kept, start = time.time(), [], 0
     with schema.EventWriter(out, loaded.geometry, producer) as writer:
-        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress):
+        for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
+                                               bf16=bf16):
             writer.append(batch, labels[start:start + len(batch)])
             if start < keep:
                 kept.append(batch[:keep - start])

@@ -149,6 +149,7 @@ def test_sample_page_flow_with_dataset_labels(home):
     at = choose_data(at, "demo.h5", "Labels of events in")
     set_number(at, "First event", 10)
     set_number(at, "Number of events", 4)
+    at = next(c for c in at.checkbox if c.label == "bfloat16").check().run()  # the flow under autocast too
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
     assert not other_errors(at), other_errors(at)  # the quality banner may fire: these models are untrained
@@ -156,7 +157,9 @@ def test_sample_page_flow_with_dataset_labels(home):
     (path,) = (home.root / "data" / "generated").glob("sample-flow-*.h5")
     with h5py.File(path, "r") as out, h5py.File(home.data, "r") as src:
         np.testing.assert_array_equal(out["label"][()], src["label"][10:14])
-        assert json.loads(out.attrs["producer"])["sampler"] == "flow"
+        assert out["input"].dtype == np.float32 and np.isfinite(out["input"][()]).all()
+        producer = json.loads(out.attrs["producer"])
+        assert producer["sampler"] == "flow" and producer["precision"] == "bf16"
 
 
 def test_sample_page_bad_requests(home):
