@@ -291,8 +291,8 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                    spacing: str | None = None, on_warning: Callable[[str], None] | None = None,
                    bf16: bool = False) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
-    the checkpoint's own (recorded_sampler); bf16: see generate_batches. on_warning receives each `range_warnings` message (labels
-    outside the training ranges: sampled anyway), once (rank 0 under torchrun).
+    the checkpoint's own (recorded_sampler); bf16: see generate_batches. on_warning receives each
+    `range_warnings` message (labels outside the training ranges: sampled anyway), once (rank 0 under torchrun).
 
     Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
     device (cuda:LOCAL_RANK with device auto/cuda on a GPU machine), writes them to a shard next to
