@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import types
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,16 +119,15 @@ def measure(loaded, name: str, sampler: str, steps: int | None, spacing: str | N
             ref: np.ndarray | None, args, device: torch.device, bf16: bool | None = None) -> Row:
     """One row: `labels` sampled and timed, compared with `ref`; bf16: autocast (None: --bf16)."""
     sampler, steps = sampling.recorded_sampler(loaded, sampler, steps)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if (args.bf16 if bf16 is None else bf16) else nullcontext()
+    bf16 = args.bf16 if bf16 is None else bf16
     stats: dict = {}
-    with amp:
-        sampling.generate(loaded, labels[: min(len(labels), args.batch_size, 64)], sampler, min(steps, 2), seed=99,
-                          batch_size=args.batch_size, spacing=spacing)  # warm-up: kernels, caches, allocator
-        synchronize(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        events = sampling.generate(loaded, labels, sampler, steps, seed=args.seed, batch_size=args.batch_size,
-                                   spacing=spacing, stats=stats)
-        synchronize(device)
+    sampling.generate(loaded, labels[: min(len(labels), args.batch_size, 64)], sampler, min(steps, 2), seed=99,
+                      batch_size=args.batch_size, spacing=spacing, bf16=bf16)  # warm-up: kernels, caches, allocator
+    synchronize(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    events = sampling.generate(loaded, labels, sampler, steps, seed=args.seed, batch_size=args.batch_size,
+                               spacing=spacing, stats=stats, bf16=bf16)
+    synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     report = None
     if ref is not None:

@@ -240,7 +240,7 @@ def warmup_rates(loaded, n_events: int, sampler: str = "ddim", guidance: float =
     rates = []
     for r in range(repeats + 1):  # the first run is not timed: first calls allocate and compile
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with sampling.network_precision(device, bf16):
             sampling.generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps,
                                          guidance, generator=torch.Generator(device=device).manual_seed(r),
                                          data_record=record)

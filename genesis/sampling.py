@@ -167,6 +167,11 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
     return torch.maximum(torch.minimum(out, hi), lo)
 
 
+def network_precision(device: torch.device, bf16: bool):
+    """The context the network runs in: bfloat16 autocast when bf16, else float32 (see the module doc)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
              guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
              progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
@@ -237,7 +242,7 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         def draw(rows: np.ndarray, progress_of_batch=None) -> np.ndarray:
             """Physical events (len(rows), 2, P) for the batch's label rows, from the batch's generator."""
             lab_n = norm.normalize_labels(torch.from_numpy(lab[rows]).to(device))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with network_precision(device, bf16):
                 x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps,
                                         guidance, eta=loaded.config.diffusion.eta, generator=gen,
                                         progress=progress_of_batch, data_record=record, spacing=spacing)
