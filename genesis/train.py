@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import itertools
 import logging
 import math
@@ -532,9 +533,24 @@ def train(cfg: config.RunConfig, run_id: str | None = None, resume: str | Path |
         if ctx.is_main:
             end_run(store, run_id, status if error is None else "FAILED", error)
         if ctx.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+            leave_process_group(trainer, wait_for_peers=error is None)
     return {"run_id": run_id, "status": status, "step": trainer.step, "epoch": trainer.epoch,
             "best_val_loss": trainer.best_val, "checkpoint_dir": str(trainer.ckpt_dir)}
+
+
+def leave_process_group(trainer: Trainer | None, wait_for_peers: bool) -> None:
+    """Tear down this rank's process group so that no rank aborts at exit.
+
+    Gloo aborts a rank ("terminate called without an active exception") when its peer closes the connection
+    while it is still finishing, or when the group's worker threads are freed only at interpreter shutdown.
+    So the ranks first meet at a barrier (skipped after a failure, when a peer may never arrive), and the
+    DDP wrapper, which holds the group, is released and collected before the group is destroyed."""
+    if wait_for_peers:
+        dist.barrier()
+    if trainer is not None and isinstance(trainer.net, torch.nn.parallel.DistributedDataParallel):
+        trainer.net = trainer.net.module
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def end_run(store: tracking.Store, run_id: str, status: str, error: str | None) -> None:
