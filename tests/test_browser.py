@@ -74,10 +74,20 @@ def goto(page, base: str, path: str) -> None:
     page.wait_for_load_state("networkidle")
 
 
-def fill_number(page, label: str, value: int) -> None:
-    box = page.get_by_label(label, exact=True).first
-    box.fill(str(value))
-    box.press("Enter")
+def fill_number(page, label: str, value: int, tries: int = 4) -> None:
+    """Type a number and commit it. A rerun of the page may replace the input between the typing and the
+    Enter (Playwright then waits on a detached element): type it again into the new one."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        box = page.get_by_label(label, exact=True).first
+        try:
+            box.fill(str(value), timeout=TIMEOUT_MS // tries)
+            box.press("Enter", timeout=TIMEOUT_MS // tries)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
 
 
 def click_tab(page, name: str) -> None:
