@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from genesis import checkpoint, config
+from genesis.demo import DEMO_DIR
 from genesis.errors import ConfigError
 from genesis.models import physics
 from genesis.physics import light_paths
@@ -136,7 +137,7 @@ def test_checkpoints_from_before_the_new_inputs_load_and_keep_them_off(tmp_path,
         assert torch.equal(loaded.model(x, torch.tensor([3, 7]), labels, geo), model(x, torch.tensor([3, 7]), labels, geo))
 
 
-DEMO_DIFFUSION = "genesis/resources/demo/demo-diffusion.pt"
+DEMO_DIFFUSION = DEMO_DIR / "demo-diffusion.pt"
 # The shipped demo's median charge, sampled as it records (unipc-6, quadratic grid), is 1.01x, 0.79x and 0.69x the
 # simulator's at 1e4, 1e5 and 1e6 GeV here (16 events, this direction; 128 events: 1.01, 0.87, 0.67 +- 0.02, so 1e6
 # sits at the edge); with dpmpp2m-6, as it recorded before, 0.56x at 1e6; the model before the energy handles gave
@@ -156,13 +157,14 @@ def test_shipped_demo_diffusion_charge_follows_the_energy(energy, geometry):
     assert 1 / DEMO_CHARGE_FACTOR <= ratio <= DEMO_CHARGE_FACTOR, ratio
 
 
-
-DEMO_FLOW = "genesis/resources/demo/demo-flow.pt"
+DEMO_FLOW = DEMO_DIR / "demo-flow.pt"
 # The shipped demo flow (flow.light_feature, retrained by `genesis demo-models --only flow`) at these labels, 32 events
 # against 128 simulated: median charge 1.16x, 1.43x and 1.75x the simulator's at 1e4, 1e5 and 1e6 GeV, slope of log10
 # charge against log10 energy 1.05 against 0.96; the flow shipped before it: 183, 326 and 573 pe against 78, 634 and
 # 6,470 (slope 0.25). The goal: the slope within 20%.
 FLOW_SLOPE_TOLERANCE = 0.2
+# Hit DOMs of the demo flow are 0.90-0.97x the simulator's under the label-aware evaluation; 1.5x is a loose guard.
+FLOW_HIT_FACTOR = 1.5
 
 
 def test_shipped_demo_flow_charge_follows_the_energy(geometry):
@@ -179,7 +181,7 @@ def test_shipped_demo_flow_charge_follows_the_energy(geometry):
         sim_npe.append(np.median(sim[:, 0].sum(1)))
         flow_npe.append(np.median(events[:, 0].sum(1)))
         hits = np.median((events[:, 0] > 0).sum(1)) / np.median((sim[:, 0] > 0).sum(1))
-        assert 1 / 1.5 <= hits <= 1.5, (energy, hits)
+        assert 1 / FLOW_HIT_FACTOR <= hits <= FLOW_HIT_FACTOR, (energy, hits)
     sim_slope = np.polyfit(np.log10(energies), np.log10(sim_npe), 1)[0]
     flow_slope = np.polyfit(np.log10(energies), np.log10(flow_npe), 1)[0]
     assert abs(flow_slope / sim_slope - 1) <= FLOW_SLOPE_TOLERANCE, (flow_slope, sim_slope)
