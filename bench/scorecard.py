@@ -208,6 +208,9 @@ ABLATION = [
     ("diffusion preset", "diffusion", []),
     # the flow preset before its expected-light input (flow.light_feature: the hits' charge follows the energy)
     ("flow preset, no expected light", "flow", ["flow.light_feature=false"]),
+    # the diffusion preset before its two energy inputs (the expected light per DOM, the labels in the per-DOM
+    # head): the "before" row of the preset's headline, sampled as the preset samples
+    ("diffusion preset, no energy inputs", "diffusion", ["model.light_feature=false", "model.dom_head_conditioning=false"]),
 ]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
 
