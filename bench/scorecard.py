@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-html", action="store_true", help="skip the HTML reports")
     p.add_argument("--no-mlflow", action="store_true", help="train without an MLflow store (machines without mlflow)")
     p.add_argument("--ablate", action="store_true", help="train and compare the ABLATION variants of the diffusion preset")
-    p.add_argument("--ablate-rows", default="", help="comma-separated ABLATION row numbers to run (default: all)")
+    p.add_argument("--ablate-rows", default="", help="comma-separated ABLATION row numbers to run, from 0 (default: all)")
     p.add_argument("--keep-rows", action="store_true", help="--ablate: keep the rows of the previous scorecard.json "
                    "in the workdir that are not re-run (same data and budget), to run a long ablation in parts")
     p.add_argument("--jobs", type=int, default=1, help="--ablate: train and evaluate this many rows at once "
@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
+    rows = [i.strip() for i in args.ablate_rows.split(",") if i.strip()]
+    if any(not i.isdigit() or int(i) >= len(ABLATION) for i in rows):
+        p.error(f"--ablate-rows takes row numbers 0-{len(ABLATION) - 1} (0 = {ABLATION[0][0]!r}); got {args.ablate_rows!r}")
     if args.seeds > 1 and any(s.startswith("train.seed=") for s in args.set):
         p.error("--seeds sets train.seed for every training; drop --set train.seed=...")
     if args.minutes is None:
