@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1000,
                    help="epoch cap (train.epochs); large by default so the time budget ends training")
     p.add_argument("--steps", type=int, default=None,
-                   help="DDIM sampling steps for the diffusion model (default: the preset's diffusion.sampling_steps)")
+                   help="sampling steps of the diffusion model's recorded sampler (default: its diffusion.sampling_steps)")
     p.add_argument("--seed", type=int, default=0, help="sampling and classifier seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for both models (e.g. train.batch_size=128)")
@@ -162,7 +162,7 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "model.light_feature=false", "model.dom_head_conditioning=false",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
-          "diffusion.objective=eps", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
+          "diffusion.objective=eps", "diffusion.sampler=ddim", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
           "data.normalization.time_reference=none", "data.normalization.time_transform=none",
           "data.normalization.time_center_ns=0", "data.normalization.time_width_ns=100",
           "data.normalization.affine_offsets=[1.0,9000.0,-600.0,-550.0,-550.0]",
@@ -270,7 +270,7 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
 
 def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str,
                  sampler: dict | None = None, held_file: Path | None = None) -> dict:
-    """Evaluate a trained checkpoint; sampler may override DDIM's eta and steps, whether events below the
+    """Evaluate a trained checkpoint with its recorded sampler; sampler may override DDIM's eta and steps, whether events below the
     trigger are drawn again and the guidance scale."""
     import dataclasses
 
@@ -287,9 +287,11 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
         loaded.state["data"] = {**value_ranges(loaded.config.data, loaded.normalization, loaded.geometry.positions),
                                 **record}
     params = sum(p.numel() for p in loaded.model.parameters())
-    steps = sampler.get("steps", args.steps or loaded.config.diffusion.sampling_steps)
+    # the sampler, steps and grid the checkpoint records (a preset's own: unipc-6 quadratic for tiny), unless
+    # --steps or the row say otherwise
+    steps = sampler.get("steps", args.steps)
     held_file = held_file or workdir / HELDOUT_FILES[args.heldout]
-    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler="ddim", steps=steps,
+    ev = evaluate.run_evaluation(loaded, ref_signal, ref_labels, sampler=None, steps=steps,
                                  seed=args.seed, guidance=sampler.get("guidance"),
                                  reference={"source": "file", "path": str(held_file), "n": len(ref_labels),
                                             "heldout": args.heldout})
@@ -434,7 +436,7 @@ def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> s
     from genesis import config
 
     cfg = config.to_dict(config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]))
-    for key in ("eta", "sampling_steps", "redraw_untriggered", "guidance_scale"):
+    for key in ("sampler", "spacing", "eta", "sampling_steps", "redraw_untriggered", "guidance_scale"):
         cfg["diffusion"].pop(key)
     return json.dumps(cfg, sort_keys=True)
 
