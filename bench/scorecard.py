@@ -162,7 +162,7 @@ def simulated_file(path: Path, n: int, geo, seed: int) -> Path:
 BEFORE = ["data.normalization.representation=legacy", "model.conditioning=labels", "model.dom_head_width=0",
           "model.light_feature=false", "model.dom_head_conditioning=false",
           "diffusion.min_snr_gamma=0", "diffusion.hit_weight=1", "diffusion.no_hit_weight=0.1",
-          "diffusion.objective=eps", "diffusion.sampler=ddim", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
+          "diffusion.objective=eps", "diffusion.sampler=ddim", "diffusion.spacing=", "diffusion.eta=0", "diffusion.sampling_steps=50", "diffusion.redraw_untriggered=false",
           "data.normalization.time_reference=none", "data.normalization.time_transform=none",
           "data.normalization.time_center_ns=0", "data.normalization.time_width_ns=100",
           "data.normalization.affine_offsets=[1.0,9000.0,-600.0,-550.0,-550.0]",
@@ -270,8 +270,9 @@ def train_one(kind: str, preset: Path, data: Path, args: argparse.Namespace, wor
 
 def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, workdir: Path, kind: str,
                  sampler: dict | None = None, held_file: Path | None = None) -> dict:
-    """Evaluate a trained checkpoint with its recorded sampler; sampler may override DDIM's eta and steps, whether events below the
-    trigger are drawn again and the guidance scale."""
+    """Evaluate a trained checkpoint with its recorded sampler; `sampler` (sampler_of: the row's own settings,
+    whichever row trained the shared model) overrides the sampler, its grid, eta and steps, whether events below
+    the trigger are drawn again and the guidance scale."""
     import dataclasses
 
     from genesis import checkpoint, evaluate
@@ -281,7 +282,8 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
     sampler = sampler or {}
     if "eta" in sampler:
         loaded.config = dataclasses.replace(loaded.config, diffusion=dataclasses.replace(
-            loaded.config.diffusion, eta=sampler["eta"], redraw_untriggered=sampler["redraw"]))
+            loaded.config.diffusion, sampler=sampler["sampler"], spacing=sampler["spacing"], eta=sampler["eta"],
+            redraw_untriggered=sampler["redraw"]))
     record = loaded.state.get("data") or {}
     if sampler.get("redraw") and "hit_doms_min" not in record:  # trained before checkpoints recorded the trigger
         loaded.state["data"] = {**value_ranges(loaded.config.data, loaded.normalization, loaded.geometry.positions),
@@ -442,14 +444,15 @@ def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> s
 
 
 def sampler_of(kind: str, overrides: list[str], args: argparse.Namespace) -> dict:
-    """The row's own sampling settings (DDIM eta, steps from its resolved config or --steps, redraw, guidance),
+    """The row's own sampling settings (sampler, grid, eta, steps from its resolved config or --steps, redraw, guidance),
     whichever row trained the model it shares: evaluate_one's sampler dict ({} for flows)."""
     from genesis import config
 
     if kind != "diffusion":
         return {}
     cfg = config.load(preset_paths(args.preset_suffix)[kind], [*overrides, *args.set]).diffusion
-    return {"eta": cfg.eta, "steps": args.steps or cfg.sampling_steps, "redraw": cfg.redraw_untriggered,
+    return {"sampler": cfg.sampler, "spacing": cfg.spacing, "eta": cfg.eta, "steps": args.steps or cfg.sampling_steps,
+            "redraw": cfg.redraw_untriggered,
             "guidance": cfg.guidance_scale}
 
 

@@ -98,3 +98,14 @@ def test_tables_show_both_aucs_with_errors(capsys):
 def test_git_state_names_the_commit():
     state = scorecard.git_state()
     assert re.fullmatch(r"[0-9a-f]{40}", state["commit"]) and isinstance(state["dirty"], bool)
+
+
+def test_rows_that_share_a_model_keep_their_own_sampler():
+    args = scorecard.parse_args(["--preset-suffix", "tiny"])
+    rows = {name: (kind, ov) for name, kind, ov in scorecard.ABLATION}
+    of = lambda name: scorecard.sampler_of(*rows[name], args)  # noqa: E731
+    older, preset = of("+redraw untriggered events"), of("diffusion preset, no energy inputs")
+    # measured with DDIM-50 (its own linspace grid) before the few-step samplers
+    assert (older["sampler"], older["spacing"], older["steps"]) == ("ddim", "", 50)
+    assert (preset["sampler"], preset["spacing"], preset["steps"]) == ("unipc", "quadratic", 6)
+    assert scorecard.sampler_of("flow", [], args) == {}
