@@ -12,7 +12,8 @@ then the quality-against-cost table; --figure writes it as a Plotly figure (.htm
 Chromium as bench/report_png.py does).
 
     python bench/sampling.py [--checkpoint genesis/resources/demo/demo-diffusion.pt] [--events 1000]
-        [--device cpu|cuda] [--batch-size N] [--bf16] [--steps 1,2,4,8,16,50] [--samplers ddim,dpmpp2m]
+        [--device cpu|cuda] [--batch-size N] [--bf16] [--compile | --new-compile] [--steps 1,2,4,8,16,50]
+        [--samplers ddim,dpmpp2m]
         [--new SAMPLER:STEPS[:SPACING] | --new STUDENT.pt] [--student NAME=PATH ...] [--figure docs/sampling-curve.png]
     # throughput of an untrained preset (no quality), e.g. on a GPU:
     python bench/sampling.py --config configs/default.yaml --device cuda --bf16 --batch-size 1024 \\
@@ -116,17 +117,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(loaded, name: str, sampler: str, steps: int | None, spacing: str | None, labels: np.ndarray,
-            ref: np.ndarray | None, args, device: torch.device, bf16: bool | None = None) -> Row:
-    """One row: `labels` sampled and timed, compared with `ref`; bf16: autocast (None: --bf16)."""
+            ref: np.ndarray | None, args, device: torch.device, bf16: bool | None = None,
+            compiled: bool | None = None) -> Row:
+    """One row: `labels` sampled and timed, compared with `ref`; bf16: autocast (None: --bf16); compiled:
+    torch.compile (None: --compile), its one-off compilation in the untimed warm-up."""
     sampler, steps = sampling.recorded_sampler(loaded, sampler, steps)
     bf16 = args.bf16 if bf16 is None else bf16
+    compiled = args.compile if compiled is None else compiled
     stats: dict = {}
-    sampling.generate(loaded, labels[: min(len(labels), args.batch_size, 64)], sampler, min(steps, 2), seed=99,
-                      batch_size=args.batch_size, spacing=spacing, bf16=bf16)  # warm-up: kernels, caches, allocator
+    # warm-up (kernels, caches, allocator, compilation): a full batch when compiled, whose shape is compiled
+    warm = labels[: min(len(labels), args.batch_size if compiled else min(args.batch_size, 64))]
+    t0 = time.perf_counter()
+    sampling.generate(loaded, warm, sampler, min(steps, 2), seed=99, batch_size=args.batch_size, spacing=spacing,
+                      bf16=bf16, compiled=compiled)
     synchronize(device)
+    if compiled:
+        print(f"  (compiled in {time.perf_counter() - t0:.0f} s of wall time)", flush=True)
     t0, c0 = time.perf_counter(), time.process_time()
     events = sampling.generate(loaded, labels, sampler, steps, seed=args.seed, batch_size=args.batch_size,
-                               spacing=spacing, stats=stats, bf16=bf16)
+                               spacing=spacing, stats=stats, bf16=bf16, compiled=compiled)
     synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     report = None
@@ -196,6 +205,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="autocast every row to bfloat16")
     parser.add_argument("--new-bf16", action="store_true", help="autocast only the new default to bfloat16 "
                         "(today's DDIM-50 stays float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network of every row")
+    parser.add_argument("--new-compile", action="store_true", help="torch.compile only the new default's network "
+                        "(today's DDIM-50 stays eager)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new", help="the new default as SAMPLER:STEPS[:SPACING] (default: configs/tiny.yaml's), "
@@ -242,10 +254,12 @@ def main() -> None:
     base = measure(loaded, name(*BASELINE) + " (today)", *BASELINE, labels, ref, args, device)
     if student_new:
         newest = measure(checkpoint.load_model(student_new, device=device), f"student {Path(student_new).stem} "
-                         "(new default)", *new, labels, ref, args, device, bf16=args.bf16 or args.new_bf16)
+                         "(new default)", *new, labels, ref, args, device, bf16=args.bf16 or args.new_bf16,
+                         compiled=args.compile or args.new_compile)
     else:
-        newest = measure(loaded, name(*new) + f" ({'bf16 ' if args.new_bf16 else ''}new default)", *new, labels, ref,
-                         args, device, bf16=args.bf16 or args.new_bf16)
+        how = ("bf16 " if args.new_bf16 else "") + ("compiled " if args.new_compile else "")
+        newest = measure(loaded, name(*new) + f" ({how}new default)", *new, labels, ref, args, device,
+                         bf16=args.bf16 or args.new_bf16, compiled=args.compile or args.new_compile)
     rows = []
     if args.before:
         old = copy.copy(loaded)

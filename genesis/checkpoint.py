@@ -14,6 +14,7 @@ import os
 import pickle
 import platform
 import re
+import shutil
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 
 from genesis import __version__, config
 from genesis.data.normalization import Normalization
-from genesis.errors import CheckpointError, ConfigError
+from genesis.errors import CheckpointError, ConfigError, GenesisError
 from genesis.geometry import Geometry
 
 FORMAT = "genesis-checkpoint"
@@ -152,6 +153,18 @@ class LoadedModel:
     @property
     def run_id(self) -> str | None:
         return (self.state.get("mlflow") or {}).get("run_id")
+
+    def compiled_model(self) -> torch.nn.Module:
+        """self.model through torch.compile (inductor), wrapped on first use and kept with this object (the
+        compiled code lives with the wrapper: a process or a page compiles once). Raises GenesisError on a CPU
+        without a C++ compiler, which inductor needs."""
+        if getattr(self, "_compiled", (None,))[0] is not self.model:  # none yet, or the model was replaced
+            cpu = next(self.model.parameters()).device.type == "cpu"
+            if cpu and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+                raise GenesisError("compiling the network on a CPU needs a C++ compiler (g++) and none is on the "
+                                   "PATH: install one (apt-get install g++) or sample without compiling")
+            self._compiled = (self.model, torch.compile(self.model, dynamic=False))
+        return self._compiled[1]
 
     @property
     def distillation(self) -> dict[str, Any] | None:

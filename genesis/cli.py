@@ -151,7 +151,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = sample_to_file(args.checkpoint, labels, args.out, sampler=args.sampler, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, device=args.device, batch_size=args.batch_size,
                           force=args.force, progress=progress, spacing=args.spacing,
-                          on_warning=lambda message: print(f"warning: {message}", file=sys.stderr), bf16=args.bf16)
+                          on_warning=lambda message: print(f"warning: {message}", file=sys.stderr), bf16=args.bf16,
+                          compiled=args.compile)
     if rank == 0:
         print(f"wrote {len(labels)} generated events to {path}" + (f" ({world} ranks)" if world > 1 else ""))
     return 0
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", action="store_true",
                    help="run the network in bfloat16 (faster on GPUs and on CPUs with AVX512-BF16 or AMX, slower on "
                         "other CPUs; recorded in the file)")
+    s.add_argument("--compile", action="store_true",
+                   help="run a diffusion network through torch.compile: faster for large requests after a one-off "
+                        "compile of about a minute (needs a C++ compiler on a CPU); recorded in the file")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)

@@ -294,10 +294,10 @@ SHARDED_COMMAND = ("torchrun --standalone --nproc-per-node={gpus} -m genesis sam
 def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0,
                  seed: int = 0, out: Path | None = None, batch_size: int = 64, keep: int = KEEP_EVENTS,
                  labels_source: str = "", progress: Callable[[int, int], None] | None = None,
-                 bf16: bool = False) -> SampleResult:
+                 bf16: bool = False, compiled: bool = False) -> SampleResult:
     """Generate events for labels (N, 6), streaming batches into an HDF5 file in the training schema, on the
     checkpoint's device (several GPUs: `torchrun ... -m genesis sample`, see SHARDED_COMMAND); bf16: the
-    network in bfloat16 (sampling.generate_batches).
+    network in bfloat16, compiled: through torch.compile (sampling.generate_batches).
 
     The file appears only when all events are written (EventWriter); a stopped run leaves nothing.
     """
@@ -307,13 +307,13 @@ def run_sampling(loaded, labels: np.ndarray, sampler: str = "ddim", steps: int =
         raise ConfigError(f"steps must be in 1..{loaded.config.diffusion.timesteps} (the model's timesteps), "
                           f"got {steps}")
     out = Path(out) if out else output_path(loaded.kind)
-    producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed, bf16=bf16), "labels": labels_source,
-                "interface": "dashboard"}
+    producer = {**sampling.producer_info(loaded, sampler, steps, guidance, seed, bf16=bf16, compiled=compiled),
+                "labels": labels_source, "interface": "dashboard"}
     warnings = ranges.label_warnings(labels, ranges.record_of(loaded))
     t0, kept, start = time.time(), [], 0
     with schema.EventWriter(out, loaded.geometry, producer) as writer:
         for batch in sampling.generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
-                                               bf16=bf16):
+                                               bf16=bf16, compiled=compiled):
             writer.append(batch, labels[start:start + len(batch)])
             if start < keep:
                 kept.append(batch[:keep - start])

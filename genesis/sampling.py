@@ -11,6 +11,13 @@ to the ranks round-robin (each writes a shard, rank 0 merges them) and gives the
 Precision: bf16=True runs the network under bfloat16 autocast (the sampler's arithmetic and the outputs stay
 float32). On a CPU with AVX512-BF16 or AMX the demo model's unipc-6 made 1.33x the events per CPU-second at the
 same AUC (bench/sampling.py --new-bf16); a CPU without them emulates bfloat16 and is slower. Off by default.
+
+Compilation: compiled=True runs a diffusion network through torch.compile (inductor: generated C++ on a CPU, which
+needs a C++ compiler; Triton on a GPU). Only full batches of batch_size events use the compiled network, so it is
+compiled for one shape, once per process (about a minute on one CPU core); redraws and a shorter last batch run
+eagerly. The compiled network reorders floating-point sums, so a few events differ from eager ones at round-off
+(a DOM's npe crossing the hit threshold); events stay reproducible among compiled runs. Off by default: it pays
+for large requests.
 """
 
 from __future__ import annotations
@@ -175,11 +182,11 @@ def network_precision(device: torch.device, bf16: bool):
 def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
              guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
              progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
-             stats: dict | None = None, bf16: bool = False) -> np.ndarray:
+             stats: dict | None = None, bf16: bool = False, compiled: bool = False) -> np.ndarray:
     """Physical events (N, 2, P) for physical labels (N, 6), batched; reproducible by seed.
-    sampler/steps: None = the checkpoint's own (recorded_sampler); stats, bf16: see generate_batches."""
+    sampler/steps: None = the checkpoint's own (recorded_sampler); stats, bf16, compiled: see generate_batches."""
     return np.concatenate(list(generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
-                                                spacing=spacing, stats=stats, bf16=bf16)))
+                                                spacing=spacing, stats=stats, bf16=bf16, compiled=compiled)))
 
 
 def recorded_sampler(loaded: checkpoint.LoadedModel, sampler: str | None = None, steps: int | None = None
@@ -205,7 +212,7 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
                      guidance: float = 1.0, seed: int = 0, batch_size: int | None = None,
                      progress: Callable[[int, int], None] | None = None, spacing: str | None = None,
                      stats: dict | None = None, batches: Sequence[int] | None = None,
-                     bf16: bool = False) -> Iterator[np.ndarray]:
+                     bf16: bool = False, compiled: bool = False) -> Iterator[np.ndarray]:
     """Yield physical (b, 2, P) batches for consecutive slices of `labels` (streams huge requests).
 
     sampler, steps: None = the checkpoint's own (recorded_sampler); batch_size: None = default_batch_size.
@@ -213,7 +220,8 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     (default all, in order); batch b is drawn from a generator seeded with seed * 100003 + b.
     stats: a dict filled (over all batches) with events (drawn), redrawn (events below the training
     data's trigger drawn again at least once) and below_trigger (still below it after the last try).
-    bf16: the network under bfloat16 autocast (see the module doc).
+    bf16: the network under bfloat16 autocast; compiled: full batches through loaded.compiled_model() (diffusion
+    models only; see the module doc for both).
     """
     check_labels(labels)
     sampler, steps = recorded_sampler(loaded, sampler, steps)
@@ -221,8 +229,11 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         raise GenesisError(f"unknown sampler {sampler!r}; use one of {', '.join(diffusion.SAMPLERS)}")
     if not math.isfinite(guidance) or guidance < 0:
         raise GenesisError(f"guidance scale must be a finite number >= 0 (1 = off), got {guidance}")
+    if compiled and loaded.kind != "diffusion":
+        raise GenesisError("compiling applies to diffusion models; a flow samples in one pass: sample without it")
     device = next(loaded.model.parameters()).device
     batch_size = batch_size or default_batch_size(device)
+    network = loaded.compiled_model() if compiled else loaded.model
     norm = loaded.normalization
     geo_n = norm.normalize_geometry(torch.from_numpy(loaded.geometry.positions)).to(device)
     threshold = loaded.config.flow.hit_threshold if loaded.kind == "flow" else HIT_THRESHOLD_PE
@@ -242,8 +253,10 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
         def draw(rows: np.ndarray, progress_of_batch=None) -> np.ndarray:
             """Physical events (len(rows), 2, P) for the batch's label rows, from the batch's generator."""
             lab_n = norm.normalize_labels(torch.from_numpy(lab[rows]).to(device))
+            # one compiled shape: redraws and a short last batch run eagerly instead of compiling again
+            model = network if len(rows) == batch_size else loaded.model
             with network_precision(device, bf16):
-                x = generate_normalized(loaded.model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps,
+                x = generate_normalized(model, loaded.kind, loaded.config, lab_n, geo_n, sampler, steps,
                                         guidance, eta=loaded.config.diffusion.eta, generator=gen,
                                         progress=progress_of_batch, data_record=record, spacing=spacing)
             phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(lab[rows]), loaded.geometry.positions)
@@ -269,7 +282,8 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
 
 
 def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guidance: float, seed: int,
-                  batch_size: int | None = None, spacing: str | None = None, bf16: bool = False) -> dict:
+                  batch_size: int | None = None, spacing: str | None = None, bf16: bool = False,
+                  compiled: bool = False) -> dict:
     diffusion_kind = loaded.kind == "diffusion"
     info = {"producer": "genesis sampler", "checkpoint": str(loaded.path), "kind": loaded.kind,
             "run_id": loaded.run_id, "step": loaded.state.get("step"), "sampler": sampler if diffusion_kind else "flow",
@@ -278,6 +292,8 @@ def producer_info(loaded: checkpoint.LoadedModel, sampler: str, steps: int, guid
         info["batch_size"] = batch_size
     if bf16:  # so do they on the precision
         info["precision"] = "bf16"
+    if compiled:  # and, at round-off, on compiling
+        info["compiled"] = True
     if diffusion_kind and sampler in diffusion.DEFAULT_SPACING:
         info["spacing"] = diffusion.resolve_spacing(loaded.config.diffusion, sampler, spacing)
     return info
@@ -294,9 +310,9 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                    batch_size: int | None = None,
                    force: bool = False, progress: Callable[[int, int], None] | None = None,
                    spacing: str | None = None, on_warning: Callable[[str], None] | None = None,
-                   bf16: bool = False) -> Path:
+                   bf16: bool = False, compiled: bool = False) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
-    the checkpoint's own (recorded_sampler); bf16: see generate_batches. on_warning receives each
+    the checkpoint's own (recorded_sampler); bf16, compiled: see generate_batches. on_warning receives each
     `range_warnings` message (labels outside the training ranges: sampled anyway), once (rank 0 under torchrun).
 
     Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
@@ -306,16 +322,16 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
     rank, world, local_rank = dist_env()
     if world > 1:
         return _sample_sharded(checkpoint_path, labels, Path(out), sampler, steps, guidance, seed, device, batch_size,
-                               force, progress, spacing, rank, world, local_rank, on_warning, bf16)
+                               force, progress, spacing, rank, world, local_rank, on_warning, bf16, compiled)
     loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
     _say_range_warnings(labels, loaded, on_warning)
     sampler, steps = recorded_sampler(loaded, sampler, steps)
     batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
-    info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing, bf16)
+    info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing, bf16, compiled)
     with schema.EventWriter(out, loaded.geometry, info, force=force) as writer:
         start = 0
         for batch in generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size, progress,
-                                      spacing=spacing, bf16=bf16):
+                                      spacing=spacing, bf16=bf16, compiled=compiled):
             writer.append(batch, labels[start:start + len(batch)])
             start += len(batch)
     return Path(out)
@@ -335,7 +351,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
                     guidance: float,
                     seed: int, device: str, batch_size: int | None, force: bool, progress, spacing: str | None,
                     rank: int, world: int, local_rank: int, on_warning: Callable[[str], None] | None = None,
-                    bf16: bool = False) -> Path:
+                    bf16: bool = False, compiled: bool = False) -> Path:
     """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
     process group is gloo on GPU machines too (NCCL would only add a device binding)."""
     import torch.distributed as dist
@@ -353,11 +369,13 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
         batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
         starts = batch_starts(len(labels), batch_size)
         mine = list(range(rank, len(starts), world))
-        info = {**producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing, bf16), "ranks": world}
+        info = {**producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing, bf16, compiled),
+                "ranks": world}
         if mine:  # more ranks than batches: the last ranks have nothing to draw
             with schema.EventWriter(shard_path(out, rank, world), loaded.geometry, info, force=True) as writer:
                 for b, batch in zip(mine, generate_batches(loaded, labels, sampler, steps, guidance, seed, batch_size,
-                                                           progress, spacing=spacing, batches=mine, bf16=bf16)):
+                                                           progress, spacing=spacing, batches=mine, bf16=bf16,
+                                                           compiled=compiled)):
                     writer.append(batch, labels[starts[b]:starts[b] + len(batch)])
         dist.barrier()
         if rank == 0:

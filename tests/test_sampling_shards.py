@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import run_process_group
+from conftest import require_or_skip, run_process_group
 from genesis import checkpoint, sampling
 from genesis.data import schema
 from genesis.demo import DEMO_DIR
+from genesis.errors import GenesisError
 
 DEMO = DEMO_DIR / "demo-diffusion.pt"
 # 5 events in batches of 2: batches [0, 1], [2, 3], [4]; rank 0 draws batches 0 and 2 (the short one), rank 1 batch 1
@@ -59,6 +61,38 @@ def test_bf16_sampling_is_recorded_and_close_to_float32(tmp_path):
     total_a, total_b = a[:, 0].sum(1), b[:, 0].sum(1)
     assert np.all(np.abs(np.log(total_b / total_a)) < 0.2), (total_a, total_b)
     assert schema.read_producer(bf16)["precision"] == "bf16" and "precision" not in schema.read_producer(fp32)
+
+
+def test_compiled_sampling_is_recorded_and_agrees_with_eager(tmp_path):
+    """--compile runs full batches through torch.compile: the file says so; those events are the eager ones up
+    to float round-off (same noise, same hit DOMs nearly everywhere); the short last batch runs eagerly, so
+    it is bit-identical to eager sampling."""
+    if not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
+        require_or_skip("no C++ compiler on the PATH: torch.compile on a CPU needs one (apt-get install g++)")
+    eager, compiled = tmp_path / "eager.h5", tmp_path / "compiled.h5"
+    common = [a for a in ARGS if a != "ddim"]
+    common[common.index("--sampler") + 1:common.index("--sampler") + 1] = ["unipc"]
+    run([sys.executable, "-m", "genesis", "sample", *common, "--out", str(eager)])
+    run([sys.executable, "-m", "genesis", "sample", *common, "--compile", "--out", str(compiled)], timeout=600)
+    a, b = schema.read_events(eager)[0], schema.read_events(compiled)[0]
+    assert np.array_equal(a[4], b[4])  # batch 2 (one event) ran eagerly
+    assert np.isfinite(b).all() and ((a[:4, 0] > 0) == (b[:4, 0] > 0)).mean() > 0.99
+    total_a, total_b = a[:4, 0].sum(1), b[:4, 0].sum(1)
+    assert np.all(np.abs(np.log(total_b / total_a)) < 0.05), (total_a, total_b)
+    assert schema.read_producer(compiled)["compiled"] is True and "compiled" not in schema.read_producer(eager)
+
+
+def test_compiling_needs_a_cxx_compiler_and_a_diffusion_model(demo, monkeypatch, tmp_path):
+    """Without a C++ compiler on the PATH, compiling on a CPU stops at once with what to install; a flow
+    (one pass, nothing to compile) says so."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(GenesisError, match="C\\+\\+ compiler.*g\\+\\+"):
+        demo.compiled_model()
+    flow = checkpoint.load_model(DEMO_DIR / "demo-flow.pt")
+    labels = np.array([[2e5, 2.0, 1.0, 0.0, 0.0, -100.0]], np.float32)
+    with pytest.raises(GenesisError, match="diffusion models"):
+        next(sampling.generate_batches(flow, labels, compiled=True))
 
 
 @pytest.fixture(scope="module")

@@ -117,21 +117,25 @@ def warmup(path: str, stamp: float, device: str, sampler: str, guidance: float, 
     return ss.warmup_rates(_loaded, batch, sampler, guidance, bf16=bf16)
 
 
-def rate_key(ckpt, device: str, loaded, sampler: str, guidance: float, bf16: bool) -> tuple:
-    return str(ckpt.path), device, sampler if loaded.kind == "diffusion" else "flow", guidance != 1.0, bf16
+def rate_key(ckpt, device: str, loaded, sampler: str, guidance: float, speed: dict) -> tuple:
+    return (str(ckpt.path), device, sampler if loaded.kind == "diffusion" else "flow", guidance != 1.0,
+            *speed.values())
 
 
-def expected_time(ckpt, device: str, loaded, n: int, sampler: str, steps: int, guidance: float, bf16: bool) -> None:
-    with user_errors():
-        rates = warmup(str(ckpt.path), mtime(ckpt.path), device, sampler, guidance, min(n, ss.WARMUP_BATCH), bf16,
-                       loaded)
-    last = st.session_state.get("sample_rates", {}).get(rate_key(ckpt, device, loaded, sampler, guidance, bf16))
+def expected_time(ckpt, device: str, loaded, n: int, sampler: str, steps: int, guidance: float, speed: dict) -> None:
+    with user_errors():  # the warm-up runs eagerly: compiling it would take as long as a large request
+        rates = warmup(str(ckpt.path), mtime(ckpt.path), device, sampler, guidance, min(n, ss.WARMUP_BATCH),
+                       speed["bf16"], loaded)
+    last = st.session_state.get("sample_rates", {}).get(rate_key(ckpt, device, loaded, sampler, guidance, speed))
     redraws = loaded.kind == "diffusion" and loaded.config.diffusion.redraw_untriggered
-    st.caption(ss.estimate_time(loaded.kind, n, steps, rates, last, redraws).text(device))
+    text = ss.estimate_time(loaded.kind, n, steps, rates, last, redraws).text(device)
+    if speed["compiled"] and last is None:
+        text += " Compiling adds about a minute once; the compiled steps then run faster than this estimate."
+    st.caption(text)
 
 
 def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, guidance: float, seed: int,
-             bf16: bool, confirmed: bool, key: tuple) -> None:
+             speed: dict, confirmed: bool, key: tuple) -> None:
     with user_errors():
         ss.check_count(len(labels), confirmed)
         with st.status(f"Generating {len(labels):,} events", expanded=True) as status:
@@ -141,7 +145,7 @@ def generate(loaded, labels: np.ndarray, source: str, sampler: str, steps: int, 
                 bar.progress(min(done / total, 1.0), text=ss.progress_text(done, total, time.time() - t0))
 
             result = ss.run_sampling(loaded, labels, sampler, steps, guidance, seed, labels_source=source,
-                                     progress=progress, bf16=bf16)
+                                     progress=progress, **speed)
             st.session_state.setdefault("sample_rates", {})[key] = ss.call_rate(result, loaded.kind, steps)
             status.update(label=f"Simulating {len(result.labels):,} reference events at the same labels")
             reference = ss.reference_events(result.labels, loaded, seed)
@@ -211,17 +215,22 @@ labels, source = pick_labels()
 for message in ranges.label_warnings(labels, ranges.record_of(loaded)):  # words; sampling goes ahead
     st.warning(message, icon=":material/warning:")
 sampler, steps, guidance, seed = sampler_settings(loaded)
-bf16 = st.checkbox("bfloat16", help="the network in bfloat16: faster on GPUs and on CPUs with AVX512-BF16 or AMX "
-                   "(1.3x on the demo model, same quality), slower on other CPUs; recorded in the file")
+c = st.columns(2)
+speed = {"bf16": c[0].checkbox("bfloat16", help="the network in bfloat16: faster on GPUs and on CPUs with AVX512-BF16 "
+                               "or AMX (1.3x on the demo model, same quality), slower on other CPUs; recorded in the "
+                               "file"),
+         "compiled": loaded.kind == "diffusion" and c[1].checkbox(
+             "compile", help="the network through torch.compile: faster steps (1.4x on the demo model on a CPU) after "
+             "a one-off compile of about a minute, so it pays for thousands of events; recorded in the file")}
 several_gpus_hint(ckpt, device)
-expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance, bf16)
+expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance, speed)
 confirmed = True
 if len(labels) > ss.CONFIRM_ABOVE:
     st.warning(f"{len(labels):,} events is a large request: generation takes a while and the events are streamed "
                f"to disk; only the first {ss.KEEP_EVENTS:,} are shown and compared.")
     confirmed = st.checkbox(f"Yes, generate {len(labels):,} events")
 if st.button("Generate", type="primary", icon=":material/play_arrow:"):
-    generate(loaded, labels, source, sampler, steps, guidance, seed, bf16, confirmed,
-             rate_key(ckpt, device, loaded, sampler, guidance, bf16))
+    generate(loaded, labels, source, sampler, steps, guidance, seed, speed, confirmed,
+             rate_key(ckpt, device, loaded, sampler, guidance, speed))
 if "sample" in st.session_state:
     show_results(st.session_state["sample"])
