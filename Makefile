@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test install browser demo-data demo-models mlflow-ui bench clean
+.PHONY: run test install browser cxx demo-data demo-models mlflow-ui bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ browser:
 	apt-get install -y -qq chromium >/dev/null || { echo "error: apt-get install chromium failed" >&2; exit 1; }; \
 	test -x /usr/bin/chromium || { echo "error: chromium installed but /usr/bin/chromium is missing" >&2; exit 1; }
 
-test: install browser
+# A C++ compiler for torch.compile on a CPU (`genesis sample --compile` and its test), installed like chromium.
+cxx:
+	@if command -v g++ >/dev/null || command -v c++ >/dev/null; then exit 0; fi; \
+	if test "$$(id -u)" != 0; then echo "error: no C++ compiler and installing one needs root: sudo apt-get install g++" >&2; exit 1; fi; \
+	apt-get update -qq && apt-get install -y -qq g++ >/dev/null || { echo "error: apt-get install g++ failed" >&2; exit 1; }
+
+test: install browser cxx
 	$(PY) -m pytest -q
 
 # prints http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning: our runs, not GenAI traces

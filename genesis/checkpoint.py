@@ -159,8 +159,7 @@ class LoadedModel:
         compiled code lives with the wrapper: a process or a page compiles once). Raises GenesisError on a CPU
         without a C++ compiler, which inductor needs."""
         if getattr(self, "_compiled", (None,))[0] is not self.model:  # none yet, or the model was replaced
-            cpu = next(self.model.parameters()).device.type == "cpu"
-            if cpu and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+            if next(self.model.parameters()).device.type == "cpu" and cxx_compiler() is None:
                 raise GenesisError("compiling the network on a CPU needs a C++ compiler (g++) and none is on the "
                                    "PATH: install one (apt-get install g++) or sample without compiling")
             self._compiled = (self.model, torch.compile(self.model, dynamic=False))
@@ -171,6 +170,11 @@ class LoadedModel:
         """The record of a distilled student's teacher (None for other checkpoints)."""
         record = self.state.get("distillation")
         return record if isinstance(record, dict) else None
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile would use on a CPU ($CXX, else g++, c++ or clang++ on the PATH), or None."""
+    return next((found for c in (os.environ.get("CXX", "g++"), "c++", "clang++") if (found := shutil.which(c))), None)
 
 
 def load_model(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu",

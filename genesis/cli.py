@@ -239,6 +239,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from genesis.diffusion import SAMPLERS, SPACINGS  # torch is imported by the config anyway
+    from genesis.sampling import COMPILE_FROM_EVENTS
 
     p = argparse.ArgumentParser(prog="python -m genesis", description="GENESIS: generative models of IceCube events")
     sub = p.add_subparsers(dest="command", required=True)
@@ -317,12 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int,
                    help="events per batch (default 64 on CPU, 256 on a GPU); the events depend on it and the seed, "
                         "not on the number of ranks")
-    s.add_argument("--bf16", action="store_true",
+    s.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="run the network in bfloat16 (faster on GPUs and on CPUs with AVX512-BF16 or AMX, slower on "
-                        "other CPUs; recorded in the file)")
-    s.add_argument("--compile", action="store_true",
-                   help="run a diffusion network through torch.compile: faster for large requests after a one-off "
-                        "compile of about a minute (needs a C++ compiler on a CPU); recorded in the file")
+                        "other CPUs; recorded in the file). Default: a diffusion network where the device runs "
+                        "bfloat16 natively")
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="run a diffusion network through torch.compile: faster steps after a one-off compile of "
+                        "about a minute (needs a C++ compiler on a CPU); recorded in the file. Default: on a CPU "
+                        f"from {COMPILE_FROM_EVENTS:,} events")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sample)

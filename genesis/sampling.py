@@ -16,8 +16,11 @@ Compilation: compiled=True runs a diffusion network through torch.compile (induc
 needs a C++ compiler; Triton on a GPU). Only full batches of batch_size events use the compiled network, so it is
 compiled for one shape, once per process (about a minute on one CPU core); redraws and a shorter last batch run
 eagerly. The compiled network reorders floating-point sums, so a few events differ from eager ones at round-off
-(a DOM's npe crossing the hit threshold); events stay reproducible among compiled runs. Off by default: it pays
-for large requests.
+(a DOM's npe crossing the hit threshold); events stay reproducible among compiled runs.
+
+Defaults: the library samples in float32, eagerly, unless told otherwise. `sample_to_file` (the CLI) and the
+Sample page choose where the user does not (fast_settings): bf16 where the device runs it natively, and on a CPU
+compiling for requests of at least COMPILE_FROM_EVENTS events, where the minute of compiling pays.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ REDRAW_TRIES = 10  # events with fewer hit DOMs than any training event are draw
 # model's step did 667 event-steps per CPU-second at batch 16-64, 412 at 256 and 384 at 1024 (one thread;
 # bench/profile_sampling.py --sweep). On GPUs larger batches fill the device.
 BATCH_SIZE = {"cpu": 64, "cuda": 256}
+# From this many events a CPU request compiles by default: compiled bf16 unipc-8 saved ~8 ms per event on the demo
+# model (bench/sampling.py), so ~10,000 events save about as long again as the one-off compile takes on a busy CPU.
+COMPILE_FROM_EVENTS = 10_000
 
 
 def labels_from_args(labels_csv: str | None, n: int, energy: float, zenith: float, azimuth: float,
@@ -177,6 +183,34 @@ def generate_normalized(model: torch.nn.Module, kind: str, cfg, labels_n: torch.
 def network_precision(device: torch.device, bf16: bool):
     """The context the network runs in: bfloat16 autocast when bf16, else float32 (see the module doc)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX (read
+    from /proc/cpuinfo; False where there is none). Elsewhere bfloat16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def fast_settings(loaded: checkpoint.LoadedModel, n_events: int, bf16: bool | None = None,
+                  compiled: bool | None = None) -> tuple[bool, bool]:
+    """(bf16, compiled) for a request of n_events, each the given one or, where None, the default: bf16 for a
+    diffusion model where native_bf16; compiled for a diffusion model on a CPU from COMPILE_FROM_EVENTS events where a C++
+    compiler is present (the module doc; GPUs compile only when asked: not measured there yet)."""
+    device = next(loaded.model.parameters()).device
+    if bf16 is None:  # measured at equal quality on diffusion models; a flow's inverse is not measured in bf16
+        bf16 = loaded.kind == "diffusion" and native_bf16(device)
+    if compiled is None:
+        compiled = (loaded.kind == "diffusion" and device.type == "cpu" and n_events >= COMPILE_FROM_EVENTS
+                    and checkpoint.cxx_compiler() is not None)
+    return bf16, compiled
 
 
 def generate(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler: str | None = None, steps: int | None = None,
@@ -310,10 +344,10 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                    batch_size: int | None = None,
                    force: bool = False, progress: Callable[[int, int], None] | None = None,
                    spacing: str | None = None, on_warning: Callable[[str], None] | None = None,
-                   bf16: bool = False, compiled: bool = False) -> Path:
+                   bf16: bool | None = None, compiled: bool | None = None) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
-    the checkpoint's own (recorded_sampler); bf16, compiled: see generate_batches. on_warning receives each
-    `range_warnings` message (labels outside the training ranges: sampled anyway), once (rank 0 under torchrun).
+    the checkpoint's own (recorded_sampler); bf16, compiled: see generate_batches (None: fast_settings).
+    on_warning receives each `range_warnings` message (labels outside the training ranges: sampled anyway), once (rank 0 under torchrun).
 
     Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
     device (cuda:LOCAL_RANK with device auto/cuda on a GPU machine), writes them to a shard next to
@@ -326,6 +360,7 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
     loaded = checkpoint.load_model(checkpoint_path, device=checkpoint.resolve_device(device))
     _say_range_warnings(labels, loaded, on_warning)
     sampler, steps = recorded_sampler(loaded, sampler, steps)
+    bf16, compiled = fast_settings(loaded, len(labels), bf16, compiled)
     batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
     info = producer_info(loaded, sampler, steps, guidance, seed, batch_size, spacing, bf16, compiled)
     with schema.EventWriter(out, loaded.geometry, info, force=force) as writer:
@@ -351,7 +386,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
                     guidance: float,
                     seed: int, device: str, batch_size: int | None, force: bool, progress, spacing: str | None,
                     rank: int, world: int, local_rank: int, on_warning: Callable[[str], None] | None = None,
-                    bf16: bool = False, compiled: bool = False) -> Path:
+                    bf16: bool | None = None, compiled: bool | None = None) -> Path:
     """One rank of sample_to_file under torchrun. The ranks exchange no tensors, only barriers, so the
     process group is gloo on GPU machines too (NCCL would only add a device binding)."""
     import torch.distributed as dist
@@ -366,6 +401,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
         if rank == 0:
             _say_range_warnings(labels, loaded, on_warning)
         sampler, steps = recorded_sampler(loaded, sampler, steps)
+        bf16, compiled = fast_settings(loaded, len(labels), bf16, compiled)  # the whole request's size: every rank alike
         batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
         starts = batch_starts(len(labels), batch_size)
         mine = list(range(rank, len(starts), world))

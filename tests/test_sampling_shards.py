@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from conftest import require_or_skip, run_process_group
 from genesis import checkpoint, sampling
@@ -52,7 +54,7 @@ def test_bf16_sampling_is_recorded_and_close_to_float32(tmp_path):
     fp32, bf16 = tmp_path / "fp32.h5", tmp_path / "bf16.h5"
     common = [a for a in ARGS if a != "ddim"]
     common[common.index("--sampler") + 1:common.index("--sampler") + 1] = ["unipc"]
-    run([sys.executable, "-m", "genesis", "sample", *common, "--out", str(fp32)])
+    run([sys.executable, "-m", "genesis", "sample", *common, "--no-bf16", "--out", str(fp32)])
     run([sys.executable, "-m", "genesis", "sample", *common, "--bf16", "--out", str(bf16)])
     a, b = schema.read_events(fp32)[0], schema.read_events(bf16)[0]
     assert b.dtype == np.float32 and np.isfinite(b).all()
@@ -72,8 +74,9 @@ def test_compiled_sampling_is_recorded_and_agrees_with_eager(tmp_path):
     eager, compiled = tmp_path / "eager.h5", tmp_path / "compiled.h5"
     common = [a for a in ARGS if a != "ddim"]
     common[common.index("--sampler") + 1:common.index("--sampler") + 1] = ["unipc"]
-    run([sys.executable, "-m", "genesis", "sample", *common, "--out", str(eager)])
-    run([sys.executable, "-m", "genesis", "sample", *common, "--compile", "--out", str(compiled)], timeout=600)
+    run([sys.executable, "-m", "genesis", "sample", *common, "--no-bf16", "--out", str(eager)])
+    run([sys.executable, "-m", "genesis", "sample", *common, "--no-bf16", "--compile", "--out", str(compiled)],
+        timeout=600)
     a, b = schema.read_events(eager)[0], schema.read_events(compiled)[0]
     assert np.array_equal(a[4], b[4])  # batch 2 (one event) ran eagerly
     assert np.isfinite(b).all() and ((a[:4, 0] > 0) == (b[:4, 0] > 0)).mean() > 0.99
@@ -93,6 +96,19 @@ def test_compiling_needs_a_cxx_compiler_and_a_diffusion_model(demo, monkeypatch,
     labels = np.array([[2e5, 2.0, 1.0, 0.0, 0.0, -100.0]], np.float32)
     with pytest.raises(GenesisError, match="diffusion models"):
         next(sampling.generate_batches(flow, labels, compiled=True))
+
+
+def test_fast_settings_default_to_native_bf16_and_compile_large_cpu_requests(demo):
+    """Unchosen settings: bf16 for a diffusion model exactly where the device has it natively, compiled on a CPU
+    from COMPILE_FROM_EVENTS events; a flow neither; a chosen setting is kept."""
+    native = sampling.native_bf16(torch.device("cpu"))
+    assert native == any(f in Path("/proc/cpuinfo").read_text().split() for f in ("avx512_bf16", "amx_bf16"))
+    big = sampling.COMPILE_FROM_EVENTS
+    assert sampling.fast_settings(demo, big - 1) == (native, False)
+    assert sampling.fast_settings(demo, big) == (native, checkpoint.cxx_compiler() is not None)
+    assert sampling.fast_settings(demo, big, bf16=not native, compiled=False) == (not native, False)
+    flow = checkpoint.load_model(DEMO_DIR / "demo-flow.pt")
+    assert sampling.fast_settings(flow, big) == (False, False)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +148,7 @@ def test_more_ranks_than_batches(tmp_path, demo):
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         out = sampling._sample_sharded(DEMO, labels, tmp_path / "g.h5", "ddim", 2, 1.0, 4, "cpu", 8, False, None, None,
-                                       rank=0, world=2, local_rank=0)
+                                       rank=0, world=2, local_rank=0, bf16=False)
     finally:
         dist.destroy_process_group()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.h5"]

@@ -216,12 +216,15 @@ for message in ranges.label_warnings(labels, ranges.record_of(loaded)):  # words
     st.warning(message, icon=":material/warning:")
 sampler, steps, guidance, seed = sampler_settings(loaded)
 c = st.columns(2)
-speed = {"bf16": c[0].checkbox("bfloat16", help="the network in bfloat16: faster on GPUs and on CPUs with AVX512-BF16 "
-                               "or AMX (1.3x on the demo model, same quality), slower on other CPUs; recorded in the "
-                               "file"),
+fast_bf16, fast_compile = sampling.fast_settings(loaded, len(labels))  # the defaults; the keys follow them
+speed = {"bf16": c[0].checkbox("bfloat16", fast_bf16, key=f"bf16-{fast_bf16}", help="the network in bfloat16: faster "
+                               "on GPUs and on CPUs with AVX512-BF16 or AMX (1.3x on the demo model, same quality), "
+                               "slower on other CPUs; on by default where the device has it; recorded in the file"),
          "compiled": loaded.kind == "diffusion" and c[1].checkbox(
-             "compile", help="the network through torch.compile: faster steps (1.4x on the demo model on a CPU) after "
-             "a one-off compile of about a minute, so it pays for thousands of events; recorded in the file")}
+             "compile", fast_compile, key=f"compile-{fast_compile}", help="the network through torch.compile: faster "
+             "steps (1.4x on the demo model on a CPU) after a one-off compile of about a minute, so it pays for "
+             f"thousands of events (on by default on a CPU from {sampling.COMPILE_FROM_EVENTS:,}); recorded in the "
+             "file")}
 several_gpus_hint(ckpt, device)
 expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance, speed)
 confirmed = True
