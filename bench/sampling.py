@@ -7,7 +7,9 @@ genesis.evaluate.reference_events) are sampled with genesis.sampling.generate (r
 CPU does not distort: compare CPU runs by it), and compared with the reference by genesis.evaluate.compare_events: the
 classifier AUC and the worst W1 over the high-level features, each with its standard error, and the response
 summary of genesis.metrics. Printed: the headline (DDIM-50 against the preset's default, configs/tiny.yaml's
-diffusion.sampler and sampling_steps unless --new says otherwise: events/s, their ratio, AUC and worst W1),
+diffusion.sampler and sampling_steps unless --new says otherwise, run as `genesis sample` runs a large request:
+bf16 where the device has it natively, compiled on a CPU (--new-plain: float32, eager); events/s, their ratio,
+AUC and worst W1),
 then the quality-against-cost table; --figure writes it as a Plotly figure (.html, or .png through headless
 Chromium as bench/report_png.py does).
 
@@ -208,6 +210,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network of every row")
     parser.add_argument("--new-compile", action="store_true", help="torch.compile only the new default's network "
                         "(today's DDIM-50 stays eager)")
+    parser.add_argument("--new-plain", action="store_true", help="the new default in float32 and eager (default: "
+                        "as a large request samples, sampling.fast_settings: bf16 where native, compiled on a CPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new", help="the new default as SAMPLER:STEPS[:SPACING] (default: configs/tiny.yaml's), "
@@ -256,10 +260,12 @@ def main() -> None:
         newest = measure(checkpoint.load_model(student_new, device=device), f"student {Path(student_new).stem} "
                          "(new default)", *new, labels, ref, args, device, bf16=args.bf16 or args.new_bf16,
                          compiled=args.compile or args.new_compile)
-    else:
-        how = ("bf16 " if args.new_bf16 else "") + ("compiled " if args.new_compile else "")
-        newest = measure(loaded, name(*new) + f" ({how}new default)", *new, labels, ref, args, device,
-                         bf16=args.bf16 or args.new_bf16, compiled=args.compile or args.new_compile)
+    else:  # as `genesis sample` runs a large request by default (sampling.fast_settings), unless --new-plain
+        fast = (False, False) if args.new_plain else sampling.fast_settings(loaded, sampling.COMPILE_FROM_EVENTS)
+        bf16, compiled = args.bf16 or args.new_bf16 or fast[0], args.compile or args.new_compile or fast[1]
+        how = ("bf16 " if bf16 else "") + ("compiled " if compiled else "")
+        newest = measure(loaded, name(*new) + f" ({how}new default)", *new, labels, ref, args, device, bf16=bf16,
+                         compiled=compiled)
     rows = []
     if args.before:
         old = copy.copy(loaded)

@@ -431,6 +431,26 @@ def print_ablation(rows: dict[str, dict], n_eval: int) -> None:
               f"{len(r.get('seeds', [r]))} {_seed_range(r, 'eval/auc_conditional')}")
 
 
+def print_decades(rows: dict[str, dict]) -> None:
+    """Per true-energy decade (metrics.decade_response): generated minus simulated mean log10 total npe, and the
+    generated/simulated mean hit DOMs as a percentage difference (issue goals: |npe| <= 0.15, hits within 10%)."""
+    from genesis.metrics import ENERGY_DECADES
+
+    names = [f"1e{d}-1e{d + 1}" for d in ENERGY_DECADES]
+    print("\nper energy decade: mean log10 total npe generated - simulated | mean hit DOMs generated / simulated - 1")
+    head = f"{'model':<26} " + "".join(f"{n:>9}" for n in names) + " | " + "".join(f"{n:>9}" for n in names)
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        if name == "simulator":
+            continue
+        s = r["report"]["scalars"]
+        npe = [s.get(f"eval/decade{d}_log10_npe_diff") for d in ENERGY_DECADES]
+        hits = [s.get(f"eval/decade{d}_hit_doms_ratio") for d in ENERGY_DECADES]
+        print(f"{name:<26} " + "".join(f"{_f(v, '+.2f'):>9}" for v in npe) + " | "
+              + "".join(f"{_f(None if v is None else v - 1, '+.0%'):>9}" for v in hits))
+
+
 # -------------------------------------------------------------------------------------- ablation
 def training_key(kind: str, overrides: list[str], args: argparse.Namespace) -> str:
     """What a row trains: its resolved config without the sampling-only settings, so rows that differ
@@ -580,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(rows, len(ref_labels))
     if args.ablate:
         print_ablation(rows, len(ref_labels))
+    print_decades(rows)
     summary = {"args": vars(args), "tracking_uri": uri, "git": git_state(),
                "heldout": {"set": args.heldout, "path": str(held_file), "seed": HELDOUT_SEEDS[args.heldout]},
                "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"}

@@ -547,6 +547,28 @@ def _bin_stats(y: np.ndarray, idx: np.ndarray, n_bins: int) -> dict[str, np.ndar
     return {"count": count, "mean": mean, "std": std, "se": se}
 
 
+ENERGY_DECADES = (3, 4, 5, 6)  # log10 GeV of each decade's lower edge: 1e3-1e4 ... 1e6-1e7 GeV
+
+
+def decade_response(gen_feats: dict[str, np.ndarray], gen_labels: np.ndarray, ref_feats: dict[str, np.ndarray],
+                    ref_labels: np.ndarray) -> dict[str, float]:
+    """Per decade d of true energy (ENERGY_DECADES; events with 10^d <= E < 10^(d+1) GeV): the mean log10(1 + total
+    npe) generated minus simulated, eval/decade<d>_log10_npe_diff, and the ratio of the mean hit DOMs,
+    eval/decade<d>_hit_doms_ratio. A decade with no events on either side is left out."""
+    out: dict[str, float] = {}
+    for d in ENERGY_DECADES:
+        g = (np.log10(gen_labels[:, 0]) >= d) & (np.log10(gen_labels[:, 0]) < d + 1)
+        r = (np.log10(ref_labels[:, 0]) >= d) & (np.log10(ref_labels[:, 0]) < d + 1)
+        if not g.any() or not r.any():
+            continue
+        out[f"eval/decade{d}_log10_npe_diff"] = float(gen_feats["log10_total_npe"][g].mean()
+                                                      - ref_feats["log10_total_npe"][r].mean())
+        ref_hits = ref_feats["n_hit_doms"][r].mean()
+        if ref_hits > 0:
+            out[f"eval/decade{d}_hit_doms_ratio"] = float(gen_feats["n_hit_doms"][g].mean() / ref_hits)
+    return out
+
+
 def response_curves(gen_feats: dict[str, np.ndarray], gen_labels: np.ndarray, ref_feats: dict[str, np.ndarray],
                     ref_labels: np.ndarray, n_bins: int = RESPONSE_BINS) -> dict[str, Any]:
     """How the events respond to their labels, generated against reference (simulated).
@@ -660,7 +682,8 @@ def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray,
       linefit {gen, ref: {median_deg, p68_deg, n}, median_angle_ratio (gen/ref)},
       and scalars: flat {"eval/...": float} for MLflow (only finite values): eval/auc, eval/auc_se,
       eval/auc_conditional, eval/auc_conditional_se, eval/w1_<feature> and eval/w1_<feature>_se,
-      eval/response_summary, eval/response_<feature>_vs_<label>, ... NaN values elsewhere become None.
+      eval/response_summary, eval/response_<feature>_vs_<label>, the per-decade charge and hit DOMs of
+      decade_response, ... NaN values elsewhere become None.
     """
     gen_npe, ref_npe = np.asarray(gen_npe), np.asarray(ref_npe)
     if gen_npe.ndim != 2 or ref_npe.ndim != 2 or gen_npe.shape[1] != ref_npe.shape[1]:
@@ -699,7 +722,8 @@ def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray,
                                  "eval/linefit_median_angle_ratio": ratio,
                                  "eval/npe_vs_energy_mean_abs_diff": curve_mad,
                                  "eval/response_summary": response["summary"],
-                                 **{f"eval/response_{k}": c["summary"] for k, c in response["curves"].items()}}
+                                 **{f"eval/response_{k}": c["summary"] for k, c in response["curves"].items()},
+                                 **decade_response(gf, gen_labels, rf, labels)}
     report = {
         "n_gen": len(gen_npe), "n_ref": len(ref_npe), "n_doms": ref_npe.shape[1],
         "features": dists, "maps": maps, "classifier": clf, "classifier_conditional": cond,

@@ -332,6 +332,19 @@ def test_response_curves_known_values():
     assert len(out["curves"]) == len(M.RESPONSE_FEATURES) * len(M.RESPONSE_LABELS)
 
 
+def test_decade_response_known_values():
+    """Per true-energy decade: generated minus simulated mean log10 npe and the hit-DOM ratio; the decades are
+    [10^d, 10^(d+1)) (1e4 GeV falls in the second); a decade with no events is left out."""
+    gen_labels, ref_labels = np.zeros((4, 6)), np.zeros((3, 6))
+    gen_labels[:, 0] = [2e3, 5e3, 1e4, 3e4]
+    ref_labels[:, 0] = [3e3, 2e4, 5e4]
+    gen = {"log10_total_npe": np.array([1.0, 2.0, 3.0, 4.0]), "n_hit_doms": np.array([10.0, 20, 30, 50])}
+    ref = {"log10_total_npe": np.array([1.0, 2.0, 4.0]), "n_hit_doms": np.array([20.0, 40, 40])}
+    out = M.decade_response(gen, gen_labels, ref, ref_labels)
+    assert out == pytest.approx({"eval/decade3_log10_npe_diff": 0.5, "eval/decade3_hit_doms_ratio": 0.75,
+                                 "eval/decade4_log10_npe_diff": 0.5, "eval/decade4_hit_doms_ratio": 1.0})
+
+
 def test_response_summary_small_for_the_simulator_large_when_charge_ignores_energy():
     labels = _toy_labels(600, seed=11)
     npe, time, pos, string = _toy_at(labels, seed=2)

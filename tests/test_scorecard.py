@@ -84,15 +84,18 @@ def test_tables_show_both_aucs_with_errors(capsys):
 
     scalars = {**{f"eval/w1_{k}": 0.1 for k in FEATURES}, **{f"eval/w1_{k}_se": 0.01 for k in FEATURES},
                "eval/auc": 0.7, "eval/auc_se": 0.008, "eval/auc_conditional": 0.75, "eval/auc_conditional_se": 0.009,
-               "eval/response_summary": 1.25}
+               "eval/response_summary": 1.25, "eval/decade3_log10_npe_diff": 0.16, "eval/decade3_hit_doms_ratio": 1.11}
     rows = {"diffusion": scorecard.combine_seeds([_result(0.7, 0.008, 0.1, 0.05)]),
             "simulator": {"report": {"scalars": scalars, "timing": {"sampling_events_per_s": 1.0}}}}
     rows["diffusion"]["report"]["scalars"] = scalars
     scorecard.print_tables(rows, 100)
     scorecard.print_ablation(rows, 100)
+    scorecard.print_decades(rows)
     out = capsys.readouterr().out
     assert "AUC|labels" in out and "0.750+-0.009" in out and "0.700+-0.008" in out and "1.25" in out
     assert "0.050" in out  # the redraw fraction
+    decades = next(line for line in out.splitlines() if line.startswith("diffusion") and "|" in line)
+    assert decades.split()[1:] == ["+0.16", "n/a", "n/a", "n/a", "|", "+11%", "n/a", "n/a", "n/a"]
 
 
 def test_git_state_names_the_commit():
@@ -107,5 +110,5 @@ def test_rows_that_share_a_model_keep_their_own_sampler():
     older, preset = of("+redraw untriggered events"), of("diffusion preset, no energy inputs")
     # measured with DDIM-50 (its own linspace grid) before the few-step samplers
     assert (older["sampler"], older["spacing"], older["steps"]) == ("ddim", "", 50)
-    assert (preset["sampler"], preset["spacing"], preset["steps"]) == ("unipc", "quadratic", 6)
+    assert (preset["sampler"], preset["spacing"], preset["steps"]) == ("unipc", "quadratic", 8)
     assert scorecard.sampler_of("flow", [], args) == {}
