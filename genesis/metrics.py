@@ -550,6 +550,14 @@ def _bin_stats(y: np.ndarray, idx: np.ndarray, n_bins: int) -> dict[str, np.ndar
 ENERGY_DECADES = (3, 4, 5, 6)  # log10 GeV of each decade's lower edge: 1e3-1e4 ... 1e6-1e7 GeV
 
 
+def charge_energy_slope(feats: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    """Least-squares slope of log10(1 + total npe) on log10 energy over the events (NaN with < 2 energies)."""
+    log_e = np.log10(labels[:, 0])
+    if len(np.unique(log_e)) < 2:
+        return math.nan
+    return float(np.polyfit(log_e, feats["log10_total_npe"], 1)[0])
+
+
 def decade_response(gen_feats: dict[str, np.ndarray], gen_labels: np.ndarray, ref_feats: dict[str, np.ndarray],
                     ref_labels: np.ndarray) -> dict[str, float]:
     """Per decade d of true energy (ENERGY_DECADES; events with 10^d <= E < 10^(d+1) GeV): the mean log10(1 + total
@@ -683,7 +691,8 @@ def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray,
       and scalars: flat {"eval/...": float} for MLflow (only finite values): eval/auc, eval/auc_se,
       eval/auc_conditional, eval/auc_conditional_se, eval/w1_<feature> and eval/w1_<feature>_se,
       eval/response_summary, eval/response_<feature>_vs_<label>, the per-decade charge and hit DOMs of
-      decade_response, ... NaN values elsewhere become None.
+      decade_response, eval/npe_energy_slope_{gen,ref,ratio} (charge_energy_slope), ... NaN values elsewhere
+      become None.
     """
     gen_npe, ref_npe = np.asarray(gen_npe), np.asarray(ref_npe)
     if gen_npe.ndim != 2 or ref_npe.ndim != 2 or gen_npe.shape[1] != ref_npe.shape[1]:
@@ -708,6 +717,7 @@ def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray,
     both = (curve_g["count"] > 0) & (curve_r["count"] > 0)
     curve_mad = float(np.abs(curve_g["mean_log10_npe"] - curve_r["mean_log10_npe"])[both].mean()) \
         if both.any() else math.nan
+    slope_g, slope_r = charge_energy_slope(gf, gen_labels), charge_energy_slope(rf, labels)
     nan = lambda v: math.nan if v is None else v  # noqa: E731
     scalars: dict[str, float] = {"eval/auc": nan(clf["auc"]), "eval/auc_se": nan(clf["auc_se"]),
                                  "eval/auc_conditional": nan(cond["auc"]),
@@ -723,7 +733,9 @@ def compare_sets(gen_npe: np.ndarray, gen_time: np.ndarray, ref_npe: np.ndarray,
                                  "eval/npe_vs_energy_mean_abs_diff": curve_mad,
                                  "eval/response_summary": response["summary"],
                                  **{f"eval/response_{k}": c["summary"] for k, c in response["curves"].items()},
-                                 **decade_response(gf, gen_labels, rf, labels)}
+                                 **decade_response(gf, gen_labels, rf, labels),
+                                 "eval/npe_energy_slope_gen": slope_g, "eval/npe_energy_slope_ref": slope_r,
+                                 "eval/npe_energy_slope_ratio": slope_g / slope_r if slope_r else math.nan}
     report = {
         "n_gen": len(gen_npe), "n_ref": len(ref_npe), "n_doms": ref_npe.shape[1],
         "features": dists, "maps": maps, "classifier": clf, "classifier_conditional": cond,

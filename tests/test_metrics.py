@@ -345,6 +345,13 @@ def test_decade_response_known_values():
                                  "eval/decade4_log10_npe_diff": 0.5, "eval/decade4_hit_doms_ratio": 1.0})
 
 
+def test_charge_energy_slope_known_values():
+    labels = np.zeros((3, 6))
+    labels[:, 0] = [1e3, 1e4, 1e5]
+    assert M.charge_energy_slope({"log10_total_npe": np.array([1.0, 1.8, 2.6])}, labels) == pytest.approx(0.8)
+    assert np.isnan(M.charge_energy_slope({"log10_total_npe": np.ones(3)}, np.full((3, 6), 10.0)))
+
+
 def test_response_summary_small_for_the_simulator_large_when_charge_ignores_energy():
     labels = _toy_labels(600, seed=11)
     npe, time, pos, string = _toy_at(labels, seed=2)

@@ -95,7 +95,8 @@ def test_tables_show_both_aucs_with_errors(capsys):
     assert "AUC|labels" in out and "0.750+-0.009" in out and "0.700+-0.008" in out and "1.25" in out
     assert "0.050" in out  # the redraw fraction
     decades = next(line for line in out.splitlines() if line.startswith("diffusion") and "|" in line)
-    assert decades.split()[1:] == ["+0.16", "n/a", "n/a", "n/a", "|", "+11%", "n/a", "n/a", "n/a"]
+    assert decades.split()[1:] == ["+0.16", "n/a", "n/a", "n/a", "|", "+11%", "n/a", "n/a", "n/a", "|", "n/a", "/",
+                                   "n/a"]
 
 
 def test_git_state_names_the_commit():
