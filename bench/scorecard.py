@@ -289,7 +289,7 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
         loaded.state["data"] = {**value_ranges(loaded.config.data, loaded.normalization, loaded.geometry.positions),
                                 **record}
     params = sum(p.numel() for p in loaded.model.parameters())
-    # the sampler, steps and grid the checkpoint records (a preset's own: unipc-6 quadratic for tiny), unless
+    # the sampler, steps and grid the checkpoint records (a preset's own: unipc-8 quadratic for tiny), unless
     # --steps or the row say otherwise
     steps = sampler.get("steps", args.steps)
     held_file = held_file or workdir / HELDOUT_FILES[args.heldout]

@@ -174,7 +174,8 @@ class LoadedModel:
 
 def cxx_compiler() -> str | None:
     """The C++ compiler torch.compile would use on a CPU ($CXX, else g++, c++ or clang++ on the PATH), or None."""
-    return next((found for c in (os.environ.get("CXX", "g++"), "c++", "clang++") if (found := shutil.which(c))), None)
+    names = (os.environ.get("CXX", "g++"), "c++", "clang++")
+    return next((found for name in names if (found := shutil.which(name))), None)
 
 
 def load_model(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu",

@@ -10,11 +10,11 @@ to the ranks round-robin (each writes a shard, rank 0 merges them) and gives the
 
 Precision: bf16=True runs the network under bfloat16 autocast (the sampler's arithmetic and the outputs stay
 float32). On a CPU with AVX512-BF16 or AMX the demo model's unipc-6 made 1.33x the events per CPU-second at the
-same AUC (bench/sampling.py --new-bf16); a CPU without them emulates bfloat16 and is slower. Off by default.
+same AUC (bench/sampling.py --new-bf16); a CPU without them emulates bfloat16 and is slower.
 
 Compilation: compiled=True runs a diffusion network through torch.compile (inductor: generated C++ on a CPU, which
 needs a C++ compiler; Triton on a GPU). Only full batches of batch_size events use the compiled network, so it is
-compiled for one shape, once per process (about a minute on one CPU core); redraws and a shorter last batch run
+compiled for one shape, once per process (20-60 s on one CPU core); redraws and a shorter last batch run
 eagerly. The compiled network reorders floating-point sums, so a few events differ from eager ones at round-off
 (a DOM's npe crossing the hit threshold); events stay reproducible among compiled runs.
 
@@ -54,8 +54,8 @@ REDRAW_TRIES = 10  # events with fewer hit DOMs than any training event are draw
 # model's step did 667 event-steps per CPU-second at batch 16-64, 412 at 256 and 384 at 1024 (one thread;
 # bench/profile_sampling.py --sweep). On GPUs larger batches fill the device.
 BATCH_SIZE = {"cpu": 64, "cuda": 256}
-# From this many events a CPU request compiles by default: compiled bf16 unipc-8 saved ~8 ms per event on the demo
-# model (bench/sampling.py), so ~10,000 events save about as long again as the one-off compile takes on a busy CPU.
+# From this many events a CPU request compiles by default: compiling saved ~8 ms per event of unipc-8 on the demo
+# model (45.0 against 32.9 events per CPU-s, bench/sampling.py), so 10,000 events save more than the 20-60 s it takes.
 COMPILE_FROM_EVENTS = 10_000
 
 
@@ -202,8 +202,8 @@ def native_bf16(device: torch.device) -> bool:
 def fast_settings(loaded: checkpoint.LoadedModel, n_events: int, bf16: bool | None = None,
                   compiled: bool | None = None) -> tuple[bool, bool]:
     """(bf16, compiled) for a request of n_events, each the given one or, where None, the default: bf16 for a
-    diffusion model where native_bf16; compiled for a diffusion model on a CPU from COMPILE_FROM_EVENTS events where a C++
-    compiler is present (the module doc; GPUs compile only when asked: not measured there yet)."""
+    diffusion model where native_bf16; compiled for a diffusion model on a CPU from COMPILE_FROM_EVENTS events
+    where a C++ compiler is present (the module doc; GPUs compile only when asked: not measured there yet)."""
     device = next(loaded.model.parameters()).device
     if bf16 is None:  # measured at equal quality on diffusion models; a flow's inverse is not measured in bf16
         bf16 = loaded.kind == "diffusion" and native_bf16(device)
@@ -347,7 +347,8 @@ def sample_to_file(checkpoint_path: str | Path, labels: np.ndarray, out: str | P
                    bf16: bool | None = None, compiled: bool | None = None) -> Path:
     """Sample and stream batches into an HDF5 file in the training-data schema; sampler/steps: None =
     the checkpoint's own (recorded_sampler); bf16, compiled: see generate_batches (None: fast_settings).
-    on_warning receives each `range_warnings` message (labels outside the training ranges: sampled anyway), once (rank 0 under torchrun).
+    on_warning receives each `range_warnings` message (labels outside the training ranges: sampled anyway),
+    once (rank 0 under torchrun).
 
     Under torchrun (WORLD_SIZE > 1) every rank draws the batches b with b % world == rank on its own
     device (cuda:LOCAL_RANK with device auto/cuda on a GPU machine), writes them to a shard next to
@@ -401,7 +402,7 @@ def _sample_sharded(checkpoint_path, labels: np.ndarray, out: Path, sampler: str
         if rank == 0:
             _say_range_warnings(labels, loaded, on_warning)
         sampler, steps = recorded_sampler(loaded, sampler, steps)
-        bf16, compiled = fast_settings(loaded, len(labels), bf16, compiled)  # the whole request's size: every rank alike
+        bf16, compiled = fast_settings(loaded, len(labels), bf16, compiled)  # the whole request: every rank alike
         batch_size = batch_size or default_batch_size(next(loaded.model.parameters()).device)
         starts = batch_starts(len(labels), batch_size)
         mine = list(range(rank, len(starts), world))
