@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from genesis import sample_session as ss
@@ -47,6 +48,10 @@ def page(name: str) -> AppTest:
 
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def checkbox(at: AppTest, label: str):
+    return next(c for c in at.checkbox if c.label == label)
 
 
 def choose_checkpoint(at: AppTest, run_name: str) -> AppTest:
@@ -101,11 +106,16 @@ def test_sample_page_generates_and_keeps_results(home):
     at = page("sample").run()
     assert_clean(at)
     at = choose_checkpoint(at, "tiny-dit")
+    set_number(at, "Number of events", ss.sampling.COMPILE_FROM_EVENTS)  # a large request compiles by default
+    at = at.run()
+    native = ss.sampling.native_bf16(torch.device("cpu"))
+    assert checkbox(at, "compile").value is True and checkbox(at, "bfloat16").value is native
     set_number(at, "Number of events", 3)
     set_number(at, "Steps", 4)
     next(s for s in at.selectbox if s.label == "Sampler").set_value("ddim")
     at = at.run()
     assert_clean(at)
+    assert checkbox(at, "compile").value is False
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
     assert not other_errors(at), other_errors(at)  # the quality banner may fire: these models are untrained
@@ -136,6 +146,7 @@ def test_sample_page_generates_and_keeps_results(home):
     producer = json.loads(schema.read_attrs(files[0])["producer"])
     assert producer["kind"] == "diffusion" and producer["sampler"] == "ddim" and producer["steps"] == 4
     assert producer["checkpoint"] == str(home.diffusion)
+    assert producer.get("precision") == ("bf16" if native else None) and "compiled" not in producer
     # a rerun from another widget keeps the last results on the page
     at = next(n for n in at.number_input if n.label == "Event").set_value(2).run()
     assert_clean(at)
@@ -149,7 +160,8 @@ def test_sample_page_flow_with_dataset_labels(home):
     at = choose_data(at, "demo.h5", "Labels of events in")
     set_number(at, "First event", 10)
     set_number(at, "Number of events", 4)
-    at = next(c for c in at.checkbox if c.label == "bfloat16").check().run()  # the flow under autocast too
+    assert "compile" not in [c.label for c in at.checkbox]  # a flow samples in one pass
+    at = checkbox(at, "bfloat16").check().run()  # the flow under autocast too
     at = next(b for b in at.button if b.label == "Generate").click().run()
     assert_clean(at)
     assert not other_errors(at), other_errors(at)  # the quality banner may fire: these models are untrained
