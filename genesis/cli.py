@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "bfloat16 natively")
     s.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="run a diffusion network through torch.compile: faster steps after a one-off compile of "
-                        "about a minute (needs a C++ compiler on a CPU); recorded in the file. Default: on a CPU "
+                        "20-60 s (needs a C++ compiler on a CPU); recorded in the file. Default: on a CPU "
                         f"from {COMPILE_FROM_EVENTS:,} events")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")

@@ -102,6 +102,21 @@ def sampler_settings(loaded) -> tuple[str, int, float, int]:
     return sampler, steps, guidance, seed
 
 
+def speed_settings(loaded, n: int) -> dict:
+    """The bf16 and compile boxes, each checked by default as sampling.fast_settings says for n events (the
+    widget keys follow the defaults, so a request that crosses the compile threshold gets the new default)."""
+    fast_bf16, fast_compile = sampling.fast_settings(loaded, n)
+    c = st.columns(2)
+    bf16 = c[0].checkbox("bfloat16", fast_bf16, key=f"bf16-{fast_bf16}", help="the network in bfloat16: faster on "
+                         "GPUs and on CPUs with AVX512-BF16 or AMX (1.3x on the demo model, same quality), slower on "
+                         "other CPUs; on by default where the device has it; recorded in the file")
+    compiled = loaded.kind == "diffusion" and c[1].checkbox(
+        "compile", fast_compile, key=f"compile-{fast_compile}", help="the network through torch.compile: faster steps "
+        "(1.4x on the demo model on a CPU) after a one-off compile of 20-60 s, so it pays for thousands of events (on "
+        f"by default on a CPU from {sampling.COMPILE_FROM_EVENTS:,}); recorded in the file")
+    return {"bf16": bf16, "compiled": compiled}
+
+
 def several_gpus_hint(ckpt, device: str) -> None:
     """Where there are several GPUs: the page samples on one; a large request shares them through torchrun."""
     count = cuda_device_count()
@@ -130,7 +145,7 @@ def expected_time(ckpt, device: str, loaded, n: int, sampler: str, steps: int, g
     redraws = loaded.kind == "diffusion" and loaded.config.diffusion.redraw_untriggered
     text = ss.estimate_time(loaded.kind, n, steps, rates, last, redraws).text(device)
     if speed["compiled"] and last is None:
-        text += " Compiling adds about a minute once; the compiled steps then run faster than this estimate."
+        text += " Compiling adds 20-60 s once; the compiled steps then run faster than this estimate."
     st.caption(text)
 
 
@@ -215,16 +230,7 @@ labels, source = pick_labels()
 for message in ranges.label_warnings(labels, ranges.record_of(loaded)):  # words; sampling goes ahead
     st.warning(message, icon=":material/warning:")
 sampler, steps, guidance, seed = sampler_settings(loaded)
-c = st.columns(2)
-fast_bf16, fast_compile = sampling.fast_settings(loaded, len(labels))  # the defaults; the keys follow them
-speed = {"bf16": c[0].checkbox("bfloat16", fast_bf16, key=f"bf16-{fast_bf16}", help="the network in bfloat16: faster "
-                               "on GPUs and on CPUs with AVX512-BF16 or AMX (1.3x on the demo model, same quality), "
-                               "slower on other CPUs; on by default where the device has it; recorded in the file"),
-         "compiled": loaded.kind == "diffusion" and c[1].checkbox(
-             "compile", fast_compile, key=f"compile-{fast_compile}", help="the network through torch.compile: faster "
-             "steps (1.4x on the demo model on a CPU) after a one-off compile of about a minute, so it pays for "
-             f"thousands of events (on by default on a CPU from {sampling.COMPILE_FROM_EVENTS:,}); recorded in the "
-             "file")}
+speed = speed_settings(loaded, len(labels))
 several_gpus_hint(ckpt, device)
 expected_time(ckpt, device, loaded, len(labels), sampler, steps, guidance, speed)
 confirmed = True
