@@ -256,16 +256,13 @@ def main() -> None:
         return f"{sampler}-{steps}" + (f" ({spacing})" if spacing else "")
 
     base = measure(loaded, name(*BASELINE) + " (today)", *BASELINE, labels, ref, args, device)
-    if student_new:
-        newest = measure(checkpoint.load_model(student_new, device=device), f"student {Path(student_new).stem} "
-                         "(new default)", *new, labels, ref, args, device, bf16=args.bf16 or args.new_bf16,
-                         compiled=args.compile or args.new_compile)
-    else:  # as `genesis sample` runs a large request by default (sampling.fast_settings), unless --new-plain
-        fast = (False, False) if args.new_plain else sampling.fast_settings(loaded, sampling.COMPILE_FROM_EVENTS)
-        bf16, compiled = args.bf16 or args.new_bf16 or fast[0], args.compile or args.new_compile or fast[1]
-        how = ("bf16 " if bf16 else "") + ("compiled " if compiled else "")
-        newest = measure(loaded, name(*new) + f" ({how}new default)", *new, labels, ref, args, device, bf16=bf16,
-                         compiled=compiled)
+    new_model = checkpoint.load_model(student_new, device=device) if student_new else loaded
+    # as `genesis sample` runs a large request by default (sampling.fast_settings), unless --new-plain
+    fast = (False, False) if args.new_plain else sampling.fast_settings(new_model, sampling.COMPILE_FROM_EVENTS)
+    bf16, compiled = args.bf16 or args.new_bf16 or fast[0], args.compile or args.new_compile or fast[1]
+    how = ("bf16 " if bf16 else "") + ("compiled " if compiled else "")
+    newest = measure(new_model, (f"student {Path(student_new).stem}" if student_new else name(*new))
+                     + f" ({how}new default)", *new, labels, ref, args, device, bf16=bf16, compiled=compiled)
     rows = []
     if args.before:
         old = copy.copy(loaded)

@@ -564,9 +564,9 @@ def decade_response(gen_feats: dict[str, np.ndarray], gen_labels: np.ndarray, re
     npe) generated minus simulated, eval/decade<d>_log10_npe_diff, and the ratio of the mean hit DOMs,
     eval/decade<d>_hit_doms_ratio. A decade with no events on either side is left out."""
     out: dict[str, float] = {}
+    gen_decade, ref_decade = np.floor(np.log10(gen_labels[:, 0])), np.floor(np.log10(ref_labels[:, 0]))
     for d in ENERGY_DECADES:
-        g = (np.log10(gen_labels[:, 0]) >= d) & (np.log10(gen_labels[:, 0]) < d + 1)
-        r = (np.log10(ref_labels[:, 0]) >= d) & (np.log10(ref_labels[:, 0]) < d + 1)
+        g, r = gen_decade == d, ref_decade == d
         if not g.any() or not r.any():
             continue
         out[f"eval/decade{d}_log10_npe_diff"] = float(gen_feats["log10_total_npe"][g].mean()
