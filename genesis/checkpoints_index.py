@@ -274,7 +274,8 @@ def suggested_normalization_diff(report: dict[str, Any], data_path: str | Path, 
     positions = schema.read_geometry(data_path).positions
     norm = report.get("normalization") or {}
     base = gn.Normalization(**{k: norm[k] for k, allowed in TRANSFORM_KEYS.items() if norm.get(k) in allowed},
-                            **{k: norm[k] for k in ("representation", "time_reference", *inspect.ASINH_KEYS) if k in norm})
+                            **{k: norm[k] for k in ("representation", "time_reference", "npe_reference", *inspect.ASINH_KEYS)
+                               if k in norm})
     out = []
     model_doms = (report.get("model") or {}).get("n_doms")
     if model_doms is not None and model_doms != n_doms:
@@ -293,7 +294,8 @@ def _normalized_channels(norm: gn.Normalization, signal, labels, positions) -> d
 
     hit = signal[:, 0] > 0
     off, sc = np.asarray(norm.affine_offsets, np.float64), np.asarray(norm.affine_scales, np.float64)
-    values = {"npe": (gn.forward_npe(signal[:, 0][hit].astype(np.float64), norm.npe_transform) - off[0]) / sc[0],
+    npe = gn.forward_npe(signal[:, 0].astype(np.float64), norm.npe_transform) - norm.npe_shift(signal, labels, positions)
+    values = {"npe": (npe[hit] - off[0]) / sc[0],
               "time": (norm.forward_time((signal[:, 1] - norm.time_shift(signal, labels, positions))[hit].astype(np.float64))
                        - off[1]) / sc[1]}
     values.update({a: (positions[:, i] - off[2 + i]) / sc[2 + i] for i, a in enumerate("xyz")})

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from genesis.errors import GenesisError
+from genesis.errors import ConfigError, GenesisError
 
 EXIT_BAD_INPUT = 2
 
@@ -98,6 +98,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     schema.check_finite_labels(labels, args.file)
     geo = schema.read_geometry(args.file)
     reference = {"time_reference": args.time_reference, "representation": "hit"} if args.time_reference != "none" else {}
+    if args.npe_reference != "none":
+        if args.npe_transform != "log1p":
+            raise ConfigError("--npe-reference expected needs --npe-transform log1p (it measures log1p npe)")
+        reference.update(npe_reference=args.npe_reference, representation="hit")
     base = Normalization(time_transform=args.time_transform, npe_transform=args.npe_transform,
                          energy_transform=args.energy_transform, time_width_ns=args.time_width_ns, **reference)
     suggested = suggest(signal, labels, geo.positions, base)
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time-width-ns", type=float, default=200.0,
                    help="asinh only: its linear width (the centre is suggested from the data)")
     s.add_argument("--npe-transform", default="none", choices=("none", "log1p"))
+    s.add_argument("--npe-reference", default="none", choices=("none", "expected"),
+                   help="expected: hit npe measured from the charge the light path predicts (needs log1p; implies the "
+                        "hit representation)")
     s.add_argument("--energy-transform", default="none", choices=("none", "log10"))
     s.set_defaults(func=cmd_stats)
 

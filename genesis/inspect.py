@@ -31,7 +31,8 @@ MEASURE_BATCH = 2  # batch of the activation measurement, scaled linearly to the
 MAX_MEASURED_TOKENS = 256  # above this, activations are measured at 60 and 120 tokens and extrapolated
 AFFINE_CHANNELS = ("npe", "time", "x", "y", "z")
 LABEL_CHANNELS = ("energy", "zenith", "azimuth", "x", "y", "z")
-NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "energy_transform",
+NORMALIZATION_KEYS = ("representation", "time_transform", "time_reference", "npe_transform", "npe_reference",
+                      "energy_transform",
                       "affine_offsets", "affine_scales", "label_offsets", "label_scales")
 ASINH_KEYS = ("time_center_ns", "time_width_ns")  # of the 'asinh' time transform; not in foreign checkpoints
 PHYSICS_KEYS = ("refractive_index",)  # of the light model (time reference, physics features); not in foreign checkpoints
@@ -277,8 +278,8 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 
 
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
-    # files from before representations (npe and time channels only), time references and the refractive index
-    d = {"representation": "legacy", "time_reference": "none", "refractive_index": Normalization().refractive_index, **d}
+    # files from before representations (npe and time channels only), time and npe references and the refractive index
+    d = {"representation": "legacy", "time_reference": "none", "npe_reference": "none", "refractive_index": Normalization().refractive_index, **d}
     return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS + ASINH_KEYS + PHYSICS_KEYS if k in d}
 
 

@@ -14,6 +14,10 @@ def test_simulate_validate_stats(tmp_path):
     assert r.returncode == 0 and "affine_scales" in r.stdout
     r = run_cli("stats", str(out), "--time-transform", "asinh", "--time-reference", "arrival")
     assert r.returncode == 0 and 'time_reference: "arrival"' in r.stdout and "time_center_ns: 10000.0" in r.stdout
+    r = run_cli("stats", str(out), "--npe-transform", "log1p", "--npe-reference", "expected")
+    assert r.returncode == 0 and 'npe_reference: "expected"' in r.stdout and 'representation: "hit"' in r.stdout
+    r = run_cli("stats", str(out), "--npe-reference", "expected")
+    assert r.returncode == 2 and "--npe-transform log1p" in r.stderr
     # nothing is overwritten without --force
     before = out.read_bytes()
     r = run_cli("simulate", "--events", "5", "--out", str(out))

@@ -216,3 +216,55 @@ def test_refractive_index_sets_the_arrival_reference_and_old_dicts_read_the_defa
     assert Normalization.from_dict(arrival_norm(refractive_index=1.5).to_dict()).refractive_index == 1.5
     with pytest.raises(ConfigError, match="refractive_index"):
         Normalization(refractive_index=0.9)
+
+
+def expected_npe_norm() -> Normalization:
+    return Normalization(representation="hit", npe_transform="log1p", npe_reference="expected",
+                         affine_offsets=(0.3, 0.0, 0.0, 0.0, 0.0), affine_scales=(0.5, 1.0, 1.0, 1.0, 1.0))
+
+
+def test_npe_reference_measures_charge_from_the_expected_hit_charge():
+    """A 1-pe hit on a DOM far from the light is what is expected there (residual ~0); a bright DOM
+    near the track is measured from the expected light; both round-trip, numpy and torch."""
+    from genesis.physics import hit_npe_reference
+
+    norm = expected_npe_norm()
+    positions = np.array([[0.0, 0.0, -100.0], [15.0, 0.0, -100.0], [900.0, 0.0, 400.0], [40.0, 0.0, 0.0]])
+    labels = np.array([[1e5, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    x = np.array([[[0.0, 250.0, 1.0, 0.0], [0.0, 10500.0, 12000.0, 0.0]]])
+    y = norm.normalize_signal(x, labels, positions)
+    assert y[0, 1, 2] * 0.5 + 0.3 == pytest.approx(0.0, abs=0.01)  # dark DOM, 1 pe
+    ref = hit_npe_reference(torch.from_numpy(labels), torch.from_numpy(positions)).numpy()[0]
+    assert ref[1] > 3.0  # a bright DOM: m ~ tens of pe
+    assert y[0, 1, 1] * 0.5 + 0.3 == pytest.approx(np.log1p(250.0) - ref[1], rel=1e-9)
+    np.testing.assert_array_equal(y[0, :, 3], [-1.0, 0.0, 0.0])  # no hit: neutral, as without a reference
+    np.testing.assert_allclose(norm.denormalize_signal(y, labels, positions), x, rtol=1e-9, atol=1e-6)
+    as_torch = norm.denormalize_signal(norm.normalize_signal(torch.from_numpy(x), torch.from_numpy(labels),
+                                                             torch.from_numpy(positions)), torch.from_numpy(labels),
+                                       torch.from_numpy(positions))
+    np.testing.assert_allclose(as_torch.numpy(), x, rtol=1e-9, atol=1e-6)
+
+
+def test_npe_reference_is_validated_needs_labels_and_old_dicts_have_none():
+    with pytest.raises(ConfigError, match="npe_reference 'expected' needs representation 'hit'"):
+        Normalization(npe_reference="expected", npe_transform="log1p")
+    with pytest.raises(ConfigError, match="npe_transform 'log1p'"):
+        Normalization(representation="hit", npe_reference="expected")
+    with pytest.raises(ConfigError, match="npe_reference"):
+        Normalization(representation="hit", npe_transform="log1p", npe_reference="median")
+    with pytest.raises(ValueError, match="npe_reference 'expected' needs the events' physical labels"):
+        expected_npe_norm().normalize_signal(physical_signal(2, 5))
+    old = {k: v for k, v in expected_npe_norm().to_dict().items() if k != "npe_reference"}
+    assert Normalization.from_dict(old).npe_reference == "none"
+    assert Normalization.from_dict(expected_npe_norm().to_dict()) == expected_npe_norm()
+
+
+def test_suggest_centres_the_npe_residual(geometry):
+    from genesis.data.simulate import draw_labels
+    from genesis.evaluate import simulate_triggered_at
+
+    labels = draw_labels(40, np.random.default_rng(0))
+    signal = simulate_triggered_at(labels, geometry, seed=1)
+    s = suggest(signal, labels, geometry.positions, expected_npe_norm())
+    y = s.normalize_signal(signal, labels, geometry.positions)[:, 1][signal[:, 0] > 0]
+    assert s.npe_reference == "expected" and abs(y.mean()) < 0.1 and 0.3 < y.std() < 0.7

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -10,10 +11,9 @@ from torch import Tensor, nn
 from genesis.data.normalization import Normalization
 
 
-# What checkpoints from before representations, time references, the asinh time transform and the refractive
-# index meant
-_OLD_STATE = {k: getattr(Normalization(), k)
-              for k in ("representation", "time_reference", "time_center_ns", "time_width_ns", "refractive_index")}
+BUFFERS = ("affine_offsets", "affine_scales", "label_offsets", "label_scales")
+# every other normalization field is extra state; checkpoints from before a field existed meant its default
+_OLD_STATE = {f.name: getattr(Normalization(), f.name) for f in fields(Normalization) if f.name not in BUFFERS}
 
 
 class NormalizationMetadata(nn.Module):
@@ -25,16 +25,7 @@ class NormalizationMetadata(nn.Module):
         self.register_buffer("affine_scales", torch.tensor(norm.affine_scales, dtype=torch.float64))
         self.register_buffer("label_offsets", torch.tensor(norm.label_offsets, dtype=torch.float64))
         self.register_buffer("label_scales", torch.tensor(norm.label_scales, dtype=torch.float64))
-        self._transforms = {
-            "time_transform": norm.time_transform,
-            "npe_transform": norm.npe_transform,
-            "energy_transform": norm.energy_transform,
-            "representation": norm.representation,
-            "time_reference": norm.time_reference,
-            "time_center_ns": norm.time_center_ns,
-            "time_width_ns": norm.time_width_ns,
-            "refractive_index": norm.refractive_index,
-        }
+        self._transforms = {k: getattr(norm, k) for k in _OLD_STATE}
 
     def get_extra_state(self) -> dict[str, Any]:
         return dict(self._transforms)
@@ -58,7 +49,7 @@ class NormalizationMetadata(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         # Keep the metadata buffers in float64 on .to(dtype)/.half(): only move their device.
-        saved = {k: getattr(self, k) for k in ("affine_offsets", "affine_scales", "label_offsets", "label_scales")}
+        saved = {k: getattr(self, k) for k in BUFFERS}
         out = super()._apply(fn, recurse)
         for k, v in saved.items():
             moved = fn(v)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genesis.physics import (C_VACUUM, DEFAULT_REFRACTIVE_INDEX, Cherenkov, LightPaths, arrival_time_ns, light_paths,
-                             travel_direction)
+from genesis.physics import (C_VACUUM, DEFAULT_REFRACTIVE_INDEX, Cherenkov, LightPaths, arrival_time_ns, expected_npe,
+                             light_paths, travel_direction)
 
 REFRACTIVE_INDEX = DEFAULT_REFRACTIVE_INDEX  # the index of models that do not name one
 SIN_CHERENKOV = Cherenkov(REFRACTIVE_INDEX).sin
@@ -26,12 +26,6 @@ TAN_CHERENKOV = Cherenkov(REFRACTIVE_INDEX).tan
 LABEL_FEATURES = 7  # energy (normalized), travel direction (3), vertex (3, normalized)
 DOM_FEATURES = 5
 LIGHT_FEATURES = 1  # expected_light, with model.light_feature
-# expected_light: order-of-magnitude light yields (pe at 1 m-ish), muon energy loss dE/dx = a + b E with
-# b / a = 3.3e-4 / 0.24 per GeV (minimum ionisation a), effective attenuation length of the ice
-TRACK_YIELD, CASCADE_YIELD = 20.0, 0.7
-DEDX_B_OVER_A = 3.3e-4 / 0.24
-TRACK_SHARE = 0.7  # of the neutrino energy carried by the muon (the rest is the cascade at the vertex)
-ATTENUATION_M, NEAR_M, MIN_LIGHT_PE = 30.0, 5.0, 1e-2
 TIME_SCALE_NS = 1000.0
 LENGTH_SCALE_M = 500.0
 
@@ -70,20 +64,12 @@ def dom_features(labels_phys: Tensor, positions: Tensor, refractive_index: float
 
 
 def expected_light(energy: Tensor, paths: LightPaths) -> Tensor:
-    """log10 of an order-of-magnitude expected charge per DOM, divided by 3: (B,) energies in GeV and
-    (B, P) light paths -> (B, P), about -0.7 (dark) to 2 (100k pe).
+    """log10 of an order-of-magnitude expected charge per DOM (`genesis.physics.expected_npe`), divided by 3:
+    (B,) energies in GeV and (B, P) light paths -> (B, P), about -0.7 (dark) to 2 (100k pe).
 
     Why: the charge of a DOM is the energy times how much light survives the path; a string token cannot
     tell its 60 DOMs apart by energy, so a per-DOM output that must multiply the two learns it slowly (the
     tiny preset's light grew 4x too slowly with energy). Handing it the product as one number leaves the
-    network a residual. Sources as in the simulator's physics (not its exact constants): the muon
-    (TRACK_SHARE of the energy) shines in proportion to its energy loss dE/dx = a + b E, fading as
-    exp(-path / ATTENUATION_M) / path along the Cherenkov cone; the cascade at the vertex in proportion to
-    its energy, as exp(-r / ATTENUATION_M) / r^2.
+    network a residual.
     """
-    e = energy.float()[:, None]
-    track = TRACK_YIELD * (1 + DEDX_B_OVER_A * TRACK_SHARE * e) * torch.exp(-paths.path / ATTENUATION_M) \
-        / paths.path.clamp_min(NEAR_M)
-    cascade = CASCADE_YIELD * (1 - TRACK_SHARE) * e * torch.exp(-paths.dist / ATTENUATION_M) \
-        / paths.dist.clamp_min(NEAR_M) ** 2
-    return torch.log10(torch.where(paths.on_cone, track, 0.0) + cascade + MIN_LIGHT_PE) / 3.0
+    return torch.log10(expected_npe(energy, paths)) / 3.0
