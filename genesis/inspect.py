@@ -279,7 +279,8 @@ def _model_report(cfg: config.RunConfig, model: nn.Module, n_doms: int, batch: i
 
 def _normalization(d: dict[str, Any]) -> dict[str, Any]:
     # files from before representations (npe and time channels only), time and npe references and the refractive index
-    d = {"representation": "legacy", "time_reference": "none", "npe_reference": "none", "refractive_index": Normalization().refractive_index, **d}
+    d = {"representation": "legacy", "time_reference": "none", "npe_reference": "none",
+         "refractive_index": Normalization().refractive_index, **d}
     return {k: to_plain(d[k]) for k in NORMALIZATION_KEYS + ASINH_KEYS + PHYSICS_KEYS if k in d}
 
 

@@ -105,6 +105,14 @@ def arrival_norm(**kw) -> Normalization:
                          affine_offsets=(1.0, 10000.0, 0.0, 0.0, 0.0), affine_scales=(2.0, 2000.0, 1.0, 1.0, 1.0), **kw)
 
 
+def assert_round_trips(norm: Normalization, x, labels, positions) -> None:
+    """Normalizing then denormalizing events gives them back, as numpy arrays and as torch tensors."""
+    back = norm.denormalize_signal(norm.normalize_signal(x, labels, positions), labels, positions)
+    np.testing.assert_allclose(back, x, rtol=1e-9, atol=1e-6)
+    t = [torch.from_numpy(a) for a in (x, labels, positions)]
+    np.testing.assert_allclose(norm.denormalize_signal(norm.normalize_signal(*t), *t[1:]).numpy(), x, rtol=1e-9, atol=1e-6)
+
+
 def test_time_reference_arrival_learns_the_delay_after_direct_light():
     """A down-going track (zenith 0) from the origin: a DOM 100 m below on its axis sees direct light
     100 m / c = 333.6 ns after the vertex time; its time channel is the delay after that."""
@@ -116,11 +124,7 @@ def test_time_reference_arrival_learns_the_delay_after_direct_light():
     assert y[0, 2, 0] == pytest.approx(40.0 / 2000.0, abs=1e-6)  # 40 ns after direct light
     assert y[0, 2, 1] == pytest.approx((10700.0 - 10000.0 - 200 / 0.299792458) / 2000.0, abs=1e-6)
     np.testing.assert_array_equal(y[0, :, 2], [-1.0, 0.0, 0.0])  # no hit: neutral, as without a reference
-    np.testing.assert_allclose(norm.denormalize_signal(y, labels, positions), x, rtol=1e-9, atol=1e-6)
-    as_torch = norm.denormalize_signal(norm.normalize_signal(torch.from_numpy(x), torch.from_numpy(labels),
-                                                             torch.from_numpy(positions)), torch.from_numpy(labels),
-                                       torch.from_numpy(positions))
-    np.testing.assert_allclose(as_torch.numpy(), x, rtol=1e-9, atol=1e-6)
+    assert_round_trips(norm, x, labels, positions)
 
 
 def test_time_reference_needs_labels_except_without_hits_and_is_validated():
@@ -238,11 +242,7 @@ def test_npe_reference_measures_charge_from_the_expected_hit_charge():
     assert ref[1] > 3.0  # a bright DOM: m ~ tens of pe
     assert y[0, 1, 1] * 0.5 + 0.3 == pytest.approx(np.log1p(250.0) - ref[1], rel=1e-9)
     np.testing.assert_array_equal(y[0, :, 3], [-1.0, 0.0, 0.0])  # no hit: neutral, as without a reference
-    np.testing.assert_allclose(norm.denormalize_signal(y, labels, positions), x, rtol=1e-9, atol=1e-6)
-    as_torch = norm.denormalize_signal(norm.normalize_signal(torch.from_numpy(x), torch.from_numpy(labels),
-                                                             torch.from_numpy(positions)), torch.from_numpy(labels),
-                                       torch.from_numpy(positions))
-    np.testing.assert_allclose(as_torch.numpy(), x, rtol=1e-9, atol=1e-6)
+    assert_round_trips(norm, x, labels, positions)
 
 
 def test_npe_reference_is_validated_needs_labels_and_old_dicts_have_none():

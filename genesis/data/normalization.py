@@ -266,9 +266,10 @@ class Normalization:
         phys = denormalize_signal(x[..., 1:, :], self.affine_offsets, self.affine_scales, self.time_transform,
                                   self.npe_transform, self.time_center_ns, self.time_width_ns)
         hit = x[..., 0:1, :] > 0
-        if bool(hit.any()):  # log1p(npe) = y + s: 1 + npe = (1 + expm1(y)) exp(s)
-            npe_shift = self.npe_shift(phys, labels, positions)
-            npe = (1 + phys[..., 0, :]) * _lib(phys).exp(npe_shift) - 1 if self.npe_reference != "none" else phys[..., 0, :]
+        if bool(hit.any()):
+            npe = phys[..., 0, :]
+            if self.npe_reference != "none":  # log1p(npe) = y + s, so 1 + npe = (1 + expm1(y)) exp(s)
+                npe = (1 + npe) * lib.exp(self.npe_shift(phys, labels, positions)) - 1
             phys = _stack([npe, phys[..., 1, :] + self.time_shift(phys, labels, positions)], -2)
         return lib.where(hit, phys, lib.zeros_like(phys))
 
