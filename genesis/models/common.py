@@ -21,10 +21,8 @@ class NormalizationMetadata(nn.Module):
     and the transforms as extra state, so `state_dict()` alone can denormalize samples."""
 
     def init_normalization(self, norm: Normalization) -> None:
-        self.register_buffer("affine_offsets", torch.tensor(norm.affine_offsets, dtype=torch.float64))
-        self.register_buffer("affine_scales", torch.tensor(norm.affine_scales, dtype=torch.float64))
-        self.register_buffer("label_offsets", torch.tensor(norm.label_offsets, dtype=torch.float64))
-        self.register_buffer("label_scales", torch.tensor(norm.label_scales, dtype=torch.float64))
+        for k in BUFFERS:
+            self.register_buffer(k, torch.tensor(getattr(norm, k), dtype=torch.float64))
         self._transforms = {k: getattr(norm, k) for k in _OLD_STATE}
 
     def get_extra_state(self) -> dict[str, Any]:
