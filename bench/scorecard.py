@@ -220,6 +220,9 @@ ABLATION = [
     # the hit DOMs' charge measured from the charge the light path predicts (normalization.npe_reference): the
     # model learns a residual of spread 0.49 instead of log1p npe (1.63), which under-learned the energy
     ("diffusion preset, npe from expected light", "diffusion", NPE_REFERENCE),
+    # whole-pe charge learned as npe + U(0, 1) and floored when sampling: at 1e3-1e4 GeV 70% of the hits have 1 pe,
+    # a point mass the preset smeared from 0.4 to 2 pe, which rounding turned into too many 2-pe hits
+    ("diffusion preset, dequantized npe", "diffusion", ["diffusion.dequantize_npe=true"]),
 ]
 HEADLINE = ["n_hit_doms", "n_hit_strings", "total_npe", "time_span", "time_std", "brightest_fraction"]
 

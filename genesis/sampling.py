@@ -119,13 +119,15 @@ def range_warnings(labels: np.ndarray, loaded: checkpoint.LoadedModel) -> list[s
 
 
 def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE, data_record: dict | None = None,
-                threshold_decides: bool = False) -> np.ndarray:
+                threshold_decides: bool = False, npe_floor: bool = False) -> np.ndarray:
     """Physical (n, 2, P) -> a consistent event: npe below threshold (or non-finite) -> no hit (npe 0,
     time 0); time >= 0. With the training ranges of hits in `data_record` (checkpoints since the hit
     representation), every hit gets an npe and a time inside the ranges seen in training, and a whole
     npe where the training npe were counts. Which DOMs are hits: those with npe > 0 (a model with a hit
     channel decided, the denormalization set the others to 0), or with threshold_decides (a flow's continuous
-    npe) those at hit_threshold or above, before the clipping lifts them to the smallest training npe."""
+    npe) those at hit_threshold or above, before the clipping lifts them to the smallest training npe.
+    npe_floor: whole counts by the floor instead of rounding (a model trained on dequantized npe,
+    diffusion.dequantize_npe)."""
     out = np.nan_to_num(signal.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     record = data_record or {}
     npe, time = out[:, 0], out[:, 1]
@@ -133,7 +135,7 @@ def postprocess(signal: np.ndarray, hit_threshold: float = HIT_THRESHOLD_PE, dat
         hit = npe >= hit_threshold if threshold_decides else npe > 0
         npe = np.clip(npe, record["hit_npe_min"], record["hit_npe_max"])
         if record.get("npe_integer"):
-            npe = np.maximum(np.round(npe), record["hit_npe_min"])
+            npe = np.maximum(np.floor(npe) if npe_floor else np.round(npe), record["hit_npe_min"])
         time = np.clip(time, record["hit_time_min"], record["hit_time_max"])
         npe, time = np.where(hit, npe, 0.0), np.where(hit, time, 0.0)
         hit_threshold = min(hit_threshold, record["hit_npe_min"])
@@ -294,7 +296,8 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
                                         guidance, eta=loaded.config.diffusion.eta, generator=gen,
                                         progress=progress_of_batch, data_record=record, spacing=spacing)
             phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(lab[rows]), loaded.geometry.positions)
-            return postprocess(phys.numpy(), threshold, record, threshold_decides=loaded.kind == "flow")
+            return postprocess(phys.numpy(), threshold, record, threshold_decides=loaded.kind == "flow",
+                               npe_floor=loaded.config.diffusion.dequantize_npe)
 
         inner = (lambda i, t, s=done, k=len(lab): progress(s + int(k * i / t), n)) if progress else None
         events = draw(np.arange(len(lab)), inner)
@@ -453,5 +456,6 @@ def preview_figure(model: torch.nn.Module, cfg, geometry, device: torch.device, 
                             data_record=data_record)
     threshold = cfg.flow.hit_threshold if cfg.kind == "flow" else HIT_THRESHOLD_PE
     sig = postprocess(norm.denormalize_signal(x.float().cpu(), torch.from_numpy(labels), geometry.positions).numpy(),
-                      threshold, data_record, threshold_decides=cfg.kind == "flow")
+                      threshold, data_record, threshold_decides=cfg.kind == "flow",
+                      npe_floor=cfg.diffusion.dequantize_npe)
     return viz.linked_event_figures(geometry, [(f"E={lab[0]:.0e} GeV", s[0], s[1]) for lab, s in zip(labels, sig)])

@@ -28,7 +28,7 @@ from genesis import checkpoint, config, distill, paths, tracking
 from genesis.checkpoint import resolve_device
 from genesis.data import dataset, schema
 from genesis.inpaint import nohit_value
-from genesis.errors import DataError, GenesisError
+from genesis.errors import ConfigError, DataError, GenesisError
 
 log = logging.getLogger("genesis.train")
 
@@ -129,6 +129,7 @@ class Objective:
         self.norm = cfg.data.normalization
         self.hit_weight = cfg.diffusion.hit_weight
         self.no_hit_weight = cfg.diffusion.no_hit_weight
+        self.dequantize_npe = cfg.diffusion.dequantize_npe
         # normalized npe of a DOM without a hit (legacy representation: hits are npe above it)
         self.no_hit_npe = float(nohit_value(self.norm, torch.zeros(()))[0, 0, 0])
         if cfg.kind == "diffusion":
@@ -156,6 +157,8 @@ class Objective:
         """signal (B, C, P), labels (B, 6), geometry (3, P) -> (scalar loss, detached extras)."""
         if self.kind == "diffusion":
             dropout = self.label_dropout if train else 0.0
+            if self.dequantize_npe:
+                signal = self.norm.dequantize_npe(signal, generator)
             loss = self.diffusion.training_loss(net, signal, labels, geometry, generator, label_dropout=dropout,
                                                 weights=self.loss_weights(signal))
             return loss, {}
@@ -208,6 +211,9 @@ class Trainer:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = dataset.fingerprint(cfg.data.path)
         self.ranges = dataset.training_data_record(cfg.data, self.norm, self.geometry.positions) if ctx.is_main else {}
+        if ctx.is_main and cfg.diffusion.dequantize_npe and not self.ranges.get("npe_integer"):
+            raise ConfigError(f"diffusion.dequantize_npe is for whole-pe data, but {cfg.data.path} has hit DOMs with a "
+                              "fractional npe; set diffusion.dequantize_npe=false")
 
     @torch.no_grad()
     def initialize_actnorm(self) -> None:

@@ -273,6 +273,18 @@ class Normalization:
             phys = _stack([npe, phys[..., 1, :] + self.time_shift(phys, labels, positions)], -2)
         return lib.where(hit, phys, lib.zeros_like(phys))
 
+    def dequantize_npe(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalized 'hit' events (B, 3, P) of whole-pe data -> the same with npe + u, u ~ U(0, 1), at every hit
+        DOM (npe_reference 'none'): the floor of the dequantized npe gives back the count, so a model learns a
+        density on [n, n + 1) instead of a point mass at n, which a smooth network blurs across the rounding
+        boundaries (diffusion.dequantize_npe)."""
+        hit = x[:, :1] > 0
+        off, sc = self.affine_offsets[0], self.affine_scales[0]
+        npe = inverse_npe(x[:, 1:2] * sc + off, self.npe_transform)
+        u = torch.rand(npe.shape, generator=generator, device=x.device, dtype=x.dtype)
+        y = (forward_npe(npe + u, self.npe_transform) - off) / sc
+        return torch.cat([x[:, :1], torch.where(hit, y, x[:, 1:2]), x[:, 2:]], 1)
+
     # --- geometry -------------------------------------------------------------------------------
     def normalize_geometry(self, positions: Array) -> Array:
         """(P, 3) metres -> (3, P) normalized geometry channels."""
