@@ -260,6 +260,7 @@ FORM_LABELS = {
     "flow.hit_head": "Hit head width (0 = off)", "flow.light_feature": "Expected light per DOM",
     "model.light_feature": "Expected light per DOM", "model.dom_head_conditioning": "Labels into the per-DOM head",
     "diffusion.redraw_untriggered": "Redraw events below the trigger",
+    "diffusion.dequantize_npe": "Dequantized whole-pe charge (floor when sampling)",
     "data.geometry": "Geometry CSV (empty = from the data file)", "data.val_fraction": "Validation fraction",
     "data.test_fraction": "Test fraction", "data.split_seed": "Split seed", "data.in_memory": "Load into memory",
     "data.max_events": "Max events (0 = all)", "data.num_workers": "Loader workers",

@@ -52,6 +52,19 @@ def test_flow_refuses_the_hit_representation():
     assert config.load(None, ["data.normalization.representation=hit"]).data.normalization.channels == 3
 
 
+def test_dequantized_npe_needs_a_hit_diffusion_model_without_an_npe_reference():
+    from genesis import config
+    from genesis.errors import ConfigError
+
+    hit = ["data.normalization.representation=hit", "diffusion.dequantize_npe=true"]
+    assert config.load(None, hit).diffusion.dequantize_npe
+    for extra, needle in ((["data.normalization.representation=legacy"], "'legacy'"),
+                          (["data.normalization.npe_transform=log1p", "data.normalization.npe_reference=expected"],
+                           "'expected'")):
+        with pytest.raises(ConfigError, match=f"dequantize_npe needs kind 'diffusion'.*{needle}"):
+            config.load(None, [*hit, *extra])
+
+
 def test_distill_section_round_trips(tmp_path):
     cfg = config.load(None, ["distill.teacher=teacher.pt", "distill.student_steps=2", "distill.steps_per_round=7"])
     assert (cfg.distill.teacher, cfg.distill.student_steps, cfg.distill.start_steps) == ("teacher.pt", 2, 64)

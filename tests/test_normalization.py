@@ -268,3 +268,22 @@ def test_suggest_centres_the_npe_residual(geometry):
     s = suggest(signal, labels, geometry.positions, expected_npe_norm())
     y = s.normalize_signal(signal, labels, geometry.positions)[:, 1][signal[:, 0] > 0]
     assert s.npe_reference == "expected" and abs(y.mean()) < 0.1 and 0.3 < y.std() < 0.7
+
+
+def test_dequantized_npe_floors_back_to_the_counts_and_leaves_the_rest():
+    """diffusion.dequantize_npe's transform: every hit DOM's npe becomes npe + u with u in [0, 1) spread over
+    the whole unit (mean ~0.5), so its floor is the count; no-hit DOMs, the hit channel and times are untouched."""
+    norm = Normalization(representation="hit", npe_transform="log1p", affine_offsets=(1.0, 9000.0, -600, -550, -550),
+                         affine_scales=(2.0, 2000.0, 1200, 1100, 1100), time_transform="none")
+    rng = np.random.default_rng(0)
+    npe = rng.integers(1, 300, (64, 50)) * (rng.random((64, 50)) < 0.4)
+    time = np.where(npe > 0, rng.uniform(9000, 15000, npe.shape), 0.0)
+    x = norm.normalize_signal(torch.tensor(np.stack([npe, time], 1), dtype=torch.float64))
+    spread = norm.dequantize_npe(x, torch.Generator().manual_seed(0))
+    back = norm.denormalize_signal(spread).numpy()
+    hit = npe > 0
+    u = back[:, 0] - npe
+    assert np.array_equal(np.floor(back[:, 0] + 1e-9), npe)
+    assert u[hit].min() >= -1e-9 and u[hit].max() < 1 and abs(u[hit].mean() - 0.5) < 0.05
+    assert torch.equal(spread[:, 0], x[:, 0]) and torch.equal(spread[:, 2], x[:, 2])
+    assert torch.equal(spread[:, 1][~torch.from_numpy(hit)], x[:, 1][~torch.from_numpy(hit)])

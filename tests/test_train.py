@@ -296,6 +296,27 @@ def test_sampled_events_are_physically_consistent(home, reference, time):
     assert np.all(time[~hit] == 0)
 
 
+def test_a_dequantized_npe_model_trains_samples_whole_counts_and_refuses_fractional_data(home):
+    """diffusion.dequantize_npe: the run trains on npe + U(0, 1), the checkpoint records it and its samples are
+    whole counts within the training range (the floor); data with fractional charges is refused by name."""
+    from genesis import sampling
+    from genesis.data import schema
+    from genesis.errors import ConfigError
+
+    result = train(cfg(home, "train.max_steps=4", *HIT_MODEL, *ASINH_DELAY, "diffusion.dequantize_npe=true"))
+    loaded = checkpoint.load_model(os.path.join(result["checkpoint_dir"], "last.pt"))
+    assert loaded.config.diffusion.dequantize_npe and loaded.state["data"]["npe_integer"]
+    signal, labels, _ = schema.read_events(home / "data" / "demo.h5")
+    npe = sampling.generate(loaded, labels[:4], steps=3, seed=1)[:, 0]
+    hit = npe > 0
+    assert hit.any() and np.all(npe[hit] == np.floor(npe[hit])) and npe[hit].min() >= 1
+    fractional = home / "data" / "fractional.h5"
+    schema.write_events(fractional, signal[:200] * np.array([[0.7], [1.0]], np.float32), labels[:200],
+                        schema.read_geometry(home / "data" / "demo.h5"))
+    with pytest.raises(ConfigError, match="dequantize_npe is for whole-pe data.*fractional"):
+        train(cfg(home, "train.max_steps=2", *HIT_MODEL, "diffusion.dequantize_npe=true", f"data.path={fractional}"))
+
+
 def test_events_below_the_trigger_are_drawn_again(home):
     """The checkpoint records the fewest hit DOMs of any training event (the simulator's trigger); sampled
     events with fewer are drawn again, the others stay as first drawn; redraw_untriggered: false keeps them."""
