@@ -46,6 +46,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -515,6 +516,24 @@ def _evaluate_row(info: dict, tag: str, kind: str, overrides: list[str], held_fi
                         Path(held_file))
 
 
+@contextlib.contextmanager
+def workers_end_with_us():
+    """While in the block, SIGTERM ends this process's worker processes first: spawned pool workers are not in
+    the scorecard's kill path and would otherwise go on training for half an hour after it was stopped."""
+    import multiprocessing
+
+    def stop(signum, frame):
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
     """Train every distinct model of the picked ABLATION rows (each --seeds times), then evaluate every row and
     seed; with --jobs N, N processes of one torch thread each share the work (on 2 cores, 2 one-thread jobs do
@@ -536,7 +555,7 @@ def run_ablation(train_file: Path, held_file: Path, args: argparse.Namespace, wo
                  for name, kind, ov in reversed(picked) for k in seeds}
     threads = 1 if args.jobs > 1 else 0
     common = (str(train_file), args, str(workdir), threads)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with workers_end_with_us(), ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(_train_row, kind, ov, tag, *common)
                    for key, (kind, ov, tag) in trainings.items() if key not in infos}
         infos |= {key: f.result() for key, f in futures.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,47 @@ def test_rows_that_share_a_model_keep_their_own_sampler():
     assert (older["sampler"], older["spacing"], older["steps"]) == ("ddim", "", 50)
     assert (preset["sampler"], preset["spacing"], preset["steps"]) == ("unipc", "quadratic", 8)
     assert scorecard.sampler_of("flow", [], args) == {}
+
+
+WORKER_SCRIPT = """
+import importlib.util, multiprocessing, sys, time
+from concurrent.futures import ProcessPoolExecutor
+spec = importlib.util.spec_from_file_location("scorecard", sys.argv[1])
+scorecard = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(scorecard)
+if __name__ == "__main__":
+    with scorecard.workers_end_with_us(), ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(time.sleep, 120) for _ in range(2)]
+        while len(multiprocessing.active_children()) < 2:
+            time.sleep(0.1)
+        print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+        [job.result() for job in jobs]
+"""
+
+
+def test_stopping_the_scorecard_stops_its_pool_workers(tmp_path):
+    """SIGTERM to a scorecard whose --jobs pool is busy ends the spawned workers too (they used to go on)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(WORKER_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(ROOT / "bench" / "scorecard.py")], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+
+    def alive(pid: int) -> bool:  # a zombie (ended, not yet reaped by whoever adopted it) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.time() + 20
+    while any(map(alive, workers)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(map(alive, workers))
