@@ -98,7 +98,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds sets train.seed for every training; drop --set train.seed=...")
     if args.minutes is None:
         args.minutes = 0.0 if any(s.startswith("train.max_steps=") for s in args.set) else 8.0
+    # the code this run measures: read once at the start, since commits made while a long run trains must not
+    # be recorded as the commit of its numbers
+    args.git = git_state()
     return args
+
+
+def recorded_git(args: argparse.Namespace) -> dict:
+    """The git state at the start of the run (args.git), plus the commit at the time of writing where it moved."""
+    now = git_state()
+    return args.git | ({"head_when_written": now["commit"]} if now["commit"] != args.git["commit"] else {})
 
 
 def setup_store(workdir: Path) -> str:
@@ -320,7 +329,7 @@ def evaluate_one(info: dict, ref_signal, ref_labels, args: argparse.Namespace, w
 def save_reports(ev, workdir: Path, kind: str, args: argparse.Namespace) -> None:
     from genesis import evaluate
 
-    ev.report["git"] = git_state()
+    ev.report["git"] = recorded_git(args)
     evaluate.write_json(ev.report, workdir / f"report_{kind}.json")
     if not args.no_html:
         names = ("simulation B", "simulation A") if kind == "simulator" else ("generated", "reference")
@@ -636,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablate:
         print_ablation(rows, len(ref_labels))
     print_decades(rows)
-    summary = {"args": vars(args), "tracking_uri": uri, "git": git_state(),
+    summary = {"args": {k: v for k, v in vars(args).items() if k != "git"}, "tracking_uri": uri, "git": recorded_git(args),
                "heldout": {"set": args.heldout, "path": str(held_file), "seed": HELDOUT_SEEDS[args.heldout]},
                "rows": {k: {kk: vv for kk, vv in r.items() if kk != "report"}
                         | {"scalars": r["report"]["scalars"], "timing": r["report"]["timing"],

@@ -100,9 +100,13 @@ def test_tables_show_both_aucs_with_errors(capsys):
                                    "n/a"]
 
 
-def test_git_state_names_the_commit():
+def test_git_state_names_the_commit_the_run_started_at():
     state = scorecard.git_state()
     assert re.fullmatch(r"[0-9a-f]{40}", state["commit"]) and isinstance(state["dirty"], bool)
+    args = scorecard.parse_args([])
+    assert args.git == state and scorecard.recorded_git(args) == state
+    args.git = {"commit": "0" * 40, "dirty": False}  # as if a commit had been made while the run trained
+    assert scorecard.recorded_git(args) == {"commit": "0" * 40, "dirty": False, "head_when_written": state["commit"]}
 
 
 def test_rows_that_share_a_model_keep_their_own_sampler():
