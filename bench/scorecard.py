@@ -21,7 +21,7 @@ default --eval-events 5000 gives AUC standard errors <= 0.01 at any AUC (3400 su
 held-out files, simulated with different seeds: --heldout selection (heldout_selection.h5, seed 3) for
 choosing variants and --heldout report (heldout.h5, seed 2, the default) for the numbers quoted. --seeds 2
 trains every row twice (train.seed 0 and 1) and reports the mean over the seeds and their range.
-scorecard.json and every report_*.json record the git commit (and whether the tree was dirty).
+scorecard.json and every report_*.json record the git commit the run started at (and whether the tree was dirty then).
 
 --ablate trains the variants of ABLATION (each diffusion row adds one change to the row above it; the
 flow rows compare the flow preset before and after), all on the same data with the same budget, and
