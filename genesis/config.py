@@ -73,11 +73,11 @@ class DiffusionConfig:
                                       "(the simulator's trigger does the same; checkpoints record that minimum)")
     min_snr_gamma: float = option(0.0, "min-SNR loss weighting gamma (Hang et al. 2023; 0 = off, 5 is usual)", minimum=0.0)
     hit_weight: float = option(1.0, "loss weight of hit DOMs relative to DOMs without a hit", minimum=0.0)
-    dequantize_npe: bool = option(False, "whole-pe training data: learn npe + u, u ~ U(0, 1), of every hit DOM (a "
-                                  "density instead of point masses at 1, 2, 3 pe) and take the floor when sampling")
     no_hit_weight: float = option(0.1, "hit representation: loss weight of npe and time at DOMs without a hit, which "
                                   "learn the neutral value 0 (0 = not learned: sampling then feeds the network "
                                   "values it never saw)", minimum=0.0)
+    dequantize_npe: bool = option(False, "whole-pe training data: learn npe + u, u ~ U(0, 1), of every hit DOM (a "
+                                  "density instead of point masses at 1, 2, 3 pe) and take the floor when sampling")
 
 
 @dataclass(frozen=True)

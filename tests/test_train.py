@@ -310,6 +310,11 @@ def test_a_dequantized_npe_model_trains_samples_whole_counts_and_refuses_fractio
     npe = sampling.generate(loaded, labels[:4], steps=3, seed=1)[:, 0]
     hit = npe > 0
     assert hit.any() and np.all(npe[hit] == np.floor(npe[hit])) and npe[hit].min() >= 1
+    # the checkpoint's flag reaches the sampler: the same draws rounded instead of floored give more charge
+    loaded.config = dataclasses.replace(loaded.config, diffusion=dataclasses.replace(loaded.config.diffusion,
+                                                                                     dequantize_npe=False))
+    rounded = sampling.generate(loaded, labels[:4], steps=3, seed=1)[:, 0]
+    assert np.array_equal(rounded > 0, hit) and np.all(rounded >= npe) and np.any(rounded > npe)
     fractional = home / "data" / "fractional.h5"
     schema.write_events(fractional, signal[:200] * np.array([[0.7], [1.0]], np.float32), labels[:200],
                         schema.read_geometry(home / "data" / "demo.h5"))
