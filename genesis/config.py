@@ -119,6 +119,10 @@ class DataConfig:
     in_memory: str = option("auto", "load the dataset into memory", choices=("auto", "always", "never"))
     max_events: int = option(0, "use at most this many events (0 = all)", minimum=0)
     num_workers: int = option(0, "DataLoader workers when streaming from disk", minimum=0)
+    noise_radius_m: float = option(0.0, "detector noise kept apart (genesis.noise; diffusion only): hits with no other "
+                                   "hit DOM within this radius [m] are taken out of the training events and drawn "
+                                   "again at sampling from a noise model fitted on them (0 = off: the model learns "
+                                   "them)", minimum=0.0)
     normalization: Normalization = option(Normalization(), "offsets, scales and transforms")
 
 
@@ -212,6 +216,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("diffusion.dequantize_npe needs kind 'diffusion', data.normalization.representation 'hit' "
                           f"and npe_reference 'none' (got '{cfg.kind}', '{norm.representation}', "
                           f"'{norm.npe_reference}')")
+    if cfg.kind == "flow" and cfg.data.noise_radius_m > 0:
+        raise ConfigError("data.noise_radius_m applies to diffusion models (a flow inpaints observed events, noise "
+                          "and all); set it to 0 for kind 'flow'")
     if cfg.kind == "flow" and cfg.data.normalization.representation != "legacy":
         raise ConfigError("flows model the 2-channel 'legacy' representation only; "
                           "set data.normalization.representation=legacy for kind 'flow'")

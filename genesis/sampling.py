@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from genesis import checkpoint, diffusion
+from genesis import checkpoint, diffusion, noise
 from genesis.data import schema
 from genesis.errors import DataError, GenesisError
 
@@ -256,6 +256,9 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     (default all, in order); batch b is drawn from a generator seeded with seed * 100003 + b.
     stats: a dict filled (over all batches) with events (drawn), redrawn (events below the training
     data's trigger drawn again at least once) and below_trigger (still below it after the last try).
+    A checkpoint trained with detector noise kept apart (data.noise_radius_m; its record's 'noise') gets its
+    events cleaned of isolated hits and noise drawn from that model (genesis.noise.resample) before the
+    trigger counts them; the noise is drawn from a generator seeded with (seed, b).
     bf16: the network under bfloat16 autocast; compiled: full batches through loaded.compiled_model() (diffusion
     models only; see the module doc for both).
     """
@@ -285,6 +288,7 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
     for b in chosen:
         lab = labels[starts[b]:starts[b] + batch_size]
         gen = torch.Generator(device=device).manual_seed(seed * 100003 + b)
+        noise_rng = np.random.default_rng([seed, b])
 
         def draw(rows: np.ndarray, progress_of_batch=None) -> np.ndarray:
             """Physical events (len(rows), 2, P) for the batch's label rows, from the batch's generator."""
@@ -296,8 +300,11 @@ def generate_batches(loaded: checkpoint.LoadedModel, labels: np.ndarray, sampler
                                         guidance, eta=loaded.config.diffusion.eta, generator=gen,
                                         progress=progress_of_batch, data_record=record, spacing=spacing)
             phys = norm.denormalize_signal(x.float().cpu(), torch.from_numpy(lab[rows]), loaded.geometry.positions)
-            return postprocess(phys.numpy(), threshold, record, threshold_decides=loaded.kind == "flow",
-                               npe_floor=loaded.config.diffusion.dequantize_npe)
+            events = postprocess(phys.numpy(), threshold, record, threshold_decides=loaded.kind == "flow",
+                                 npe_floor=loaded.config.diffusion.dequantize_npe)
+            if "noise" in record:  # a model of the cleaned events: its own isolated hits out, the noise model's in
+                events = noise.resample(events, loaded.geometry.positions, record["noise"], noise_rng)
+            return events
 
         inner = (lambda i, t, s=done, k=len(lab): progress(s + int(k * i / t), n)) if progress else None
         events = draw(np.arange(len(lab)), inner)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from genesis import noise
 from genesis.config import DataConfig
 from genesis.data import schema
 from genesis.data.normalization import Normalization
@@ -104,16 +105,27 @@ class InMemoryEvents(Dataset):
             yield self.signal.index_select(0, idx), self.labels.index_select(0, idx)
 
 
+def read_training_events(path: str | Path, indices: np.ndarray, geometry: Geometry, noise_radius: float = 0.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Physical (signal (n, 2, P), labels (n, 6)) of the given events as the model learns them: with a noise
+    radius (data.noise_radius_m), without their isolated hits (genesis.noise.clean)."""
+    sig, lab, _ = schema.read_events(path, indices=indices)
+    if noise_radius > 0:
+        sig = noise.clean(sig, noise.adjacency(geometry.positions, noise_radius))
+    return sig, lab
+
+
 def load_in_memory(path: str | Path, indices: np.ndarray, norm: Normalization, geometry: Geometry,
-                   device: torch.device | str = "cpu") -> InMemoryEvents:
-    """Read the given events chunk by chunk, normalize each chunk on `device`, keep the result there."""
+                   device: torch.device | str = "cpu", noise_radius: float = 0.0) -> InMemoryEvents:
+    """Read the given events chunk by chunk (`read_training_events`), normalize each chunk on `device`, keep
+    the result there."""
     device = torch.device(device)
     p = geometry.n_doms
     signal = torch.empty((len(indices), norm.channels, p), dtype=torch.float32, device=device)
     labels = torch.empty((len(indices), 6), dtype=torch.float32, device=device)
     for start in range(0, len(indices), READ_CHUNK):
         sel = indices[start:start + READ_CHUNK]
-        sig, lab, _ = schema.read_events(path, indices=sel)
+        sig, lab = read_training_events(path, sel, geometry, noise_radius)
         sl = slice(start, start + len(sel))
         signal[sl] = norm.normalize_signal(torch.from_numpy(sig).to(device), torch.from_numpy(lab).to(device),
                                            geometry.positions)
@@ -126,10 +138,10 @@ class H5EventStream(IterableDataset):
     """Stream normalized (signal, geometry, label) from disk in shuffled chunks (for large files)."""
 
     def __init__(self, path: str | Path, indices: np.ndarray, norm: Normalization, geometry: Geometry,
-                 shuffle: bool = True, seed: int = 0, chunk: int = READ_CHUNK) -> None:
+                 shuffle: bool = True, seed: int = 0, chunk: int = READ_CHUNK, noise_radius: float = 0.0) -> None:
         self.path, self.indices, self.norm, self.shuffle, self.seed, self.chunk = str(path), indices, norm, shuffle, seed, chunk
         self.geometry = norm.normalize_geometry(torch.from_numpy(geometry.positions))
-        self.positions = geometry.positions
+        self.positions, self.geo, self.noise_radius = geometry.positions, geometry, noise_radius
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -149,7 +161,7 @@ class H5EventStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self.seed + self.epoch + 7919)
         for sel in self._my_chunks():
-            sig, lab, _ = schema.read_events(self.path, indices=sel)
+            sig, lab = read_training_events(self.path, sel, self.geo, self.noise_radius)
             sig_n = self.norm.normalize_signal(torch.from_numpy(sig), torch.from_numpy(lab), self.positions)
             lab_n = self.norm.normalize_labels(torch.from_numpy(lab))
             order = rng.permutation(len(sel)) if self.shuffle else np.arange(len(sel))
@@ -194,8 +206,9 @@ def open_split(cfg: DataConfig, split: str, norm: Normalization, geometry: Geome
         raise DataError(f"{cfg.path}: the '{split}' split is empty; use more events or larger fractions")
     in_memory = cfg.in_memory == "always" or (cfg.in_memory == "auto" and fits_in_memory(len(indices), p, device))
     if in_memory:
-        return load_in_memory(cfg.path, indices, norm, geometry, device)
-    return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed)
+        return load_in_memory(cfg.path, indices, norm, geometry, device, cfg.noise_radius_m)
+    return H5EventStream(cfg.path, indices, norm, geometry, shuffle=split == "train", seed=cfg.split_seed,
+                         noise_radius=cfg.noise_radius_m)
 
 
 def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | None = None) -> dict[str, Any]:
@@ -204,7 +217,9 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
     min/max of the physical labels (labels outside warn), and of hit DOMs' npe and time, plus whether
     every npe is a whole number (sampled hits then get counts inside those ranges), and the fewest hit DOMs
     of any triggered event (`hit_doms_min`, the trigger: sampling draws events with fewer again; see
-    `trigger_threshold`), with a warning in `warnings` (and the log) when that is 0."""
+    `trigger_threshold`), with a warning in `warnings` (and the log) when that is 0. With data.noise_radius_m,
+    the signal and hit ranges are those of the cleaned events the model learns, `hit_doms_min` that of the
+    events as recorded (sampling adds the noise before it counts), and `noise` the noise model (genesis.noise)."""
     n, _, _ = schema.file_info(cfg.path)
     n = min(n, cfg.max_events) if cfg.max_events else n
     train = split_indices(n, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)["train"]
@@ -212,12 +227,18 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
         labels = np.asarray(f["label"][()], dtype=np.float64)[train]
     lo, hi = np.full(norm.channels, np.inf), np.full(norm.channels, -np.inf)
     hit_lo, hit_hi, integer, n_hits = np.full(2, np.inf), np.full(2, -np.inf), True, []
+    if cfg.noise_radius_m > 0 and positions is None:
+        raise ConfigError("data.noise_radius_m needs the DOM positions to find isolated hits")
+    noise_fit = noise.NoiseFit(noise.adjacency(positions, cfg.noise_radius_m), cfg.noise_radius_m) \
+        if cfg.noise_radius_m > 0 else None
     for start in range(0, len(train), READ_CHUNK):
         signal, chunk_labels, _ = schema.read_events(cfg.path, indices=train[start:start + READ_CHUNK])
+        n_hits.append((signal[:, 0] > 0).sum(1))
+        if noise_fit:
+            signal = noise_fit.update(signal)
         x = norm.normalize_signal(signal.astype(np.float64), chunk_labels.astype(np.float64), positions)
         lo, hi = np.minimum(lo, x.min(axis=(0, 2))), np.maximum(hi, x.max(axis=(0, 2)))
         hits = signal.transpose(1, 0, 2)[:, signal[:, 0] > 0]  # (2, hits)
-        n_hits.append((signal[:, 0] > 0).sum(1))
         if hits.size:
             hit_lo, hit_hi = np.minimum(hit_lo, hits.min(1)), np.maximum(hit_hi, hits.max(1))
             integer = integer and bool(np.all(hits[0] == np.round(hits[0])))
@@ -231,6 +252,8 @@ def value_ranges(cfg: DataConfig, norm: Normalization, positions: np.ndarray | N
                       hit_doms_trigger=trigger)
         if warnings:
             ranges["warnings"] = warnings
+    if noise_fit:
+        ranges["noise"] = noise_fit.record()
     return ranges
 
 
