@@ -41,7 +41,7 @@ def test_rows_share_a_training_only_when_they_differ_in_sampling():
     assert key("+asinh delay, w 200 ns") != key("+asinh delay, w 500 ns")
     # the preset without its energy inputs is the redraw row's model, sampled with the preset's sampler
     assert key("diffusion preset, no energy inputs") == key("+redraw untriggered events")
-    assert len({key(name) for name in rows}) == 15  # 12 diffusion models (5 rows only sample differently), 3 flows
+    assert len({key(name) for name in rows}) == 16  # 13 diffusion models (5 rows only sample differently), 3 flows
     two = scorecard.parse_args(["--preset-suffix", "tiny", "--seeds", "2"])
     assert scorecard.seed_overrides(args, 0) == [] and scorecard.seed_overrides(two, 1) == ["train.seed=1"]
     k0, k1 = (scorecard.training_key("diffusion", [*scorecard.REDRAW, *scorecard.seed_overrides(two, k)], two)
