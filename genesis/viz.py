@@ -693,3 +693,20 @@ def response_curves_figure(response: dict, names: tuple[str, str] = ("generated"
 
 def _summary_text(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.1f} SE"
+
+
+def noise_model_figure(noise: dict) -> go.Figure:
+    """The detector-noise model of a checkpoint (its data record's 'noise', genesis.noise): the density of the
+    noise hits' times [1/us], read off the stored quantiles (equal-probability bins), with the rate in the title."""
+    q = np.asarray(noise.get("time_quantiles_ns") or (), dtype=np.float64)
+    if len(q) < 2:
+        raise ValueError("the noise model has no time quantiles")
+    width = np.maximum(np.diff(q), 1e-9)
+    density = (1.0 / (len(q) - 1)) / width * 1e3  # per us
+    fig = go.Figure(go.Scatter(x=np.repeat(q, 2)[1:-1], y=np.repeat(density, 2), mode="lines", line=dict(color=PALETTE[0]),
+                               name="noise hits", hovertemplate="t %{x:.0f} ns<br>%{y:.3g} per us<extra></extra>"))
+    fig.update_layout(title=f"Noise hits: {noise.get('rate', 0):.2g} per free DOM ({noise.get('isolated_per_event', 0):.1f} "
+                            f"isolated per training event, radius {noise.get('radius_m', 0):g} m)",
+                      xaxis_title="first-hit time [ns]", yaxis_title="density [1/us]", height=320,
+                      margin=dict(l=10, r=10, t=50, b=10), uirevision=UIREVISION)
+    return fig

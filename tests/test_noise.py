@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from genesis import checkpoint, config, noise, sampling
+from genesis import checkpoint, config, noise, sampling, viz
 from genesis.data import dataset, schema
 from genesis.data.simulate import SimConfig, simulate, simulate_to_file
 from genesis.errors import ConfigError, DataError
@@ -113,3 +114,13 @@ def test_training_learns_cleaned_events_and_sampling_draws_the_noise(tmp_path, m
     # every isolated hit is the noise model's: ~rate per free DOM, with its npe (1 pe)
     assert iso.sum() == pytest.approx(record["noise"]["rate"] * free, rel=0.3)
     assert set(np.unique(a[:, 0][iso]).tolist()) <= set(record["noise"]["npe_values"])
+    # the Checkpoints page shows the checkpoint's noise model as a figure (genesis.viz.noise_model_figure)
+    fig = viz.noise_model_figure(record["noise"])
+    x, y = np.asarray(fig.data[0].x), np.asarray(fig.data[0].y)
+    assert np.sum(np.diff(x)[::2] * y[::2]) / 1e3 == pytest.approx(1.0)  # a density over the noise hits' times
+    assert "per free DOM" in fig.layout.title.text
+    at = AppTest.from_file(str(ROOT / "views" / "checkpoints.py"), default_timeout=300).run()
+    at.selectbox(key="ckpt_pick").set_value(result["checkpoint_dir"] + "/last.pt").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(m.value.startswith("**Detector noise**") for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 3  # parameters by type, the data flow, the noise model

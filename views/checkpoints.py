@@ -4,7 +4,7 @@ import streamlit as st
 
 from genesis import checkpoints_index as ci
 from genesis import inspect as gi
-from genesis import paths, ranges, runs
+from genesis import paths, ranges, runs, viz
 from genesis.errors import GenesisError
 from views._shared import MAX_UPLOAD_MB, data_files, mtime, ready_store, rel, save_upload, user_errors
 
@@ -109,6 +109,10 @@ with tabs[1]:
     left.dataframe(affine, hide_index=True)
     right.markdown("**Labels**")
     right.dataframe(label_table, hide_index=True)
+    noise_model = (report["provenance"]["data"] or {}).get("noise")
+    if noise_model:  # data.noise_radius_m: isolated hits kept apart in training, drawn again at sampling
+        st.markdown("**Detector noise**: taken out of the training events, drawn at sampling from this model")
+        st.plotly_chart(viz.noise_model_figure(noise_model), key="noise_model")
     files = data_files()
     if not files:
         st.info("No datasets in data/ to compare with.")
