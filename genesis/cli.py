@@ -232,7 +232,11 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out_dir) if args.out_dir else demo.DEMO_DIR
     if args.source:  # checkpoints trained elsewhere with the same recipe (e.g. bench/scorecard.py's preset rows)
-        for spec, source in zip(demo.SPECS, args.source):
+        specs = [spec for spec in demo.SPECS if spec.kind in (args.only or (spec.kind,))]
+        if len(args.source) != len(specs):
+            raise GenesisError(f"--from takes one checkpoint per demo model ({', '.join(s.kind for s in specs)}): "
+                               f"got {len(args.source)}; name the kinds with --only to export fewer")
+        for spec, source in zip(specs, args.source):
             demo.export(Path(source), out_dir / spec.name, {"preset": spec.preset, "trained_by": args.trained_by},
                         kind=spec.kind)
         return 0
@@ -389,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=1, help="simulator seed of the training events")
     s.add_argument("--only", nargs="+", choices=("diffusion", "flow"),
                    help="train only these demo models (default: all); the others stay as they are")
-    s.add_argument("--from", dest="source", nargs=2, metavar=("DIFFUSION_PT", "FLOW_PT"),
-                   help="export these checkpoints (trained with the same recipe elsewhere) instead of training")
+    s.add_argument("--from", dest="source", nargs="+", metavar="PT",
+                   help="export these checkpoints (trained with the same recipe elsewhere) instead of training: "
+                        "diffusion then flow, or those of --only")
     s.add_argument("--trained-by", default="", help="with --from: the command that trained them (provenance)")
     s.set_defaults(func=cmd_demo_models)
     return p

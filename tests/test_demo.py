@@ -62,6 +62,16 @@ def test_build_demo_models_trains_slims_and_records_provenance(tmp_path):
     again = demo.export(paths[0], tmp_path / "again.pt", {"trained_by": "test", "preset": "configs/tiny.yaml"},
                          log=lambda _: None, kind="diffusion")
     assert check_slim(again)["provenance"]["trained_by"] == "test"
+    # the CLI exports only the kinds of --only (the demo flow stays as it was); one checkpoint per kind
+    from genesis import cli
+
+    out = tmp_path / "only"
+    out.mkdir()
+    (out / "demo-flow.pt").write_bytes(b"not touched")
+    assert cli.main(["demo-models", "--only", "diffusion", "--from", str(paths[0]), "--out-dir", str(out)]) == 0
+    assert check_slim(out / "demo-diffusion.pt")["kind"] == "diffusion"
+    assert (out / "demo-flow.pt").read_bytes() == b"not touched"
+    assert cli.main(["demo-models", "--from", str(paths[0]), "--out-dir", str(out)]) == 2  # two models, one file
 
 
 def test_demo_models_only_trains_the_kinds_asked_for(tmp_path):
