@@ -261,7 +261,7 @@ def test_page_shows_checkpoint_and_dataset_warning(home, trained):
     in_range = next(m.value for m in [*at.success, *at.warning] if m.value.startswith("**Training ranges.**"))
     assert "of data/demo.h5" in in_range  # the run trained on most of these events: few or none outside
     assert any("genesis stats" in e.label for e in at.expander)
-    assert len(at.get("plotly_chart")) == 2  # parameters by type and the data-flow diagram
+    assert len(at.get("plotly_chart")) == 3  # parameters by type, the data-flow diagram, the noise model (tiny.yaml)
     batch = next(n for n in at.number_input if n.label == "Batch size")
     assert batch.value == 8  # the run's training batch
     fp32 = metrics["Total fp32"]

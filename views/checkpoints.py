@@ -109,7 +109,7 @@ with tabs[1]:
     left.dataframe(affine, hide_index=True)
     right.markdown("**Labels**")
     right.dataframe(label_table, hide_index=True)
-    noise_model = (report["provenance"]["data"] or {}).get("noise")
+    noise_model = ((report.get("provenance") or {}).get("data") or {}).get("noise")
     if noise_model:  # data.noise_radius_m: isolated hits kept apart in training, drawn again at sampling
         st.markdown("**Detector noise**: taken out of the training events, drawn at sampling from this model")
         st.plotly_chart(viz.noise_model_figure(noise_model), key="noise_model")
