@@ -93,8 +93,9 @@ def teacher_meta(path: str | Path) -> dict[str, Any]:
 
 
 def student_config(cfg: config.RunConfig) -> config.RunConfig:
-    """The run config of a distillation run: the teacher's model and diffusion sections and normalization
-    (the student has the teacher's architecture and sees the same normalized data), sampled by DDIM at
+    """The run config of a distillation run: the teacher's model and diffusion sections, normalization and
+    detector-noise radius (the student has the teacher's architecture and sees the same normalized, cleaned data),
+    sampled by DDIM at
     distill.student_steps with eta 0 and no guidance; name, experiment, data (path, split) and train stay the
     run's. Unchanged without a teacher; idempotent (the launcher and the trainer both call it)."""
     if not cfg.distill.teacher:
@@ -121,7 +122,8 @@ def student_config(cfg: config.RunConfig) -> config.RunConfig:
     train = cfg.train if cfg.train.max_steps else dataclasses.replace(
         cfg.train, max_steps=rounds * cfg.distill.steps_per_round)
     return dataclasses.replace(cfg, kind="diffusion", model=teacher.model, diffusion=diffusion, train=train,
-                               data=dataclasses.replace(cfg.data, normalization=norm),
+                               data=dataclasses.replace(cfg.data, normalization=norm,
+                                                        noise_radius_m=teacher.data.noise_radius_m),
                                distill=dataclasses.replace(cfg.distill, teacher=str(path)))
 
 

@@ -249,6 +249,8 @@ def test_solver_distillation_run_is_one_round_on_the_final_grid(home):
         "unipc", 1, 8, 4)
     assert record["grid"] == [999, 561, 249, 61, -1]
     assert state["config"]["diffusion"]["spacing"] == "quadratic" and state["config"]["diffusion"]["sampler"] == "ddim"
+    # the student learns the cleaned events its teacher learned and carries its own noise model (genesis.noise)
+    assert state["config"]["data"]["noise_radius_m"] == 150.0 and state["data"]["noise"]["rate"] > 0
 
 
 def test_train_page_distills_a_checkpoint(home):
