@@ -264,6 +264,7 @@ FORM_LABELS = {
     "data.geometry": "Geometry CSV (empty = from the data file)", "data.val_fraction": "Validation fraction",
     "data.test_fraction": "Test fraction", "data.split_seed": "Split seed", "data.in_memory": "Load into memory",
     "data.max_events": "Max events (0 = all)", "data.num_workers": "Loader workers",
+    "data.noise_radius_m": "Detector noise apart: radius [m] (0 = learned)",
     "data.normalization": "Normalization (YAML)",
     "train.batch_size": "Batch size (events)", "train.lr": "Learning rate", "train.weight_decay": "Weight decay",
     "train.warmup_steps": "Warm-up steps", "train.epochs": "Epochs", "train.max_steps": "Max steps (0 = no limit)",
