@@ -34,7 +34,9 @@ def server(tmp_path):
     """`streamlit run app.py` on a free port with a fresh project home; yields (base url, home)."""
     home = tmp_path / "home"
     home.mkdir()
-    with streamlit_app(home, tmp_path / "streamlit.log", {"GENESIS_DEMO_EVENTS": "300"}) as base:
+    # a 1 s live refresh: the live curve must be caught while the short training run is still RUNNING
+    env = {"GENESIS_DEMO_EVENTS": "300", "GENESIS_LIVE_REFRESH_S": "1"}
+    with streamlit_app(home, tmp_path / "streamlit.log", env) as base:
         yield base, home
 
 
@@ -176,7 +178,9 @@ def run_flow(page, base: str, home: Path, steps: Steps, tmp_path: Path) -> None:
     # 3. Train: a tiny diffusion run, its live curve and its end
     goto(page, base, "train")
     click_tab(page, "Train")
-    fill_number(page, form_label("train.epochs"), 5)
+    # 15 epochs of 8 steps: ~25 s of training on 2 cores, many 1 s refreshes (5 epochs lasted ~4 s, less
+    # than the default 5 s refresh, so on a fast machine the run could end before its curve was drawn)
+    fill_number(page, form_label("train.epochs"), 15)
     fill_number(page, form_label("train.log_every"), 2)
     page.get_by_role("button", name="Launch").click()
     wait_text(page, "Launched run")
