@@ -95,8 +95,8 @@ def teacher_meta(path: str | Path) -> dict[str, Any]:
 def student_config(cfg: config.RunConfig) -> config.RunConfig:
     """The run config of a distillation run: the teacher's model and diffusion sections, normalization and
     detector-noise radius (the student has the teacher's architecture and sees the same normalized, cleaned data),
-    sampled by DDIM at distill.student_steps with eta 0 and no guidance; name, experiment, data (path, split) and train stay the
-    run's. Unchanged without a teacher; idempotent (the launcher and the trainer both call it)."""
+    sampled by DDIM at distill.student_steps with eta 0 and no guidance; name, experiment, data (path, split) and
+    train stay the run's. Unchanged without a teacher; idempotent (the launcher and the trainer both call it)."""
     if not cfg.distill.teacher:
         return cfg
     path = resolve_teacher(cfg.distill.teacher)

@@ -110,7 +110,8 @@ with tabs[1]:
     right.markdown("**Labels**")
     right.dataframe(label_table, hide_index=True)
     noise_model = ((report.get("provenance") or {}).get("data") or {}).get("noise")
-    if noise_model and noise_model.get("time_quantiles_ns"):  # data.noise_radius_m: isolated hits kept apart in training, drawn again at sampling
+    # data.noise_radius_m: isolated hits were kept apart in training and are drawn again at sampling
+    if noise_model and noise_model.get("time_quantiles_ns"):
         st.markdown("**Detector noise**: taken out of the training events, drawn at sampling from this model")
         st.plotly_chart(viz.noise_model_figure(noise_model), key="noise_model")
     files = data_files()
