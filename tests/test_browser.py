@@ -15,6 +15,7 @@ import pytest
 
 from conftest import CHROMIUM_ARGS, ROOT, assert_no_exception_box, browser_page, require_chromium, streamlit_app
 
+from genesis import live
 from genesis.launcher import form_label
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -35,7 +36,7 @@ def server(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     # a 1 s live refresh: the live curve must be caught while the short training run is still RUNNING
-    env = {"GENESIS_DEMO_EVENTS": "300", "GENESIS_LIVE_REFRESH_S": "1"}
+    env = {"GENESIS_DEMO_EVENTS": "300", live.REFRESH_ENV: "1"}
     with streamlit_app(home, tmp_path / "streamlit.log", env) as base:
         yield base, home
 
